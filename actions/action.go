@@ -1,0 +1,75 @@
+package actions
+
+import (
+	"context"
+	"errors"
+
+	"github.com/sagarunner/sagarunner/clock"
+	"github.com/sagarunner/sagarunner/saga/envelope"
+	"github.com/sagarunner/sagarunner/statemanager"
+)
+
+// Action is a configured action, built once per saga step (or per direct
+// action record) by its Spec's New. Execute is safe for concurrent use.
+//
+// Execute receives a private copy of the envelope and returns the outcome.
+// Business failures (a missing element, a pattern error, an unknown task) are
+// never errors: they set env.Result to FAIL with a code. A non-nil error means
+// infrastructure trouble (Redis down); the runner retries the whole record
+// later, so Execute must be safe to repeat.
+type Action interface {
+	Execute(ctx context.Context, x *Exec, env *envelope.Envelope) (Outcome, error)
+}
+
+// Exec is what an action may use while it runs.
+type Exec struct {
+	Stores statemanager.Resolver
+	Clock  clock.Clock
+	Topics Topics
+	// Partition is the runner partition the event arrived on.
+	Partition int32
+}
+
+// Topics names the topics actions produce to.
+type Topics struct {
+	// Continuations is where resumed saga instances are sent (the runner's
+	// request topic), keyed by requestId.
+	Continuations string
+	// Notifications receives task-closed notifications, keyed by taskId.
+	Notifications string
+}
+
+// Outcome is what an action did. Env is the output envelope; its Result
+// routes the saga.
+type Outcome struct {
+	Env *envelope.Envelope
+	// Suspend says the instance now waits (StartTask); the engine stops here.
+	Suspend bool
+	// Finish ends the instance now, whatever the routes say.
+	Finish bool
+	// Records are produced after the step: notifications, continuations of
+	// other instances, published events.
+	Records []envelope.Record
+	// Acks are closed tasks, per domain, to Ack once Records are durable.
+	Acks []Ack
+}
+
+// Ack names a closed task whose effects are in Outcome.Records.
+type Ack struct {
+	Domain string
+	ID     string
+}
+
+// Result codes actions set on FAIL.
+const (
+	CodeBadInput     = "BAD_INPUT"      // missing element, bad type
+	CodePattern      = "PATTERN_ERROR"  // a JMESPath pattern failed at run time
+	CodeTaskNotFound = "TASK_NOT_FOUND" // no task with that id
+	CodeTaskClosed   = "TASK_CLOSED"    // the task was closed already
+	CodeForbidden    = "FORBIDDEN"      // the caller may not close that task
+	CodeFailed       = "FAILED"         // a Fail step
+)
+
+// ErrRetryable marks infrastructure errors worth retrying; actions wrap store
+// errors with it.
+var ErrRetryable = errors.New("actions: retryable")

@@ -1,0 +1,201 @@
+// Package envelope is the JSON event envelope every Kafka record carries
+// (SPEC §3) and the element-path rules that actions and the engine share. It
+// sits below both the saga engine and the actions so neither imports the other
+// to read an event.
+package envelope
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+)
+
+// Result statuses (SPEC §3).
+const (
+	StatusSuccess   = "SUCCESS"
+	StatusFail      = "FAIL"
+	StatusTimeout   = "TIMEOUT"
+	StatusCancelled = "CANCELLED"
+)
+
+// Envelope is one event. Payload and Parameters stay raw JSON so a step only
+// decodes the element it needs.
+type Envelope struct {
+	RequestMeta RequestMeta     `json:"requestMeta"`
+	SagaMeta    SagaMeta        `json:"sagaMeta"`
+	EventMeta   EventMeta       `json:"eventMeta"`
+	Payload     json.RawMessage `json:"payload,omitempty"`
+	Result      Result          `json:"result"`
+}
+
+// RequestMeta identifies the request and its caller.
+type RequestMeta struct {
+	RequestID string   `json:"requestId"`
+	User      string   `json:"user,omitempty"`
+	Roles     []string `json:"roles,omitempty"`
+	ReplyTo   string   `json:"replyTo,omitempty"`
+	CreatedAt int64    `json:"createdAt,omitempty"`
+}
+
+// SagaMeta places the event in a saga instance. An empty Saga means the event
+// belongs to no saga (a direct action record).
+type SagaMeta struct {
+	Saga            string `json:"saga,omitempty"`
+	Version         int    `json:"version,omitempty"`
+	StepID          string `json:"stepId,omitempty"`
+	RunnerPartition int32  `json:"runnerPartition"`
+}
+
+// EventMeta says which action the event asks for and how.
+type EventMeta struct {
+	Action        string          `json:"action,omitempty"`
+	Domain        string          `json:"domain,omitempty"`
+	InputElement  string          `json:"inputElement,omitempty"`
+	OutputElement string          `json:"outputElement,omitempty"`
+	Parameters    json.RawMessage `json:"parameters,omitempty"`
+}
+
+// Result is the outcome of the last step.
+type Result struct {
+	Status  string `json:"status,omitempty"`
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Record is one Kafka record to produce. The engine returns records instead of
+// producing them so the runner can make them durable before committing.
+type Record struct {
+	Topic string
+	Key   []byte
+	Value []byte
+}
+
+// ErrNotEnvelope is returned by Decode for a value that is not a JSON object.
+var ErrNotEnvelope = errors.New("envelope: record value is not a JSON object")
+
+// Decode parses a record value. A bare JSON object without any envelope field
+// becomes payload.parameters of a new request; newID supplies its requestId.
+// Decode never panics; bad input yields an error wrapping ErrNotEnvelope.
+func Decode(value []byte, newID func() string) (*Envelope, error) {
+	if !gjson.ValidBytes(value) {
+		return nil, fmt.Errorf("%w: invalid JSON", ErrNotEnvelope)
+	}
+	root := gjson.ParseBytes(value)
+	if !root.IsObject() {
+		return nil, fmt.Errorf("%w: got %s", ErrNotEnvelope, root.Type)
+	}
+	isEnvelope := false
+	for _, k := range []string{"requestMeta", "sagaMeta", "eventMeta", "payload", "result"} {
+		if root.Get(k).Exists() {
+			isEnvelope = true
+			break
+		}
+	}
+	e := &Envelope{}
+	if !isEnvelope {
+		p, _ := sjson.SetRawBytes([]byte(`{}`), "parameters", value)
+		e.Payload = p
+	} else if err := json.Unmarshal(value, e); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNotEnvelope, err)
+	}
+	if e.RequestMeta.RequestID == "" && newID != nil {
+		e.RequestMeta.RequestID = newID()
+	}
+	if len(e.Payload) == 0 || string(e.Payload) == "null" {
+		e.Payload = json.RawMessage(`{}`)
+	}
+	return e, nil
+}
+
+// Encode marshals the envelope.
+func (e *Envelope) Encode() []byte {
+	b, err := json.Marshal(e)
+	if err != nil {
+		// Only a RawMessage holding invalid JSON can fail, and every writer
+		// goes through sjson or json.Marshal.
+		panic(fmt.Sprintf("envelope: encode: %v", err))
+	}
+	return b
+}
+
+// Clone returns a deep copy, so a step can change its copy freely.
+func (e *Envelope) Clone() *Envelope {
+	c := *e
+	c.RequestMeta.Roles = append([]string(nil), e.RequestMeta.Roles...)
+	c.Payload = append(json.RawMessage(nil), e.Payload...)
+	c.EventMeta.Parameters = append(json.RawMessage(nil), e.EventMeta.Parameters...)
+	return &c
+}
+
+// Fail sets a FAIL result with a code and message.
+func (e *Envelope) Fail(code, format string, args ...any) {
+	e.Result = Result{Status: StatusFail, Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Succeed sets a SUCCESS result.
+func (e *Envelope) Succeed() { e.Result = Result{Status: StatusSuccess} }
+
+// IsRoot reports whether path resolves against the envelope root ("$." prefix).
+func IsRoot(path string) bool { return strings.HasPrefix(path, "$.") || path == "$" }
+
+// Get reads path from the payload, or from the envelope root when the path
+// starts with "$.". An empty path returns the whole payload.
+func (e *Envelope) Get(path string) gjson.Result {
+	if IsRoot(path) {
+		return GetIn(e.Encode(), path)
+	}
+	return GetIn(e.Payload, path)
+}
+
+// Set writes raw JSON at path in the payload, or in the envelope root when the
+// path starts with "$.". An empty path replaces the whole payload.
+func (e *Envelope) Set(path string, raw []byte) error {
+	if IsRoot(path) {
+		doc, err := SetIn(e.Encode(), path, raw)
+		if err != nil {
+			return err
+		}
+		var n Envelope
+		if err := json.Unmarshal(doc, &n); err != nil {
+			return fmt.Errorf("envelope: set %q: %w", path, err)
+		}
+		*e = n
+		return nil
+	}
+	doc, err := SetIn(e.Payload, path, raw)
+	if err != nil {
+		return err
+	}
+	e.Payload = doc
+	return nil
+}
+
+// GetIn reads a gjson path from doc; "$." or "$" prefixes are stripped and an
+// empty path returns doc itself.
+func GetIn(doc []byte, path string) gjson.Result {
+	path = strings.TrimPrefix(strings.TrimPrefix(path, "$"), ".")
+	if path == "" {
+		return gjson.ParseBytes(doc)
+	}
+	return gjson.GetBytes(doc, path)
+}
+
+// SetIn writes raw JSON at an sjson path in doc; an empty path replaces doc.
+func SetIn(doc []byte, path string, raw []byte) ([]byte, error) {
+	path = strings.TrimPrefix(strings.TrimPrefix(path, "$"), ".")
+	if path == "" {
+		return append([]byte(nil), raw...), nil
+	}
+	if len(doc) == 0 {
+		doc = []byte(`{}`)
+	}
+	out, err := sjson.SetRawBytes(doc, path, raw)
+	if err != nil {
+		return nil, fmt.Errorf("envelope: set %q: %w", path, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,154 @@
+package statemanager
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"hash/crc32"
+)
+
+// Task statuses. A task is WAITING until exactly one close moves it to one of
+// the other three; that move is final.
+const (
+	StatusWaiting   = "WAITING"
+	StatusCompleted = "COMPLETED"
+	StatusTimeout   = "TIMEOUT"
+	StatusCancelled = "CANCELLED"
+)
+
+// Task is one waiting entry and, once closed, the decision that closed it.
+type Task struct {
+	ID        string   `json:"taskId"`
+	Domain    string   `json:"domain"`
+	Name      string   `json:"taskName,omitempty"`
+	Spec      string   `json:"taskSpec,omitempty"`
+	Action    string   `json:"taskAction,omitempty"`
+	Roles     []string `json:"taskRoles,omitempty"`
+	User      string   `json:"taskUser,omitempty"`
+	Saga      string   `json:"saga,omitempty"`
+	StepID    string   `json:"stepId,omitempty"`
+	RequestID string   `json:"requestId,omitempty"`
+	// StartedAt and Deadline are epoch milliseconds; Deadline 0 means none.
+	StartedAt int64 `json:"startedAt"`
+	Deadline  int64 `json:"deadline,omitempty"`
+	// Data is the (inputPattern-transformed) data handed back on proceeding.
+	Data json.RawMessage `json:"data,omitempty"`
+	// Envelope is the whole suspended envelope, resumed on close.
+	Envelope json.RawMessage `json:"envelope,omitempty"`
+	Status   string          `json:"status"`
+
+	// The decision, set once the task is closed.
+	ClosedAt  int64           `json:"closedAt,omitempty"`
+	ClosedBy  string          `json:"closedBy,omitempty"`
+	CloseData json.RawMessage `json:"closeData,omitempty"`
+	// CloseKey identifies the close request; a retry with the same key
+	// replays the recorded decision instead of failing.
+	CloseKey string `json:"closeKey,omitempty"`
+}
+
+// Waiting reports whether the task is still open.
+func (t *Task) Waiting() bool { return t.Status == StatusWaiting }
+
+// Close asks for a waiting task to be closed.
+type Close struct {
+	ID string
+	// Status is COMPLETED, TIMEOUT or CANCELLED.
+	Status string
+	// At is the close time in epoch ms, recorded as ClosedAt.
+	At int64
+	By string
+	// Data is recorded as CloseData (for ProceedTask, the proceed input).
+	Data json.RawMessage
+	// Key makes the close idempotent: closing again with the same Key
+	// returns the recorded decision with replay=true.
+	Key string
+}
+
+// Due is a waiting task whose deadline has come.
+type Due struct {
+	ID       string
+	Deadline int64
+}
+
+// Filter selects tasks to list. Empty fields match everything; Status
+// defaults to WAITING.
+type Filter struct {
+	User   string
+	Role   string
+	Status string
+	Limit  int
+}
+
+// Errors returned by Store methods. Both are business outcomes the caller
+// turns into a FAIL result; any other error is infrastructure trouble that the
+// runner retries with backoff.
+var (
+	// ErrNotFound: no task has that id (never started, or expired after close).
+	ErrNotFound = errors.New("statemanager: task not found")
+	// ErrClosed: the task was already closed by another request. The returned
+	// task carries that decision.
+	ErrClosed = errors.New("statemanager: task already closed")
+)
+
+// Store is one domain's state manager. Implementations are safe for concurrent
+// use. Every method that changes a task is atomic: a proceed racing a timeout
+// has exactly one winner.
+type Store interface {
+	// Start stores t as WAITING, filling StartedAt if zero and Status. When a
+	// task with t.ID is already waiting, or was started by the same request
+	// and step (a replay), nothing changes and Start returns that task with
+	// created=false. A closed task from another request is replaced.
+	Start(ctx context.Context, t *Task) (stored *Task, created bool, err error)
+
+	// Get returns the task, waiting or closed, or ErrNotFound.
+	Get(ctx context.Context, id string) (*Task, error)
+
+	// Close records the decision and returns the closed task. The decision is
+	// recorded before any effect and kept pending until Ack, so a crash after
+	// Close loses nothing: Pending returns it, and a retry with the same Key
+	// returns it again with replay=true. Unknown id: ErrNotFound. Closed by
+	// another key: the task and ErrClosed.
+	Close(ctx context.Context, c Close) (task *Task, replay bool, err error)
+
+	// Ack says the effects of a close (continuation, notification) are
+	// durable; the task leaves the pending set. Acking twice is harmless.
+	Ack(ctx context.Context, id string) error
+
+	// Due returns up to limit waiting tasks of one shard whose deadline is at
+	// or before until, earliest first.
+	Due(ctx context.Context, shard int, until int64, limit int) ([]Due, error)
+
+	// Between returns up to limit waiting tasks, across all shards, whose
+	// deadline lies in [from, to], earliest first.
+	Between(ctx context.Context, from, to int64, limit int) ([]Due, error)
+
+	// Pending returns up to limit closed tasks of one shard whose effects were
+	// not acked and that closed at or before closedBefore.
+	Pending(ctx context.Context, shard int, closedBefore int64, limit int) ([]*Task, error)
+
+	// Watermark returns the end of the last TimeoutBetween range (0 if none).
+	Watermark(ctx context.Context) (int64, error)
+	// SetWatermark moves the watermark forward to ms; it never moves back.
+	SetWatermark(ctx context.Context, ms int64) error
+
+	// List returns tasks matching f, oldest first.
+	List(ctx context.Context, f Filter) ([]*Task, error)
+
+	// Shards is the number of deadline shards; ShardOf maps a task id to one.
+	Shards() int
+	ShardOf(id string) int
+}
+
+// ShardOf is the shard function every backend uses, so that any process can
+// find a task's shard from its id alone.
+func ShardOf(id string, shards int) int {
+	if shards <= 1 {
+		return 0
+	}
+	return int(crc32.ChecksumIEEE([]byte(id)) % uint32(shards))
+}
+
+// Resolver returns the Store of a domain.
+type Resolver interface {
+	Store(domain string) (Store, error)
+}
