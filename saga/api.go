@@ -24,12 +24,15 @@ type Record struct {
 type Output struct {
 	Records []envelope.Record
 	Acks    []actions.Ack
+	// Started counts tasks newly started (for metrics).
+	Started int
 }
 
 // Append adds o2 to o.
 func (o *Output) Append(o2 Output) {
 	o.Records = append(o.Records, o2.Records...)
 	o.Acks = append(o.Acks, o2.Acks...)
+	o.Started += o2.Started
 }
 
 // Config configures an Engine.

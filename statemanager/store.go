@@ -44,6 +44,9 @@ type Task struct {
 	// CloseKey identifies the close request; a retry with the same key
 	// replays the recorded decision instead of failing.
 	CloseKey string `json:"closeKey,omitempty"`
+	// EnrichPath is where CloseData is written into the stored envelope's
+	// payload when the saga resumes ("" writes nothing).
+	EnrichPath string `json:"enrichPath,omitempty"`
 }
 
 // Waiting reports whether the task is still open.
@@ -62,6 +65,9 @@ type Close struct {
 	// Key makes the close idempotent: closing again with the same Key
 	// returns the recorded decision with replay=true.
 	Key string
+	// EnrichPath is recorded with the decision, so effects rebuilt after a
+	// crash are identical to the first ones.
+	EnrichPath string
 }
 
 // Due is a waiting task whose deadline has come.
