@@ -1,0 +1,400 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// Config is the whole configuration of a sagarunner process.
+type Config struct {
+	// Brokers are the Kafka seed brokers (default localhost:9092).
+	Brokers []string `mapstructure:"brokers"`
+	// Group is the consumer group every runner of one deployment joins
+	// (default "sagarunner").
+	Group string `mapstructure:"group"`
+	// Sagas is the folder (or file) of YAML saga definitions (default ./sagas).
+	Sagas string `mapstructure:"sagas"`
+	// Kafka holds client security settings.
+	Kafka Kafka `mapstructure:"kafka"`
+	// Topics names the topics the runner uses.
+	Topics Topics `mapstructure:"topics"`
+	// Redis is the default Redis connection of every state manager.
+	Redis Redis `mapstructure:"redis"`
+	// StateManagers overrides the connection of some domains. A domain that
+	// is not listed uses Redis with the domain name as key prefix. (A list,
+	// not a map: viper lowercases map keys and domain names are case
+	// sensitive.)
+	StateManagers []StateManager `mapstructure:"stateManagers"`
+	// HTTP configures the gateway.
+	HTTP HTTP `mapstructure:"http"`
+	// Auth configures caller identity on the gateway.
+	Auth Auth `mapstructure:"auth"`
+	// Timers configures automatic timeouts.
+	Timers Timers `mapstructure:"timers"`
+	// Log configures logging.
+	Log Log `mapstructure:"log"`
+}
+
+// Kafka holds Kafka client settings beyond the brokers.
+type Kafka struct {
+	// ClientID names the client to the brokers (default "sagarunner").
+	ClientID string `mapstructure:"clientId"`
+	// TLS enables TLS with the system roots.
+	TLS bool `mapstructure:"tls"`
+	// SASL: mechanism "plain", "scram-sha-256" or "scram-sha-512" ("" = none).
+	SASLMechanism string `mapstructure:"saslMechanism"`
+	SASLUser      string `mapstructure:"saslUser"`
+	SASLPassword  string `mapstructure:"saslPassword"`
+}
+
+// Topics names the topics and how missing ones are created.
+type Topics struct {
+	// Requests carries continuations and gateway requests (default
+	// "sagarunner-requests"). Its partition count is the unit of work
+	// sharing between runners.
+	Requests string `mapstructure:"requests"`
+	// Replies carries responses to the gateway (default "sagarunner-replies").
+	Replies string `mapstructure:"replies"`
+	// Notifications receives task-closed notifications (default
+	// "HTM_TASK_CLOSED_NOTIFICATION").
+	Notifications string `mapstructure:"notifications"`
+	// DeadLetter receives records that cannot be processed (default
+	// "sagarunner-dead-letter").
+	DeadLetter string `mapstructure:"deadLetter"`
+	// Create makes the runner create missing topics at start (default true).
+	Create bool `mapstructure:"create"`
+	// Partitions of created topics (default 16).
+	Partitions int32 `mapstructure:"partitions"`
+	// ReplicationFactor of created topics (default -1: the broker default).
+	ReplicationFactor int16 `mapstructure:"replicationFactor"`
+}
+
+// Redis is one Redis connection and key layout.
+type Redis struct {
+	// Addr is host:port (default 127.0.0.1:6379); several comma-separated
+	// addresses select Redis Cluster.
+	Addr     string `mapstructure:"addr"`
+	DB       int    `mapstructure:"db"`
+	Username string `mapstructure:"username"`
+	Password string `mapstructure:"password"`
+	// Prefix of every key (default: the domain name).
+	Prefix string `mapstructure:"prefix"`
+	// Shards of the deadline index (default 16); keep it equal to the
+	// partitions of the requests topic so each partition owns one shard.
+	Shards int `mapstructure:"shards"`
+	// ClosedTTL is how long a closed task's decision is kept for replays
+	// and look-ups (default 168h).
+	ClosedTTL time.Duration `mapstructure:"closedTTL"`
+}
+
+// StateManager gives one domain its own Redis connection or layout. Unset
+// fields take the value of the default Redis section.
+type StateManager struct {
+	Domain string `mapstructure:"domain"`
+	Redis  `mapstructure:",squash"`
+}
+
+// HTTP configures the gateway.
+type HTTP struct {
+	// Addr to listen on (default ":8080"; "" disables the gateway).
+	Addr string `mapstructure:"addr"`
+	// Timeout is how long a synchronous request waits for its response
+	// before answering 504 (default 10s).
+	Timeout time.Duration `mapstructure:"timeout"`
+	// MaxBody is the largest accepted request body in bytes (default 1 MiB).
+	MaxBody int64 `mapstructure:"maxBody"`
+}
+
+// Auth configures bearer-token authentication. With neither tokens nor a
+// JWT secret every caller is trusted.
+type Auth struct {
+	// Tokens are static bearer tokens. (A list, not a map: viper lowercases
+	// map keys and tokens are case sensitive.)
+	Tokens []Token `mapstructure:"tokens"`
+	// JWT accepts HS256 tokens signed with Secret.
+	JWT JWT `mapstructure:"jwt"`
+}
+
+// Token is a static bearer token and the identity it stands for.
+type Token struct {
+	Token string   `mapstructure:"token"`
+	User  string   `mapstructure:"user"`
+	Roles []string `mapstructure:"roles"`
+}
+
+// JWT configures HS256 JWT validation.
+type JWT struct {
+	Secret     string `mapstructure:"secret"`
+	Issuer     string `mapstructure:"issuer"`
+	Audience   string `mapstructure:"audience"`
+	UserClaim  string `mapstructure:"userClaim"`
+	RolesClaim string `mapstructure:"rolesClaim"`
+}
+
+// Timers configures automatic timeouts.
+type Timers struct {
+	// PollInterval between looks at a shard's due deadlines (default 25ms).
+	PollInterval time.Duration `mapstructure:"pollInterval"`
+	// BatchSize is how many deadlines one look fires at most (default 500).
+	BatchSize int `mapstructure:"batchSize"`
+	// Domains whose deadlines are fired besides those the sagas name.
+	Domains []string `mapstructure:"domains"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level: debug, info, warn or error (default info).
+	Level string `mapstructure:"level"`
+	// Format: text or json (default text).
+	Format string `mapstructure:"format"`
+}
+
+// Defaults are applied before the file, the environment and the flags.
+var defaults = map[string]any{
+	"brokers":                  []string{"localhost:9092"},
+	"group":                    "sagarunner",
+	"sagas":                    "./sagas",
+	"kafka.clientId":           "sagarunner",
+	"topics.requests":          "sagarunner-requests",
+	"topics.replies":           "sagarunner-replies",
+	"topics.notifications":     "HTM_TASK_CLOSED_NOTIFICATION",
+	"topics.deadLetter":        "sagarunner-dead-letter",
+	"topics.create":            true,
+	"topics.partitions":        16,
+	"topics.replicationFactor": -1,
+	"redis.addr":               "127.0.0.1:6379",
+	"redis.db":                 0,
+	"redis.shards":             16,
+	"redis.closedTTL":          "168h",
+	"http.addr":                ":8080",
+	"http.timeout":             "10s",
+	"http.maxBody":             1 << 20,
+	"timers.pollInterval":      "25ms",
+	"timers.batchSize":         500,
+	"log.level":                "info",
+	"log.format":               "text",
+}
+
+// EnvPrefix prefixes every environment variable: SAGARUNNER_REDIS_ADDR sets
+// redis.addr.
+const EnvPrefix = "SAGARUNNER"
+
+// Load reads the configuration: defaults, then file (if not ""), then the
+// environment, then the flags in bind (flag name → config key) that were set
+// on fs. Every problem is reported at once.
+func Load(file string, fs *pflag.FlagSet, bind map[string]string) (*Config, error) {
+	var keyErr error
+	v := viper.New()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	// AutomaticEnv only answers for keys viper knows; bind every default
+	// key so SAGARUNNER_* works for them all.
+	for k := range defaults {
+		_ = v.BindEnv(k)
+	}
+	if file != "" {
+		v.SetConfigFile(file)
+		if err := v.ReadInConfig(); err != nil {
+			return nil, fmt.Errorf("config: read %s: %w", file, err)
+		}
+		keyErr = checkKeys(v, file)
+	}
+	if fs != nil {
+		for flag, key := range bind {
+			f := fs.Lookup(flag)
+			if f == nil {
+				return nil, fmt.Errorf("config: no flag %q to bind to %q", flag, key)
+			}
+			if f.Changed {
+				if err := v.BindPFlag(key, f); err != nil {
+					return nil, fmt.Errorf("config: bind flag %q: %w", flag, err)
+				}
+			}
+		}
+	}
+	var c Config
+	if err := v.Unmarshal(&c); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	// A comma-separated SAGARUNNER_BROKERS arrives as one element.
+	c.Brokers = splitList(c.Brokers)
+	if err := errors.Join(keyErr, c.Validate()); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func splitList(in []string) []string {
+	var out []string
+	for _, s := range in {
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// known lists every accepted key; a file with other keys is rejected so a
+// typo does not silently fall back to a default.
+var known = func() map[string]bool {
+	m := map[string]bool{}
+	for k := range defaults {
+		m[strings.ToLower(k)] = true
+	}
+	for _, k := range []string{"kafka.tls", "kafka.saslMechanism", "kafka.saslUser", "kafka.saslPassword",
+		"redis.username", "redis.password", "redis.prefix", "auth.jwt.secret", "auth.jwt.issuer",
+		"auth.jwt.audience", "auth.jwt.userClaim", "auth.jwt.rolesClaim", "timers.domains"} {
+		m[strings.ToLower(k)] = true
+	}
+	return m
+}()
+
+func checkKeys(v *viper.Viper, file string) error {
+	var errs []string
+	for _, k := range v.AllKeys() {
+		switch {
+		case known[k]:
+		case k == "auth.tokens":
+			errs = append(errs, listKeys(v.Get(k), file, k, "token", "user", "roles")...)
+		case k == "statemanagers":
+			errs = append(errs, listKeys(v.Get(k), file, k, "domain", "addr", "db", "username", "password",
+				"prefix", "shards", "closedttl")...)
+		default:
+			errs = append(errs, fmt.Sprintf("%s: unknown key %q", file, k))
+		}
+	}
+	sort.Strings(errs)
+	if len(errs) > 0 {
+		return errors.New(strings.Join(errs, "\n"))
+	}
+	return nil
+}
+
+// listKeys checks the keys of each map in a list value.
+func listKeys(val any, file, key string, allowed ...string) []string {
+	items, ok := val.([]any)
+	if !ok {
+		return []string{fmt.Sprintf("%s: %s must be a list", file, key)}
+	}
+	var errs []string
+	for i, it := range items {
+		m, ok := it.(map[string]any)
+		if !ok {
+			errs = append(errs, fmt.Sprintf("%s: %s[%d] must be a mapping", file, key, i))
+			continue
+		}
+		for k := range m {
+			found := false
+			for _, a := range allowed {
+				if strings.EqualFold(k, a) {
+					found = true
+				}
+			}
+			if !found {
+				errs = append(errs, fmt.Sprintf("%s: unknown key %q in %s[%d] (known: %s)", file, k, key, i, strings.Join(allowed, ", ")))
+			}
+		}
+	}
+	return errs
+}
+
+// Validate reports every inconsistency at once.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if len(c.Brokers) == 0 {
+		add("brokers: at least one broker is required")
+	}
+	if c.Group == "" {
+		add("group: must not be empty")
+	}
+	for name, t := range map[string]string{"topics.requests": c.Topics.Requests, "topics.replies": c.Topics.Replies,
+		"topics.notifications": c.Topics.Notifications, "topics.deadLetter": c.Topics.DeadLetter} {
+		if t == "" {
+			add("%s: must not be empty", name)
+		}
+	}
+	if c.Topics.Requests == c.Topics.Replies {
+		add("topics.replies: must differ from topics.requests")
+	}
+	if c.Topics.Partitions < 1 {
+		add("topics.partitions: must be at least 1, got %d", c.Topics.Partitions)
+	}
+	checkRedis := func(name string, r Redis) {
+		if r.Shards < 0 {
+			add("%s.shards: must not be negative, got %d", name, r.Shards)
+		}
+		if r.ClosedTTL < 0 {
+			add("%s.closedTTL: must not be negative", name)
+		}
+	}
+	if c.Redis.Addr == "" {
+		add("redis.addr: must not be empty")
+	}
+	if c.Redis.Shards < 1 {
+		add("redis.shards: must be at least 1, got %d", c.Redis.Shards)
+	}
+	checkRedis("redis", c.Redis)
+	seen := map[string]bool{}
+	for i, sm := range c.StateManagers {
+		name := fmt.Sprintf("stateManagers[%d]", i)
+		if sm.Domain == "" {
+			add("%s.domain: must not be empty", name)
+		} else if seen[sm.Domain] {
+			add("%s.domain: %q is listed twice", name, sm.Domain)
+		}
+		seen[sm.Domain] = true
+		checkRedis(name, sm.Redis)
+	}
+	for i, t := range c.Auth.Tokens {
+		if t.Token == "" {
+			add("auth.tokens[%d].token: must not be empty", i)
+		}
+		if t.User == "" {
+			add("auth.tokens[%d].user: must not be empty", i)
+		}
+	}
+	if c.HTTP.Timeout <= 0 {
+		add("http.timeout: must be positive")
+	}
+	if c.HTTP.MaxBody <= 0 {
+		add("http.maxBody: must be positive")
+	}
+	if c.Timers.PollInterval <= 0 {
+		add("timers.pollInterval: must be positive")
+	}
+	if c.Timers.BatchSize < 1 {
+		add("timers.batchSize: must be at least 1")
+	}
+	switch strings.ToLower(c.Kafka.SASLMechanism) {
+	case "", "plain", "scram-sha-256", "scram-sha-512":
+	default:
+		add("kafka.saslMechanism: want plain, scram-sha-256 or scram-sha-512, got %q", c.Kafka.SASLMechanism)
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level: want debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		add("log.format: want text or json, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// AuthEnabled reports whether any authentication is configured.
+func (c *Config) AuthEnabled() bool { return len(c.Auth.Tokens) > 0 || c.Auth.JWT.Secret != "" }
