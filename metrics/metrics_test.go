@@ -1,0 +1,113 @@
+package metrics
+
+import (
+	"io"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// value reads a counter or gauge without the prometheus testutil package,
+// whose diff dependency this module does not pin.
+func value(t *testing.T, c prometheus.Collector) float64 {
+	t.Helper()
+	m, ok := c.(prometheus.Metric)
+	if !ok {
+		t.Fatalf("%T is not a single metric", c)
+	}
+	var out dto.Metric
+	if err := m.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case out.Counter != nil:
+		return out.Counter.GetValue()
+	case out.Gauge != nil:
+		return out.Gauge.GetValue()
+	}
+	t.Fatalf("%T is neither counter nor gauge", c)
+	return 0
+}
+
+func TestNilMetricsIsSafe(t *testing.T) {
+	var m *Metrics
+	m.Consumed("t")
+	m.Step(time.Millisecond)
+	m.Started("workflow", 1)
+	m.Closed("COMPLETED")
+	m.Lateness(time.Millisecond)
+	m.DeadLetter()
+	m.Lag("t", 0, 3)
+	m.DropLag("t", 0)
+	m.HTTP("/x", 200, time.Millisecond)
+	if m.Handler() == nil {
+		t.Fatal("nil Metrics must still serve a handler")
+	}
+}
+
+func TestRecording(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg)
+	tests := []struct {
+		name   string
+		record func()
+		metric prometheus.Collector
+		want   float64
+	}{
+		{"consumed", func() { m.Consumed("a"); m.Consumed("a") }, m.RecordsConsumed.WithLabelValues("a"), 2},
+		{"started", func() { m.Started("workflow", 3); m.Started("workflow", 0) }, m.TasksStarted.WithLabelValues("workflow"), 3},
+		{"closed", func() { m.Closed("TIMEOUT") }, m.TasksClosed.WithLabelValues("TIMEOUT"), 1},
+		{"dead letter", func() { m.DeadLetter() }, m.DeadLettered, 1},
+		{"lag clamps negative", func() { m.Lag("a", 1, -5) }, m.ConsumerLag.WithLabelValues("a", "1"), 0},
+		{"lag", func() { m.Lag("a", 2, 7) }, m.ConsumerLag.WithLabelValues("a", "2"), 7},
+		{"http", func() { m.HTTP("/tasks", 200, time.Millisecond) }, m.HTTPRequests.WithLabelValues("/tasks", "200"), 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.record()
+			if got := value(t, tt.metric); got != tt.want {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestHandlerServesRegistry(t *testing.T) {
+	m := New(prometheus.NewRegistry())
+	m.Lateness(30 * time.Millisecond)
+	m.Step(time.Millisecond)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	for _, want := range []string{
+		`sagarunner_timer_lateness_seconds_bucket{le="0.05"} 1`,
+		`sagarunner_step_latency_seconds_count 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("exposition lacks %q", want)
+		}
+	}
+}
+
+func TestNewTwiceOnOneRegistryShares(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	a, b := New(reg), New(reg)
+	a.DeadLetter()
+	b.DeadLetter()
+	if got := value(t, a.DeadLettered); got != 2 {
+		t.Fatalf("shared counter = %v, want 2", got)
+	}
+}
+
+func TestNilRegistryGetsOwn(t *testing.T) {
+	m := New(nil)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if !strings.Contains(rec.Body.String(), "go_goroutines") {
+		t.Fatal("own registry should include the Go collector")
+	}
+}
