@@ -1,6 +1,11 @@
 package saga
 
-import "github.com/sagarunner/sagarunner/actions"
+import (
+	"github.com/jmespath/go-jmespath"
+
+	"github.com/sagarunner/sagarunner/actions"
+	"github.com/sagarunner/sagarunner/saga/envelope"
+)
 
 // Set is the loaded sagas, indexed for the runner and the gateway.
 type Set struct {
@@ -14,6 +19,8 @@ type Set struct {
 type Saga struct {
 	Name    string
 	Version int
+	// Description is free text for people reading the definition.
+	Description string
 	Trigger Trigger
 	// AutoFail: a FAIL with no route fails the instance (default true).
 	AutoFail bool
@@ -48,6 +55,19 @@ type Step struct {
 	Next   map[string]string
 	Always string
 	Line   int
+
+	// meta is the eventMeta an action step stamps on the envelope, built
+	// once at load time so a step costs no marshalling of its parameters.
+	meta envelope.EventMeta
+	// lines locates the step's parts, for validation messages.
+	lines stepLines
+}
+
+// stepLines are the YAML lines of a step's parts (0 when absent).
+type stepLines struct {
+	action, params, condition, next int
+	param                           map[string]int
+	route                           map[string]int
 }
 
 // Condition types.
@@ -63,6 +83,8 @@ type Condition struct {
 	Type    string
 	Element string
 	Pattern string
+	// compiled is Pattern compiled at load time.
+	compiled *jmespath.JMESPath
 }
 
 // ByName returns a saga by name.

@@ -1,0 +1,550 @@
+package saga
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sagarunner/sagarunner/actions"
+	"github.com/sagarunner/sagarunner/saga/envelope"
+)
+
+// FileError is one problem in one saga file. Line and Col are 1-based; 0
+// means the problem is about the whole file.
+type FileError struct {
+	File   string
+	Line   int
+	Col    int
+	Reason string
+}
+
+// Error formats the problem as file:line: reason, the shape editors and CI
+// logs link to.
+func (e FileError) Error() string {
+	if e.Line <= 0 {
+		return fmt.Sprintf("%s: %s", e.File, e.Reason)
+	}
+	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason)
+}
+
+// LoadError holds every problem found while loading sagas. Loading never stops
+// at the first problem: a saga author fixes a whole file in one round.
+type LoadError struct {
+	Errors []FileError
+}
+
+// Error lists the problems one per line, ordered by file and line.
+func (e *LoadError) Error() string {
+	lines := make([]string, len(e.Errors))
+	for i, fe := range e.Errors {
+		lines[i] = fe.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads saga definitions from files and folders (every *.yaml and *.yml
+// below a folder, in name order) and validates them as one set, so duplicate
+// names and trigger paths across files are caught. reg defaults to
+// actions.Default. Any problem yields a *LoadError listing all of them.
+func Load(reg *actions.Registry, paths ...string) (*Set, error) {
+	l := newLoader(reg)
+	for _, p := range paths {
+		l.addPath(p)
+	}
+	return l.finish()
+}
+
+// LoadBytes loads the sagas of one YAML document stream; name is used as the
+// file name in messages.
+func LoadBytes(reg *actions.Registry, name string, data []byte) (*Set, error) {
+	l := newLoader(reg)
+	l.parseFile(name, data)
+	return l.finish()
+}
+
+// loader collects sagas and problems across files.
+type loader struct {
+	reg   *actions.Registry
+	errs  []FileError
+	sagas []*Saga
+}
+
+func newLoader(reg *actions.Registry) *loader {
+	if reg == nil {
+		reg = actions.Default
+	}
+	return &loader{reg: reg}
+}
+
+func (l *loader) errorf(file string, line, col int, format string, args ...any) {
+	l.errs = append(l.errs, FileError{File: file, Line: line, Col: col, Reason: fmt.Sprintf(format, args...)})
+}
+
+// nodeErrorf reports a problem at a YAML node.
+func (l *loader) nodeErrorf(file string, n *yaml.Node, format string, args ...any) {
+	l.errorf(file, n.Line, n.Column, format, args...)
+}
+
+func isSagaFile(name string) bool {
+	ext := strings.ToLower(filepath.Ext(name))
+	return ext == ".yaml" || ext == ".yml"
+}
+
+func (l *loader) addPath(path string) {
+	info, err := os.Stat(path)
+	if err != nil {
+		l.errorf(path, 0, 0, "%v", unwrapPathError(err))
+		return
+	}
+	if !info.IsDir() {
+		l.readFile(path)
+		return
+	}
+	var files []string
+	err = filepath.WalkDir(path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			l.errorf(p, 0, 0, "%v", unwrapPathError(err))
+			return nil
+		}
+		if !d.IsDir() && isSagaFile(d.Name()) {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		l.errorf(path, 0, 0, "%v", err)
+	}
+	sort.Strings(files)
+	for _, f := range files {
+		l.readFile(f)
+	}
+}
+
+// unwrapPathError drops the path from an *fs.PathError, which the message
+// already starts with.
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func (l *loader) readFile(path string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		l.errorf(path, 0, 0, "%v", unwrapPathError(err))
+		return
+	}
+	l.parseFile(path, data)
+}
+
+// yamlLine finds the line yaml.v3 puts in its syntax errors ("yaml: line 3: ...").
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+func (l *loader) yamlError(file string, err error) {
+	var te *yaml.TypeError
+	msgs := []string{err.Error()}
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	}
+	for _, m := range msgs {
+		if sub := yamlLine.FindStringSubmatch(m); sub != nil {
+			line, _ := strconv.Atoi(sub[1])
+			l.errorf(file, line, 0, "invalid YAML: %s", sub[2])
+			continue
+		}
+		l.errorf(file, 0, 0, "invalid YAML: %s", strings.TrimPrefix(m, "yaml: "))
+	}
+}
+
+// parseFile reads every YAML document of a file; each document is one saga.
+func (l *loader) parseFile(file string, data []byte) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	found := 0
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			l.yamlError(file, err)
+			return
+		}
+		if len(doc.Content) == 0 {
+			continue
+		}
+		root := resolve(doc.Content[0])
+		if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+			continue // an empty document between separators
+		}
+		found++
+		if g := l.parseSaga(file, root); g != nil {
+			l.sagas = append(l.sagas, g)
+		}
+	}
+	if found == 0 {
+		l.errorf(file, 0, 0, "no saga definition in file")
+	}
+}
+
+// resolve follows YAML aliases to the node they name.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+// mapping walks the key/value pairs of a mapping node, reporting a node that
+// is not a mapping, duplicate keys and keys outside known. what names the
+// mapping in messages ("saga", "step \"approve\"").
+func (l *loader) mapping(file string, n *yaml.Node, what string, known []string, fn func(key string, k, v *yaml.Node)) bool {
+	n = resolve(n)
+	if n.Kind != yaml.MappingNode {
+		l.nodeErrorf(file, n, "%s must be a mapping with keys %s", what, strings.Join(known, ", "))
+		return false
+	}
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+		key := k.Value
+		if first, dup := seen[key]; dup {
+			l.nodeErrorf(file, k, "%s: duplicate key %q (first at line %d)", what, key, first)
+			continue
+		}
+		seen[key] = k.Line
+		if !contains(known, key) {
+			l.nodeErrorf(file, k, "%s: unknown key %q (known: %s)", what, key, strings.Join(known, ", "))
+			continue
+		}
+		fn(key, k, v)
+	}
+	return true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// str reads a scalar as written. Numbers and booleans are accepted as their
+// text, so `id: 1` is the step "1".
+func (l *loader) str(file string, n *yaml.Node, what string) string {
+	if n.Kind != yaml.ScalarNode {
+		l.nodeErrorf(file, n, "%s must be a string", what)
+		return ""
+	}
+	if n.Tag == "!!null" {
+		return ""
+	}
+	return n.Value
+}
+
+func (l *loader) integer(file string, n *yaml.Node, what string) (int, bool) {
+	var v int
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" || n.Decode(&v) != nil {
+		l.nodeErrorf(file, n, "%s must be an integer, got %q", what, n.Value)
+		return 0, false
+	}
+	return v, true
+}
+
+func (l *loader) boolean(file string, n *yaml.Node, what string) (bool, bool) {
+	var v bool
+	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" || n.Decode(&v) != nil {
+		l.nodeErrorf(file, n, "%s must be true or false, got %q", what, n.Value)
+		return false, false
+	}
+	return v, true
+}
+
+var (
+	sagaKeys      = []string{"saga", "description", "version", "trigger", "autoFail", "steps"}
+	triggerKeys   = []string{"topic", "path"}
+	stepKeys      = []string{"id", "action", "domain", "inputElement", "outputElement", "parameters", "condition", "next"}
+	conditionKeys = []string{"type", "element", "pattern"}
+)
+
+// parseSaga reads one saga document and validates it on its own; problems
+// across sagas are checked by finish.
+func (l *loader) parseSaga(file string, n *yaml.Node) *Saga {
+	g := &Saga{Version: 1, AutoFail: true, File: file, Line: n.Line, steps: map[string]*Step{}}
+	var stepsNode, triggerNode *yaml.Node
+	nErrs := len(l.errs)
+	ok := l.mapping(file, n, "saga", sagaKeys, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "saga":
+			g.Name = l.str(file, v, "saga")
+			if g.Name == "" && v.Kind == yaml.ScalarNode {
+				l.nodeErrorf(file, v, "saga: the name must not be empty")
+			}
+		case "description":
+			g.Description = l.str(file, v, "description")
+		case "version":
+			if ver, ok := l.integer(file, v, "version"); ok {
+				if ver < 1 {
+					l.nodeErrorf(file, v, "version must be 1 or more, got %d", ver)
+				}
+				g.Version = ver
+			}
+		case "autoFail":
+			if b, ok := l.boolean(file, v, "autoFail"); ok {
+				g.AutoFail = b
+			}
+		case "trigger":
+			triggerNode = v
+			l.mapping(file, v, "trigger", triggerKeys, func(key string, k, v *yaml.Node) {
+				s := l.str(file, v, "trigger "+key)
+				if key == "topic" {
+					g.Trigger.Topic = s
+					return
+				}
+				g.Trigger.Path = s
+				if s != "" && !strings.HasPrefix(s, "/") {
+					l.nodeErrorf(file, v, "trigger path %q must start with /", s)
+				}
+			})
+		case "steps":
+			stepsNode = v
+		}
+	})
+	if !ok {
+		return nil
+	}
+	name := g.Name
+	if name == "" {
+		if _, given := findKey(n, "saga"); !given {
+			l.nodeErrorf(file, n, "saga has no name: add the key saga")
+		}
+		name = "(unnamed)"
+	}
+	if g.Trigger.Topic == "" && g.Trigger.Path == "" {
+		at := n
+		if triggerNode != nil {
+			at = triggerNode
+		}
+		l.nodeErrorf(file, at, "saga %q has no trigger: set trigger.topic and/or trigger.path", name)
+	}
+	if stepsNode == nil {
+		l.nodeErrorf(file, n, "saga %q has no steps", name)
+		return nil
+	}
+	if stepsNode.Kind != yaml.SequenceNode {
+		l.nodeErrorf(file, stepsNode, "saga %q: steps must be a list", name)
+		return nil
+	}
+	if len(stepsNode.Content) == 0 {
+		l.nodeErrorf(file, stepsNode, "saga %q has no steps", name)
+		return nil
+	}
+	for _, sn := range stepsNode.Content {
+		st := l.parseStep(file, resolve(sn))
+		if st == nil {
+			continue
+		}
+		if st.ID == "" {
+			continue // reported by parseStep
+		}
+		if first, dup := g.steps[st.ID]; dup {
+			l.errorf(file, st.Line, 0, "saga %q: duplicate step id %q (first at line %d)", name, st.ID, first.Line)
+			continue
+		}
+		g.steps[st.ID] = st
+		g.Steps = append(g.Steps, st)
+	}
+	l.validateGraph(file, g, name)
+	if len(l.errs) > nErrs {
+		return nil
+	}
+	return g
+}
+
+// findKey returns the value node of key in a mapping.
+func findKey(n *yaml.Node, key string) (*yaml.Node, bool) {
+	n = resolve(n)
+	if n.Kind != yaml.MappingNode {
+		return nil, false
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return resolve(n.Content[i+1]), true
+		}
+	}
+	return nil, false
+}
+
+// parseStep reads one step and builds its action or condition. It returns
+// nil only when the step is not a mapping at all.
+func (l *loader) parseStep(file string, n *yaml.Node) *Step {
+	st := &Step{Line: n.Line}
+	st.lines.param = map[string]int{}
+	st.lines.route = map[string]int{}
+	what := "step"
+	if idNode, ok := findKey(n, "id"); ok && idNode.Kind == yaml.ScalarNode && idNode.Value != "" {
+		what = fmt.Sprintf("step %q", idNode.Value)
+	}
+	var paramsNode, condNode *yaml.Node
+	ok := l.mapping(file, n, what, stepKeys, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "id":
+			st.ID = l.str(file, v, what+": id")
+		case "action":
+			st.ActionName = l.str(file, v, what+": action")
+			st.lines.action = k.Line
+		case "domain":
+			st.Domain = l.str(file, v, what+": domain")
+		case "inputElement":
+			st.InputElement = l.str(file, v, what+": inputElement")
+		case "outputElement":
+			st.OutputElement = l.str(file, v, what+": outputElement")
+		case "parameters":
+			paramsNode = v
+			st.lines.params = k.Line
+		case "condition":
+			condNode = v
+			st.lines.condition = k.Line
+		case "next":
+			st.lines.next = k.Line
+			l.parseNext(file, what, st, v)
+		}
+	})
+	if !ok {
+		return nil
+	}
+	if st.ID == "" {
+		l.nodeErrorf(file, n, "step has no id")
+	}
+	if paramsNode != nil {
+		st.Params = l.parseParams(file, what, st, paramsNode)
+	}
+	switch {
+	case st.ActionName != "" && condNode != nil:
+		l.errorf(file, st.lines.condition, 0, "%s has both an action and a condition: a step is one or the other", what)
+	case st.ActionName == "" && condNode == nil:
+		l.nodeErrorf(file, n, "%s has neither an action nor a condition", what)
+	case condNode != nil:
+		l.parseCondition(file, what, st, condNode)
+	default:
+		l.buildAction(file, what, st)
+	}
+	return st
+}
+
+// parseParams decodes the parameters mapping into plain values, remembering
+// the line of each so a parameter problem points at its line.
+func (l *loader) parseParams(file, what string, st *Step, n *yaml.Node) map[string]any {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		l.nodeErrorf(file, n, "%s: parameters must be a mapping", what)
+		return nil
+	}
+	params := map[string]any{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+		if first, dup := st.lines.param[k.Value]; dup {
+			l.nodeErrorf(file, k, "%s: duplicate parameter %q (first at line %d)", what, k.Value, first)
+			continue
+		}
+		st.lines.param[k.Value] = k.Line
+		var val any
+		if err := v.Decode(&val); err != nil {
+			l.nodeErrorf(file, v, "%s: parameter %q: %v", what, k.Value, err)
+			continue
+		}
+		params[k.Value] = val
+	}
+	return params
+}
+
+// parseNext reads next: a mapping of status or value to step id, or a
+// single step id meaning "always".
+func (l *loader) parseNext(file, what string, st *Step, n *yaml.Node) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		st.Always = l.str(file, n, what+": next")
+		if st.Always == "" {
+			l.nodeErrorf(file, n, "%s: next must name a step", what)
+		}
+		st.lines.route[""] = n.Line
+	case yaml.MappingNode:
+		st.Next = map[string]string{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := resolve(n.Content[i]), resolve(n.Content[i+1])
+			if _, dup := st.Next[k.Value]; dup {
+				l.nodeErrorf(file, k, "%s: next: duplicate route %q (first at line %d)", what, k.Value, st.lines.route[k.Value])
+				continue
+			}
+			target := l.str(file, v, fmt.Sprintf("%s: next %q", what, k.Value))
+			if target == "" && v.Kind == yaml.ScalarNode {
+				l.nodeErrorf(file, v, "%s: next %q must name a step", what, k.Value)
+			}
+			st.Next[k.Value] = target
+			st.lines.route[k.Value] = k.Line
+		}
+	default:
+		l.nodeErrorf(file, n, "%s: next must be a step id or a mapping of status or value to step id", what)
+	}
+}
+
+// Statuses an action step can route on.
+var statusRoutes = []string{envelope.StatusSuccess, envelope.StatusFail, envelope.StatusTimeout, envelope.StatusCancelled, "*"}
+
+// buildAction builds the step's action through the registry, so every
+// parameter is type-checked and every pattern compiled before any record
+// arrives.
+func (l *loader) buildAction(file, what string, st *Step) {
+	spec, ok := l.reg.Lookup(st.ActionName)
+	if !ok {
+		l.errorf(file, st.lines.action, 0, "%s: unknown action %q (known: %s)", what, st.ActionName, strings.Join(l.reg.Names(), ", "))
+		return
+	}
+	for value, line := range st.lines.route {
+		if value != "" && !contains(statusRoutes, value) {
+			l.errorf(file, line, 0, "%s: next: %q is not a status an action returns (known: %s)", what, value, strings.Join(statusRoutes, ", "))
+		}
+	}
+	a, perrs := spec.Build(actions.Input{Domain: st.Domain, InputElement: st.InputElement, OutputElement: st.OutputElement, Params: st.Params})
+	for _, pe := range perrs {
+		line := st.lines.action
+		if pe.Param != "" {
+			if pl, ok := st.lines.param[pe.Param]; ok {
+				line = pl
+			} else if st.lines.params > 0 {
+				line = st.lines.params
+			}
+		}
+		l.errorf(file, line, 0, "%s: %s", what, pe.Error())
+	}
+	if len(perrs) > 0 {
+		return
+	}
+	st.Action = a
+	st.meta = envelope.EventMeta{Action: st.ActionName, Domain: st.Domain, InputElement: st.InputElement, OutputElement: st.OutputElement}
+	if len(st.Params) > 0 {
+		raw, err := json.Marshal(st.Params)
+		if err != nil {
+			l.errorf(file, st.lines.params, 0, "%s: parameters cannot be carried as JSON: %v", what, err)
+			return
+		}
+		st.meta.Parameters = raw
+	}
+}
