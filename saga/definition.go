@@ -21,7 +21,7 @@ type Saga struct {
 	Version int
 	// Description is free text for people reading the definition.
 	Description string
-	Trigger Trigger
+	Trigger     Trigger
 	// AutoFail: a FAIL with no route fails the instance (default true).
 	AutoFail bool
 	// Steps in file order; the first step is where an instance starts.
