@@ -1,0 +1,177 @@
+package auth
+
+import (
+	"encoding/base64"
+	"errors"
+	"net/http/httptest"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+const secret = "s3cret-for-tests"
+
+func sign(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+	t.Helper()
+	s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// forged builds a token with the given header and an arbitrary signature,
+// the shape of an attack that swaps the algorithm.
+func forged(header, payload string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(header)) + "." + enc([]byte(payload)) + "." + enc([]byte("sig"))
+}
+
+func TestAuthenticate(t *testing.T) {
+	a, err := New(Config{
+		Tokens: map[string]Identity{"svc-token": {User: "svc", Roles: []string{"system"}}},
+		JWT:    JWT{Secret: secret, Issuer: "idp", Audience: "sagarunner"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Hour).Unix()
+	valid := jwt.MapClaims{"sub": "alice", "roles": []string{"manager", "admin"}, "iss": "idp", "aud": "sagarunner", "exp": future}
+	with := func(k string, v any) jwt.MapClaims {
+		c := jwt.MapClaims{}
+		for kk, vv := range valid {
+			c[kk] = vv
+		}
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	none, err := jwt.NewWithClaims(jwt.SigningMethodNone, valid).SignedString(jwt.UnsafeAllowNoneSignatureType)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name    string
+		header  string
+		want    Identity
+		wantErr error
+	}{
+		{"static token", "Bearer svc-token", Identity{User: "svc", Roles: []string{"system"}}, nil},
+		{"scheme is case insensitive", "bearer svc-token", Identity{User: "svc", Roles: []string{"system"}}, nil},
+		{"valid jwt", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), valid), Identity{User: "alice", Roles: []string{"manager", "admin"}}, nil},
+		{"roles as comma string", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("roles", "a, b")), Identity{User: "alice", Roles: []string{"a", "b"}}, nil},
+		{"no roles", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("roles", nil)), Identity{User: "alice"}, nil},
+		{"missing header", "", Identity{}, ErrMissingToken},
+		{"basic scheme", "Basic dXNlcjpwYXNz", Identity{}, ErrMalformedToken},
+		{"empty bearer", "Bearer ", Identity{}, ErrMalformedToken},
+		{"unknown opaque token", "Bearer nope", Identity{}, ErrUnknownToken},
+		{"garbage jwt", "Bearer a.b.c", Identity{}, ErrMalformedToken},
+		{"expired", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("exp", time.Now().Add(-time.Hour).Unix())), Identity{}, ErrExpired},
+		{"bad signature", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte("other"), valid), Identity{}, ErrBadSignature},
+		{"alg none", "Bearer " + none, Identity{}, ErrBadSignature},
+		{"alg RS256", "Bearer " + forged(`{"alg":"RS256","typ":"JWT"}`, `{"sub":"mallory"}`), Identity{}, ErrBadSignature},
+		{"alg HS512 with the right secret", "Bearer " + sign(t, jwt.SigningMethodHS512, []byte(secret), valid), Identity{}, ErrBadSignature},
+		{"wrong issuer", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("iss", "evil")), Identity{}, ErrInvalidClaims},
+		{"wrong audience", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("aud", "other")), Identity{}, ErrInvalidClaims},
+		{"no user claim", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("sub", nil)), Identity{}, ErrInvalidClaims},
+		{"roles of wrong type", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("roles", 7)), Identity{}, ErrInvalidClaims},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "/", nil)
+			if tt.header != "" {
+				r.Header.Set("Authorization", tt.header)
+			}
+			got, err := a.Authenticate(r)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if err != nil && Code(err) == "UNAUTHENTICATED" {
+				t.Errorf("error %v has no specific code", err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("identity = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestCustomClaims(t *testing.T) {
+	a, err := New(Config{JWT: JWT{Secret: secret, UserClaim: "preferred_username", RolesClaim: "groups"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"preferred_username": "bob", "sub": "x", "groups": []string{"ops"}})
+	got, err := a.AuthenticateToken(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Identity{User: "bob", Roles: []string{"ops"}}); !reflect.DeepEqual(got, want) {
+		t.Fatalf("identity = %+v, want %+v", got, want)
+	}
+	if _, err := a.AuthenticateToken("opaque"); !errors.Is(err, ErrMalformedToken) {
+		t.Fatalf("opaque token with only JWT configured: err = %v, want malformed", err)
+	}
+}
+
+func TestStaticOnly(t *testing.T) {
+	a, err := New(Config{Tokens: map[string]Identity{"t1": {User: "u1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"sub": "alice"})
+	if _, err := a.AuthenticateToken(tok); !errors.Is(err, ErrUnknownToken) {
+		t.Fatalf("JWT without a configured secret: err = %v, want unknown token", err)
+	}
+}
+
+func TestDisabledTrustsEveryone(t *testing.T) {
+	a, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Enabled() {
+		t.Fatal("no tokens and no secret must disable auth")
+	}
+	r := httptest.NewRequest("GET", "/", nil)
+	r.Header.Set("Authorization", "Bearer whatever")
+	id, err := a.Authenticate(r)
+	if err != nil || !reflect.DeepEqual(id, Identity{}) {
+		t.Fatalf("got %+v, %v; want empty identity, nil", id, err)
+	}
+	var nilAuth *Authenticator
+	if nilAuth.Enabled() {
+		t.Fatal("nil Authenticator must be disabled")
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr bool
+	}{
+		{"empty", Config{}, false},
+		{"token without user", Config{Tokens: map[string]Identity{"t": {}}}, true},
+		{"empty token", Config{Tokens: map[string]Identity{"": {User: "u"}}}, true},
+		{"issuer without secret", Config{JWT: JWT{Issuer: "idp"}}, true},
+		{"jwt", Config{JWT: JWT{Secret: "s", Issuer: "idp"}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err == nil && (tt.cfg.JWT.UserClaim != "sub" || tt.cfg.JWT.RolesClaim != "roles") {
+				t.Fatalf("defaults not filled: %+v", tt.cfg.JWT)
+			}
+		})
+	}
+}
