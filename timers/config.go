@@ -1,0 +1,73 @@
+package timers
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Defaults of Config.
+const (
+	// DefaultPollInterval keeps p99 lateness well under 100 ms: a deadline
+	// waits at most one interval plus one produce round trip.
+	DefaultPollInterval = 25 * time.Millisecond
+	// DefaultBatchSize bounds one FireDue call, so a burst of due deadlines
+	// is drained in chunks that each become durable quickly.
+	DefaultBatchSize = 500
+	// DefaultBackoffMin and DefaultBackoffMax bound the wait between
+	// attempts while Redis or Kafka are unavailable.
+	DefaultBackoffMin = 100 * time.Millisecond
+	DefaultBackoffMax = 5 * time.Second
+)
+
+// Config configures a Scheduler. The zero value is valid: Validate fills the
+// defaults.
+type Config struct {
+	// PollInterval is how long a loop waits after a FireDue call that found
+	// fewer than BatchSize due tasks. Default DefaultPollInterval (25 ms).
+	PollInterval time.Duration
+	// BatchSize is the most tasks one FireDue or Recover call handles. A
+	// full batch makes the loop go again at once. Default 500.
+	BatchSize int
+	// Domains are fired in addition to the engine's own domains, for tasks
+	// started by direct StartTask records that no loaded saga names.
+	Domains []string
+	// BackoffMin and BackoffMax bound the exponential wait after a failed
+	// FireDue, Recover or emit. Defaults 100 ms and 5 s.
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+}
+
+// Validate fills the defaults and rejects impossible values, reporting every
+// problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.PollInterval < 0 {
+		errs = append(errs, fmt.Errorf("timers: PollInterval %v is negative", c.PollInterval))
+	} else if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.BatchSize < 0 {
+		errs = append(errs, fmt.Errorf("timers: BatchSize %d is negative", c.BatchSize))
+	} else if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.BackoffMin < 0 || c.BackoffMax < 0 {
+		errs = append(errs, fmt.Errorf("timers: backoff %v..%v is negative", c.BackoffMin, c.BackoffMax))
+	}
+	if c.BackoffMin == 0 {
+		c.BackoffMin = DefaultBackoffMin
+	}
+	if c.BackoffMax == 0 {
+		c.BackoffMax = DefaultBackoffMax
+	}
+	if c.BackoffMin > c.BackoffMax {
+		errs = append(errs, fmt.Errorf("timers: BackoffMin %v is above BackoffMax %v", c.BackoffMin, c.BackoffMax))
+	}
+	for i, d := range c.Domains {
+		if d == "" {
+			errs = append(errs, fmt.Errorf("timers: Domains[%d] is empty", i))
+		}
+	}
+	return errors.Join(errs...)
+}
