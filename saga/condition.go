@@ -99,7 +99,14 @@ func (l *loader) parseCondition(file, what string, st *Step, n *yaml.Node) {
 //     for null.
 //
 // An error means the data could not be read or the pattern failed on it.
-func (c *Condition) Evaluate(env *envelope.Envelope) (string, error) {
+func (c *Condition) Evaluate(env *envelope.Envelope) (value string, err error) {
+	defer func() {
+		// go-jmespath panics on some shapes it does not expect; a pattern
+		// is user input and must fail the step, not the runner.
+		if r := recover(); r != nil {
+			value, err = "", fmt.Errorf("pattern %q panicked: %v", c.Pattern, r)
+		}
+	}()
 	switch c.Type {
 	case CondEventStatus:
 		return env.Result.Status, nil
