@@ -1,0 +1,177 @@
+package runner
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sagarunner/sagarunner/timers"
+)
+
+// Defaults of Config.
+const (
+	DefaultGroup           = "sagarunner"
+	DefaultRequestTopic    = "sagarunner-requests"
+	DefaultPartitions      = 16
+	DefaultBatchSize       = 500
+	DefaultMaxInFlight     = 4 * DefaultBatchSize
+	DefaultMaxPollRecords  = 10000
+	DefaultCommitInterval  = 200 * time.Millisecond
+	DefaultProduceTimeout  = 10 * time.Second
+	DefaultLinger          = 2 * time.Millisecond
+	DefaultBackoffMin      = 100 * time.Millisecond
+	DefaultBackoffMax      = 5 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// Config configures a Runner. Zero fields take the documented defaults when
+// Validate runs (New calls it).
+type Config struct {
+	// Brokers are the seed brokers, host:port. Required.
+	Brokers []string
+	// Group is the consumer group every runner replica joins. Default
+	// "sagarunner".
+	Group string
+	// RequestTopic carries continuations and direct action records. It must
+	// equal the engine's continuation topic. Default "sagarunner-requests".
+	RequestTopic string
+	// Topics are consumed in addition to the request topic and the loaded
+	// sagas' trigger topics.
+	Topics []string
+	// OutputTopics are only produced to (the gateway's reply topic, Publish
+	// targets); they matter only for CreateTopics.
+	OutputTopics []string
+
+	// CreateTopics creates missing topics at start: the consumed ones, the
+	// notification and dead-letter topics and OutputTopics. Default false.
+	CreateTopics bool
+	// Partitions is the partition count of created topics. Default 16.
+	Partitions int32
+	// ReplicationFactor of created topics; 0 or -1 takes the broker
+	// default. Default -1.
+	ReplicationFactor int16
+
+	// BatchSize is the most records of one partition handled before their
+	// outputs are produced, acked and committed together. Default 500.
+	BatchSize int
+	// MaxInFlight is how many polled records one partition may hold before
+	// fetching for it pauses. Must be at least BatchSize. Default 2000.
+	MaxInFlight int
+	// MaxPollRecords bounds one poll across all partitions. Default 10000.
+	MaxPollRecords int
+	// CommitInterval is how often marked offsets are committed; revocation
+	// and shutdown always commit as well. Default 200 ms.
+	CommitInterval time.Duration
+	// ProduceTimeout fails a record not acknowledged in time, so a Kafka
+	// outage surfaces as a retried batch instead of a hung partition.
+	// Default 10 s.
+	ProduceTimeout time.Duration
+	// Linger lets the producer batch records of several partitions into
+	// one request. Default 2 ms.
+	Linger time.Duration
+	// Backoff bounds the exponential wait before retrying a record after an
+	// infrastructure error. Defaults 100 ms and 5 s.
+	Backoff Backoff
+	// ShutdownTimeout bounds how long Run waits for in-flight batches
+	// after its context is cancelled before abandoning them (uncommitted,
+	// so they are replayed). Default 30 s.
+	ShutdownTimeout time.Duration
+
+	// Timers configures the automatic deadlines.
+	Timers timers.Config
+}
+
+// Backoff is an exponential backoff range.
+type Backoff struct {
+	Min time.Duration
+	Max time.Duration
+}
+
+// Validate fills the defaults and reports every conflict at once.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf("runner: "+format, args...)) }
+	if len(c.Brokers) == 0 {
+		bad("Brokers is required")
+	}
+	for i, b := range c.Brokers {
+		if b == "" {
+			bad("Brokers[%d] is empty", i)
+		}
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.RequestTopic == "" {
+		c.RequestTopic = DefaultRequestTopic
+	}
+	for i, t := range c.Topics {
+		if t == "" {
+			bad("Topics[%d] is empty", i)
+		}
+	}
+	for i, t := range c.OutputTopics {
+		if t == "" {
+			bad("OutputTopics[%d] is empty", i)
+		}
+		if t == c.RequestTopic || slices.Contains(c.Topics, t) {
+			bad("topic %q is both consumed and listed in OutputTopics", t)
+		}
+	}
+	if c.Partitions < 0 {
+		bad("Partitions %d is negative", c.Partitions)
+	} else if c.Partitions == 0 {
+		c.Partitions = DefaultPartitions
+	}
+	if c.ReplicationFactor == 0 {
+		c.ReplicationFactor = -1
+	} else if c.ReplicationFactor < -1 {
+		bad("ReplicationFactor %d is invalid", c.ReplicationFactor)
+	}
+	positive := func(name string, v *int, def int) {
+		switch {
+		case *v < 0:
+			bad("%s %d is negative", name, *v)
+		case *v == 0:
+			*v = def
+		}
+	}
+	positive("BatchSize", &c.BatchSize, DefaultBatchSize)
+	positive("MaxInFlight", &c.MaxInFlight, max(DefaultMaxInFlight, 4*c.BatchSize))
+	positive("MaxPollRecords", &c.MaxPollRecords, DefaultMaxPollRecords)
+	if c.MaxInFlight < c.BatchSize {
+		bad("MaxInFlight %d is below BatchSize %d", c.MaxInFlight, c.BatchSize)
+	}
+	duration := func(name string, v *time.Duration, def time.Duration) {
+		switch {
+		case *v < 0:
+			bad("%s %v is negative", name, *v)
+		case *v == 0:
+			*v = def
+		}
+	}
+	duration("CommitInterval", &c.CommitInterval, DefaultCommitInterval)
+	duration("ProduceTimeout", &c.ProduceTimeout, DefaultProduceTimeout)
+	if c.ProduceTimeout > 0 && c.ProduceTimeout < time.Second {
+		bad("ProduceTimeout %v is below the 1s Kafka clients accept", c.ProduceTimeout)
+	}
+	if c.Linger < 0 {
+		bad("Linger %v is negative", c.Linger)
+	} else if c.Linger == 0 {
+		c.Linger = DefaultLinger
+	}
+	duration("Backoff.Min", &c.Backoff.Min, DefaultBackoffMin)
+	duration("Backoff.Max", &c.Backoff.Max, DefaultBackoffMax)
+	if c.Backoff.Min > c.Backoff.Max {
+		bad("Backoff.Min %v is above Backoff.Max %v", c.Backoff.Min, c.Backoff.Max)
+	}
+	duration("ShutdownTimeout", &c.ShutdownTimeout, DefaultShutdownTimeout)
+	if c.Timers.BackoffMin == 0 && c.Timers.BackoffMax == 0 {
+		c.Timers.BackoffMin, c.Timers.BackoffMax = c.Backoff.Min, c.Backoff.Max
+	}
+	if err := c.Timers.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

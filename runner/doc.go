@@ -1,0 +1,15 @@
+// Package runner is the Kafka side of sagarunner: it consumes the trigger
+// topics and the request topic in one consumer group, hands each record to
+// the saga engine, makes the engine's output durable and only then commits.
+//
+// Records of one partition are handled strictly in order by that partition's
+// worker; partitions run in parallel. A worker handles a batch of polled
+// records, produces all of their outputs asynchronously, waits once for the
+// acknowledgements, acks the closed tasks in the engine once, and marks the
+// batch's last offset for the committer. Revocation waits for in-flight
+// batches and commits before the partition moves, so a new owner starts
+// where the old one stopped. Infrastructure errors pause a partition and
+// retry the same record with backoff; poison records become dead letters.
+// The runner also owns the automatic deadlines of its request-topic
+// partitions (package timers).
+package runner
