@@ -6,28 +6,31 @@ import (
 	"github.com/sagarunner/sagarunner/timers"
 )
 
-// Metrics receives the runner's measurements. The Prometheus collectors of
-// package metrics implement it; the runner defines only what it needs so it
-// does not depend on Prometheus. Implementations must be safe for concurrent
-// use and fast: they are called on the hot path of every partition.
+// Metrics receives the runner's measurements. *metrics.Metrics implements it;
+// the runner names only what it records so it does not depend on Prometheus.
+// Implementations must be safe for concurrent use and cheap: they are called
+// on the hot path of every partition.
 type Metrics interface {
-	// RecordsConsumed counts records whose effects are durable and whose
-	// offsets are marked for commit.
-	RecordsConsumed(topic string, n int)
-	// StepLatency observes how long the engine took to handle one record.
-	StepLatency(d time.Duration)
-	// TasksStarted counts tasks newly started.
-	TasksStarted(n int)
-	// TasksClosed counts task-closed notifications made durable, by their
-	// status (COMPLETED, TIMEOUT, CANCELLED).
-	TasksClosed(status string, n int)
-	// DeadLettered counts records produced to the dead-letter topic.
-	DeadLettered(n int)
-	// ConsumerLag reports, per partition, how many records wait behind the
-	// last one polled.
-	ConsumerLag(topic string, partition int32, lag int64)
-	// TimerLateness observes, per fired deadline, how long after the
-	// deadline its timeout became durable.
+	// Consumed counts one record whose effects are durable and whose offset
+	// is marked for commit.
+	Consumed(topic string)
+	// Step observes the time from polling a record to its effects being
+	// durable (its offset committable).
+	Step(d time.Duration)
+	// Started counts n tasks newly started in domain. The engine reports
+	// starts per handled record, not per domain, so domain is "".
+	Started(domain string, n int)
+	// Closed counts one task-closed notification made durable, by status
+	// (COMPLETED, TIMEOUT, CANCELLED).
+	Closed(status string)
+	// DeadLetter counts one record produced to the dead-letter topic.
+	DeadLetter()
+	// Lag sets how many records of a partition wait behind the last one
+	// polled; DropLag forgets a partition this runner no longer owns.
+	Lag(topic string, partition int32, lag int64)
+	DropLag(topic string, partition int32)
+	// Lateness observes, per fired deadline, how long after the deadline
+	// its timeout became durable.
 	timers.Observer
 }
 
@@ -36,10 +39,11 @@ type NopMetrics struct{}
 
 var _ Metrics = NopMetrics{}
 
-func (NopMetrics) RecordsConsumed(string, int)      {}
-func (NopMetrics) StepLatency(time.Duration)        {}
-func (NopMetrics) TasksStarted(int)                 {}
-func (NopMetrics) TasksClosed(string, int)          {}
-func (NopMetrics) DeadLettered(int)                 {}
-func (NopMetrics) ConsumerLag(string, int32, int64) {}
-func (NopMetrics) TimerLateness(time.Duration)      {}
+func (NopMetrics) Consumed(string)          {}
+func (NopMetrics) Step(time.Duration)       {}
+func (NopMetrics) Started(string, int)      {}
+func (NopMetrics) Closed(string)            {}
+func (NopMetrics) DeadLetter()              {}
+func (NopMetrics) Lag(string, int32, int64) {}
+func (NopMetrics) DropLag(string, int32)    {}
+func (NopMetrics) Lateness(time.Duration)   {}

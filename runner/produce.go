@@ -3,7 +3,6 @@ package runner
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -64,55 +63,38 @@ func (r *Runner) emit(ctx context.Context, out saga.Output) error {
 // countOutput feeds the metrics from an output that became durable.
 func (r *Runner) countOutput(out saga.Output) {
 	if out.Started > 0 {
-		r.metrics.TasksStarted(out.Started)
+		r.metrics.Started("", out.Started)
 	}
-	dead := 0
 	for _, rec := range out.Records {
 		switch rec.Topic {
 		case r.deadLetter:
-			dead++
+			r.metrics.DeadLetter()
 		case r.notifications:
 			if st := gjson.GetBytes(rec.Value, "status").String(); st != "" {
-				r.metrics.TasksClosed(st, 1)
+				r.metrics.Closed(st)
 			}
 		}
 	}
-	if dead > 0 {
-		r.metrics.DeadLettered(dead)
-	}
 }
 
-// deadLetter is the value of a dead-letter record the runner writes itself,
-// when the engine could not (it panicked).
-type deadLetter struct {
-	Error     string          `json:"error"`
-	Topic     string          `json:"topic"`
-	Partition int32           `json:"partition"`
-	Offset    int64           `json:"offset"`
-	Key       string          `json:"key,omitempty"`
-	Value     json.RawMessage `json:"value,omitempty"`
-	// Raw holds the value when it is not JSON.
-	Raw string `json:"raw,omitempty"`
-}
-
-var errPanic = errors.New("runner: step panicked")
-
-func (r *Runner) deadLetterOutput(rec *kgo.Record, cause error) saga.Output {
-	dl := deadLetter{
-		Error:     fmt.Errorf("%w: %w", errPanic, cause).Error(),
+// deadLetterOutput dead-letters rec in the engine's format (saga.DeadLetter),
+// for when the engine could not do it itself because it panicked.
+func (r *Runner) deadLetterOutput(rec *kgo.Record, reason string) saga.Output {
+	dl := saga.DeadLetter{
+		Error:     reason,
+		Code:      saga.DeadPanic,
 		Topic:     rec.Topic,
 		Partition: rec.Partition,
 		Offset:    rec.Offset,
-		Key:       string(rec.Key),
 	}
-	if gjson.ValidBytes(rec.Value) {
+	if json.Valid(rec.Value) {
 		dl.Value = rec.Value
 	} else {
-		dl.Raw = string(rec.Value)
+		dl.Value, _ = json.Marshal(string(rec.Value))
 	}
 	v, err := json.Marshal(dl)
 	if err != nil {
-		v = []byte(`{"error":"runner: step panicked"}`)
+		v = []byte(`{"error":"panic","code":"PANIC"}`)
 	}
 	return saga.Output{Records: []envelope.Record{{Topic: r.deadLetter, Key: rec.Key, Value: v}}}
 }

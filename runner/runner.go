@@ -297,11 +297,12 @@ func (r *Runner) pollLoop(ctx context.Context) {
 				r.log.Warn("runner: fetch error", "topic", topic, "partition", p, "err", err)
 			}
 		})
+		polled := time.Now()
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			if len(p.Records) == 0 {
 				return
 			}
-			r.dispatch(p)
+			r.dispatch(p, polled)
 		})
 		r.cl.AllowRebalance()
 	}
@@ -310,7 +311,7 @@ func (r *Runner) pollLoop(ctx context.Context) {
 // dispatch queues polled records for their partition's worker, starting it
 // on first use. It never blocks: a worker with too much queued pauses its
 // partition's fetching instead.
-func (r *Runner) dispatch(p kgo.FetchTopicPartition) {
+func (r *Runner) dispatch(p kgo.FetchTopicPartition, polled time.Time) {
 	tp := topicPartition{p.Topic, p.Partition}
 	r.mu.Lock()
 	w := r.workers[tp]
@@ -324,9 +325,9 @@ func (r *Runner) dispatch(p kgo.FetchTopicPartition) {
 		go w.run()
 	}
 	r.mu.Unlock()
-	w.enqueue(p.Records)
+	w.enqueue(p.Records, polled)
 	last := p.Records[len(p.Records)-1]
-	r.metrics.ConsumerLag(p.Topic, p.Partition, max(p.HighWatermark-last.Offset-1, 0))
+	r.metrics.Lag(p.Topic, p.Partition, max(p.HighWatermark-last.Offset-1, 0))
 }
 
 // stopWorkers stops the workers of the given partitions (all when nil), lets
@@ -348,6 +349,7 @@ func (r *Runner) stopWorkers(parts map[string][]int32) {
 	resume := map[string][]int32{}
 	for _, w := range ws {
 		<-w.done
+		r.metrics.DropLag(w.tp.topic, w.tp.partition)
 		if w.isPaused() {
 			resume[w.tp.topic] = append(resume[w.tp.topic], w.tp.partition)
 		}

@@ -22,12 +22,18 @@ type worker struct {
 	tp topicPartition
 
 	mu     sync.Mutex
-	queue  []*kgo.Record
+	queue  []queued
 	paused bool
 
 	wake chan struct{} // capacity 1: "the queue may have grown"
 	stop chan struct{} // closed to ask the worker to finish its batch and exit
 	done chan struct{} // closed when run returns
+}
+
+// queued is a polled record and when it was polled, for the step latency.
+type queued struct {
+	rec    *kgo.Record
+	polled time.Time
 }
 
 func newWorker(r *Runner, tp topicPartition) *worker {
@@ -42,9 +48,11 @@ func newWorker(r *Runner, tp topicPartition) *worker {
 // enqueue appends polled records. Past MaxInFlight queued records the
 // partition's fetching pauses; kgo drops paused partitions' buffered data
 // without moving their position, so nothing is skipped on resume.
-func (w *worker) enqueue(recs []*kgo.Record) {
+func (w *worker) enqueue(recs []*kgo.Record, polled time.Time) {
 	w.mu.Lock()
-	w.queue = append(w.queue, recs...)
+	for _, r := range recs {
+		w.queue = append(w.queue, queued{rec: r, polled: polled})
+	}
 	if !w.paused && len(w.queue) >= w.r.cfg.MaxInFlight {
 		w.paused = true
 		w.r.cl.PauseFetchPartitions(map[string][]int32{w.tp.topic: {w.tp.partition}})
@@ -58,7 +66,7 @@ func (w *worker) enqueue(recs []*kgo.Record) {
 
 // take removes up to BatchSize records from the queue, resuming fetching
 // once the queue has drained to half of MaxInFlight.
-func (w *worker) take() []*kgo.Record {
+func (w *worker) take() []queued {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := min(len(w.queue), w.r.cfg.BatchSize)
@@ -116,15 +124,15 @@ func (w *worker) run() {
 // partition resumes by itself once Redis or Kafka are back. It returns false
 // when the worker was stopped (or the runner hard-stopped) before the batch
 // was done; the unmarked rest is replayed by whoever owns the partition next.
-func (w *worker) process(batch []*kgo.Record) bool {
+func (w *worker) process(batch []queued) bool {
 	ctx := w.r.workCtx
 	b := newBackoff(w.r.cfg.Backoff)
 	for i := 0; i < len(batch); {
 		var out saga.Output
 		n := 0
 		var herr error
-		for _, rec := range batch[i:] {
-			o, err := w.handle(ctx, rec)
+		for _, q := range batch[i:] {
+			o, err := w.handle(ctx, q.rec)
 			if err != nil {
 				herr = err
 				break
@@ -136,8 +144,12 @@ func (w *worker) process(batch []*kgo.Record) bool {
 			if !w.makeDurable(ctx, out) {
 				return false
 			}
-			w.r.mark(batch[i+n-1])
-			w.r.metrics.RecordsConsumed(w.tp.topic, n)
+			w.r.mark(batch[i+n-1].rec)
+			now := time.Now()
+			for _, q := range batch[i : i+n] {
+				w.r.metrics.Consumed(w.tp.topic)
+				w.r.metrics.Step(now.Sub(q.polled))
+			}
 			i += n
 		}
 		if herr == nil {
@@ -146,7 +158,7 @@ func (w *worker) process(batch []*kgo.Record) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		rec := batch[i]
+		rec := batch[i].rec
 		level := "runner: infrastructure unavailable; pausing partition and retrying the record"
 		if !errors.Is(herr, saga.ErrRetry) {
 			level = "runner: engine returned an unclassified error; retrying the record"
@@ -164,15 +176,13 @@ func (w *worker) process(batch []*kgo.Record) bool {
 // the record's infrastructure: the record is dead-lettered so the partition
 // moves on, and the process keeps running.
 func (w *worker) handle(ctx context.Context, rec *kgo.Record) (out saga.Output, err error) {
-	start := time.Now()
 	defer func() {
 		if p := recover(); p != nil {
 			w.r.log.Error("runner: engine panicked; dead-lettering the record",
 				"topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset,
 				"panic", p, "stack", string(debug.Stack()))
-			out, err = w.r.deadLetterOutput(rec, fmt.Errorf("panic: %v", p)), nil
+			out, err = w.r.deadLetterOutput(rec, fmt.Sprintf("panic: %v", p)), nil
 		}
-		w.r.metrics.StepLatency(time.Since(start))
 	}()
 	return w.r.eng.Handle(ctx, saga.Record{
 		Topic:     rec.Topic,

@@ -39,9 +39,9 @@ type Emitter func(ctx context.Context, out saga.Output) error
 
 // Observer receives timer measurements; the runner's metrics implement it.
 type Observer interface {
-	// TimerLateness is observed once per fired task: how long after its
+	// Lateness is observed once per fired task: how long after its
 	// deadline its timeout became durable.
-	TimerLateness(d time.Duration)
+	Lateness(d time.Duration)
 }
 
 // Option configures a Scheduler.
@@ -316,7 +316,7 @@ func (s *Scheduler) observeLateness(out saga.Output) {
 			continue
 		}
 		late := max(now-v[2].Int(), 0)
-		s.obs.TimerLateness(time.Duration(late) * time.Millisecond)
+		s.obs.Lateness(time.Duration(late) * time.Millisecond)
 	}
 }
 
