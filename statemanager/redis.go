@@ -1,0 +1,638 @@
+package statemanager
+
+// Key layout of a RedisStore with key prefix P and N shards. Every key of one
+// task lives under the hash tag {P:s}, s = ShardOf(id, N), so each script
+// touches a single Redis Cluster hash slot and runs atomically on one node:
+//
+//	{P:s}:t:<id>      hash: the task fields, its data and envelope, and once
+//	                  closed the decision (field names in taskField*)
+//	{P:s}:due         zset deadline -> id of waiting tasks that have a deadline
+//	{P:s}:waiting     zset startedAt -> id of every waiting task (the inbox)
+//	{P:s}:u:<user>    zset startedAt -> id of waiting tasks of one taskUser
+//	{P:s}:r:<role>    zset startedAt -> id of waiting tasks offered to one role
+//	{P:s}:pending     zset closedAt -> id of closed tasks whose effects are not acked
+//	{P:s}:closed      zset closedAt -> id of closed tasks, trimmed to ClosedTTL,
+//	                  so closed tasks stay listable by status while kept
+//	P:watermark       string: the end of the last TimeoutBetween range
+//
+// A closed task's hash has no TTL until Ack: the decision must survive until
+// its effects are durable, however late that is. Ack sets ClosedTTL on it, so
+// replays and GETs find the decision for that long afterwards.
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults of RedisConfig.
+const (
+	DefaultShards    = 16
+	DefaultClosedTTL = 7 * 24 * time.Hour
+	// DefaultLimit is used by Due, Between, Pending and List when the caller
+	// passes a limit <= 0, so an unbounded read cannot stall Redis.
+	DefaultLimit = 1000
+	// listScanLimit bounds how many index entries one shard's List scans,
+	// so a filtered listing of closed tasks cannot block Redis for long.
+	listScanLimit = 10000
+	// roleSep joins roles in the task hash; it cannot appear in a role.
+	roleSep = "\x1f"
+)
+
+// ErrClosePending is returned by RedisStore.Start when the id belongs to a
+// closed task of another request whose effects (continuation, notification)
+// were not acked yet. Replacing it then could lose those effects, so the
+// start is refused; it is transient and the runner retries it with backoff,
+// like any infrastructure error, until the close is acked.
+var ErrClosePending = errors.New("statemanager: previous close of the task is not acked yet")
+
+var (
+	//go:embed scripts/start.lua
+	startLua string
+	//go:embed scripts/close.lua
+	closeLua string
+	//go:embed scripts/ack.lua
+	ackLua string
+	//go:embed scripts/watermark.lua
+	watermarkLua string
+	//go:embed scripts/list.lua
+	listLua string
+
+	// redis.Script runs EVALSHA and falls back to EVAL on NOSCRIPT, so the
+	// script bodies cross the network once per server.
+	startScript     = redis.NewScript(startLua)
+	closeScript     = redis.NewScript(closeLua)
+	ackScript       = redis.NewScript(ackLua)
+	watermarkScript = redis.NewScript(watermarkLua)
+	listScript      = redis.NewScript(listLua)
+)
+
+// RedisConfig configures one domain's RedisStore.
+type RedisConfig struct {
+	// Prefix is the key prefix; default: the domain name. It must not
+	// contain '{' or '}', which would break the per-shard hash tags.
+	Prefix string
+	// Shards is the number of deadline shards; default 16. Changing it for
+	// existing data moves tasks to other shards: keep it fixed per prefix.
+	Shards int
+	// ClosedTTL is how long a closed task's decision is kept after its
+	// effects are acked, for idempotent replays and GET; default 7 days.
+	ClosedTTL time.Duration
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c RedisConfig) WithDefaults() RedisConfig {
+	if c.Shards == 0 {
+		c.Shards = DefaultShards
+	}
+	if c.ClosedTTL == 0 {
+		c.ClosedTTL = DefaultClosedTTL
+	}
+	return c
+}
+
+// Validate reports every problem of c at once. Zero fields are valid: they
+// take their defaults.
+func (c RedisConfig) Validate() error {
+	var errs []error
+	if strings.ContainsAny(c.Prefix, "{}") {
+		errs = append(errs, fmt.Errorf("statemanager: prefix %q must not contain '{' or '}'", c.Prefix))
+	}
+	if c.Shards < 0 || c.Shards > 16384 {
+		errs = append(errs, fmt.Errorf("statemanager: shards %d outside 1..16384", c.Shards))
+	}
+	if c.ClosedTTL < 0 {
+		errs = append(errs, fmt.Errorf("statemanager: negative closed TTL %v", c.ClosedTTL))
+	} else if c.ClosedTTL > 0 && c.ClosedTTL < time.Millisecond {
+		errs = append(errs, fmt.Errorf("statemanager: closed TTL %v below 1ms", c.ClosedTTL))
+	}
+	return errors.Join(errs...)
+}
+
+// RedisStore is the production Store: one domain's tasks in Redis (or Redis
+// Cluster), every change made by one Lua script on one hash slot.
+type RedisStore struct {
+	client    redis.UniversalClient
+	domain    string
+	shards    int
+	closedTTL time.Duration
+	watermark string
+	shard     []shardKeys
+}
+
+// shardKeys are the precomputed keys of one shard.
+type shardKeys struct {
+	prefix  string // "{P:s}:"
+	task    string // "{P:s}:t:"
+	due     string
+	waiting string
+	pending string
+	closed  string
+}
+
+var _ Store = (*RedisStore)(nil)
+
+// NewRedisStore returns the store of domain on client. Every Task it returns
+// has Domain set to domain.
+func NewRedisStore(client redis.UniversalClient, domain string, cfg RedisConfig) (*RedisStore, error) {
+	if client == nil {
+		return nil, errors.New("statemanager: nil redis client")
+	}
+	if domain == "" {
+		return nil, errors.New("statemanager: empty domain name")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = domain
+	}
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("statemanager: domain %q: %w", domain, err)
+	}
+	s := &RedisStore{
+		client:    client,
+		domain:    domain,
+		shards:    cfg.Shards,
+		closedTTL: cfg.ClosedTTL,
+		watermark: cfg.Prefix + ":watermark",
+		shard:     make([]shardKeys, cfg.Shards),
+	}
+	for i := range s.shard {
+		p := "{" + cfg.Prefix + ":" + strconv.Itoa(i) + "}:"
+		s.shard[i] = shardKeys{
+			prefix: p, task: p + "t:", due: p + "due", waiting: p + "waiting",
+			pending: p + "pending", closed: p + "closed",
+		}
+	}
+	return s, nil
+}
+
+// Domain is the domain this store serves.
+func (s *RedisStore) Domain() string { return s.domain }
+
+// Shards is the number of deadline shards.
+func (s *RedisStore) Shards() int { return s.shards }
+
+// ShardOf maps a task id to its shard.
+func (s *RedisStore) ShardOf(id string) int { return ShardOf(id, s.shards) }
+
+func (s *RedisStore) keysOf(id string) *shardKeys { return &s.shard[ShardOf(id, s.shards)] }
+
+// Start stores t as WAITING; see Store.Start. It also returns ErrClosePending
+// (transient) when t.ID is a closed task of another request whose effects are
+// not acked yet.
+func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
+	if t == nil || t.ID == "" {
+		return nil, false, errors.New("statemanager: start: empty task id")
+	}
+	for _, r := range t.Roles {
+		if strings.Contains(r, roleSep) {
+			return nil, false, fmt.Errorf("statemanager: start %q: role %q holds a control character", t.ID, r)
+		}
+	}
+	stored := *t
+	stored.Domain = s.domain
+	stored.Status = StatusWaiting
+	if stored.StartedAt == 0 {
+		stored.StartedAt = time.Now().UnixMilli()
+	}
+	stored.ClosedAt, stored.ClosedBy, stored.CloseData, stored.CloseKey, stored.EnrichPath = 0, "", nil, "", ""
+
+	k := s.keysOf(t.ID)
+	res, err := startScript.Run(ctx, s.client,
+		[]string{k.task + t.ID, k.due, k.waiting, k.pending, k.closed},
+		k.prefix, t.ID, t.Name, t.Spec, t.Action, joinRoles(t.Roles), t.User, t.Saga, t.StepID,
+		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(t.Deadline, 10),
+		[]byte(t.Data), []byte(t.Envelope),
+	).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
+	}
+	outcome, fields, err := scriptReply(res)
+	if err != nil {
+		return nil, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
+	}
+	switch outcome {
+	case "created":
+		return &stored, true, nil
+	case "exists":
+		return s.decode(fields), false, nil
+	case "pending":
+		return nil, false, fmt.Errorf("%w: %q", ErrClosePending, t.ID)
+	}
+	return nil, false, fmt.Errorf("statemanager: redis start %q: unexpected reply %q", t.ID, outcome)
+}
+
+// Get returns the task, waiting or closed, or ErrNotFound.
+func (s *RedisStore) Get(ctx context.Context, id string) (*Task, error) {
+	if id == "" {
+		return nil, fmt.Errorf("%w: empty id", ErrNotFound)
+	}
+	m, err := s.client.HGetAll(ctx, s.keysOf(id).task+id).Result()
+	if err != nil {
+		return nil, fmt.Errorf("statemanager: redis get %q: %w", id, err)
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
+	}
+	t := &Task{ID: id, Domain: s.domain}
+	for k, v := range m {
+		t.set(k, v)
+	}
+	return t, nil
+}
+
+// Close records the decision in one atomic script; see Store.Close. An empty
+// c.Key never matches an earlier close, so a keyless close is not replayable.
+func (s *RedisStore) Close(ctx context.Context, c Close) (*Task, bool, error) {
+	if c.ID == "" {
+		return nil, false, fmt.Errorf("%w: empty id", ErrNotFound)
+	}
+	switch c.Status {
+	case StatusCompleted, StatusTimeout, StatusCancelled:
+	default:
+		return nil, false, fmt.Errorf("statemanager: close %q: invalid status %q", c.ID, c.Status)
+	}
+	at := c.At
+	if at == 0 {
+		at = time.Now().UnixMilli()
+	}
+	k := s.keysOf(c.ID)
+	res, err := closeScript.Run(ctx, s.client,
+		[]string{k.task + c.ID, k.due, k.waiting, k.pending, k.closed},
+		k.prefix, c.ID, c.Status, strconv.FormatInt(at, 10), c.By, []byte(c.Data), c.Key, c.EnrichPath,
+		strconv.FormatInt(at-s.closedTTL.Milliseconds(), 10),
+	).Result()
+	if err != nil {
+		return nil, false, fmt.Errorf("statemanager: redis close %q: %w", c.ID, err)
+	}
+	outcome, fields, err := scriptReply(res)
+	if err != nil {
+		return nil, false, fmt.Errorf("statemanager: redis close %q: %w", c.ID, err)
+	}
+	switch outcome {
+	case "ok":
+		return s.decode(fields), false, nil
+	case "replay":
+		return s.decode(fields), true, nil
+	case "closed":
+		return s.decode(fields), false, fmt.Errorf("%w: %q", ErrClosed, c.ID)
+	case "notfound":
+		return nil, false, fmt.Errorf("%w: %q", ErrNotFound, c.ID)
+	}
+	return nil, false, fmt.Errorf("statemanager: redis close %q: unexpected reply %q", c.ID, outcome)
+}
+
+// Ack drops the task from the pending set and starts its ClosedTTL.
+func (s *RedisStore) Ack(ctx context.Context, id string) error {
+	k := s.keysOf(id)
+	err := ackScript.Run(ctx, s.client, []string{k.task + id, k.pending},
+		id, s.closedTTL.Milliseconds()).Err()
+	if err != nil {
+		return fmt.Errorf("statemanager: redis ack %q: %w", id, err)
+	}
+	return nil
+}
+
+// Due returns up to limit (DefaultLimit if <= 0) waiting tasks of shard whose
+// deadline is at or before until, earliest first.
+func (s *RedisStore) Due(ctx context.Context, shard int, until int64, limit int) ([]Due, error) {
+	if shard < 0 || shard >= s.shards {
+		return nil, fmt.Errorf("statemanager: due: shard %d outside 0..%d", shard, s.shards-1)
+	}
+	zs, err := s.client.ZRangeByScoreWithScores(ctx, s.shard[shard].due, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(until, 10), Count: int64(orDefault(limit)),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("statemanager: redis due shard %d: %w", shard, err)
+	}
+	return toDue(zs), nil
+}
+
+// Between returns up to limit (DefaultLimit if <= 0) waiting tasks across all
+// shards whose deadline lies in [from, to], earliest first.
+func (s *RedisStore) Between(ctx context.Context, from, to int64, limit int) ([]Due, error) {
+	limit = orDefault(limit)
+	if to < from {
+		return nil, nil
+	}
+	cmds := make([]*redis.ZSliceCmd, s.shards)
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range s.shard {
+			cmds[i] = p.ZRangeByScoreWithScores(ctx, s.shard[i].due, &redis.ZRangeBy{
+				Min: strconv.FormatInt(from, 10), Max: strconv.FormatInt(to, 10), Count: int64(limit),
+			})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("statemanager: redis between [%d, %d]: %w", from, to, err)
+	}
+	var all []Due
+	for _, c := range cmds {
+		all = append(all, toDue(c.Val())...)
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].Deadline != all[j].Deadline {
+			return all[i].Deadline < all[j].Deadline
+		}
+		return all[i].ID < all[j].ID
+	})
+	if len(all) > limit {
+		all = all[:limit]
+	}
+	return all, nil
+}
+
+// Pending returns up to limit (DefaultLimit if <= 0) closed tasks of shard
+// whose effects were not acked and that closed at or before closedBefore.
+func (s *RedisStore) Pending(ctx context.Context, shard int, closedBefore int64, limit int) ([]*Task, error) {
+	if shard < 0 || shard >= s.shards {
+		return nil, fmt.Errorf("statemanager: pending: shard %d outside 0..%d", shard, s.shards-1)
+	}
+	k := &s.shard[shard]
+	ids, err := s.client.ZRangeByScore(ctx, k.pending, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(closedBefore, 10), Count: int64(orDefault(limit)),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("statemanager: redis pending shard %d: %w", shard, err)
+	}
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(ids))
+	_, err = s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.HGetAll(ctx, k.task+id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("statemanager: redis pending shard %d: %w", shard, err)
+	}
+	out := make([]*Task, 0, len(ids))
+	for i, c := range cmds {
+		m := c.Val()
+		if len(m) == 0 || m[fieldStatus] == StatusWaiting {
+			// The hash can only be gone or waiting again if someone deleted
+			// keys by hand; nothing is left to redo.
+			s.client.ZRem(ctx, k.pending, ids[i])
+			continue
+		}
+		t := &Task{ID: ids[i], Domain: s.domain}
+		for f, v := range m {
+			t.set(f, v)
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// Watermark returns the end of the last TimeoutBetween range (0 if none).
+func (s *RedisStore) Watermark(ctx context.Context) (int64, error) {
+	v, err := s.client.Get(ctx, s.watermark).Int64()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("statemanager: redis watermark: %w", err)
+	}
+	return v, nil
+}
+
+// SetWatermark moves the watermark forward to ms, atomically; an older ms
+// is ignored.
+func (s *RedisStore) SetWatermark(ctx context.Context, ms int64) error {
+	if err := watermarkScript.Run(ctx, s.client, []string{s.watermark}, ms).Err(); err != nil {
+		return fmt.Errorf("statemanager: redis set watermark %d: %w", ms, err)
+	}
+	return nil
+}
+
+// List returns up to f.Limit (DefaultLimit if <= 0) tasks matching f, oldest
+// first: waiting tasks by StartedAt, closed ones by ClosedAt. Closed tasks are
+// listed while kept (ClosedTTL after close); a filtered listing of closed
+// tasks scans at most listScanLimit entries per shard.
+func (s *RedisStore) List(ctx context.Context, f Filter) ([]*Task, error) {
+	return s.list(ctx, f, false)
+}
+
+func (s *RedisStore) list(ctx context.Context, f Filter, retried bool) ([]*Task, error) {
+	status := f.Status
+	if status == "" {
+		status = StatusWaiting
+	}
+	limit := orDefault(f.Limit)
+	index := func(k *shardKeys) string {
+		switch {
+		case status != StatusWaiting:
+			return k.closed
+		case f.User != "":
+			return k.prefix + "u:" + f.User
+		case f.Role != "":
+			return k.prefix + "r:" + f.Role
+		}
+		return k.waiting
+	}
+	cmds := make([]*redis.Cmd, s.shards)
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range s.shard {
+			k := &s.shard[i]
+			cmds[i] = listScript.Run(ctx, p, []string{index(k)},
+				k.task, limit, status, f.User, f.Role, listScanLimit)
+		}
+		return nil
+	})
+	if isNoScript(err) && !retried {
+		// Script.Run in a pipeline cannot fall back to EVAL; load the
+		// script on every node and run the listing once more.
+		if err := s.loadListScript(ctx); err != nil {
+			return nil, err
+		}
+		return s.list(ctx, f, true)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("statemanager: redis list: %w", err)
+	}
+	var all []*Task
+	for _, c := range cmds {
+		rows, _ := c.Val().([]interface{})
+		for _, r := range rows {
+			fields, _ := r.([]interface{})
+			all = append(all, s.decode(fields))
+		}
+	}
+	order := func(t *Task) int64 {
+		if t.Status == StatusWaiting {
+			return t.StartedAt
+		}
+		return t.ClosedAt
+	}
+	sort.Slice(all, func(i, j int) bool {
+		a, b := order(all[i]), order(all[j])
+		if a != b {
+			return a < b
+		}
+		return all[i].ID < all[j].ID
+	})
+	if len(all) > limit {
+		all = all[:limit]
+	}
+	return all, nil
+}
+
+// loadListScript loads the list script where the pipeline will run it: on
+// every master of a cluster, or on the one server.
+func (s *RedisStore) loadListScript(ctx context.Context) error {
+	var err error
+	if cc, ok := s.client.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return listScript.Load(ctx, c).Err()
+		})
+	} else {
+		err = listScript.Load(ctx, s.client).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("statemanager: redis load list script: %w", err)
+	}
+	return nil
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+// Hash fields of a task. Short names keep the hash small: it is read and
+// written on every start and close.
+const (
+	fieldID         = "id"
+	fieldName       = "n"
+	fieldSpec       = "sp"
+	fieldAction     = "a"
+	fieldRoles      = "r"
+	fieldUser       = "u"
+	fieldSaga       = "sg"
+	fieldStepID     = "st"
+	fieldRequestID  = "rq"
+	fieldStartedAt  = "s0"
+	fieldDeadline   = "dl"
+	fieldData       = "d"
+	fieldEnvelope   = "e"
+	fieldStatus     = "s"
+	fieldClosedAt   = "ca"
+	fieldClosedBy   = "cb"
+	fieldCloseData  = "cd"
+	fieldCloseKey   = "ck"
+	fieldEnrichPath = "ep"
+)
+
+// set assigns one hash field to t; unknown fields are ignored so a newer
+// writer's extra fields do not break an older reader.
+func (t *Task) set(field, v string) {
+	switch field {
+	case fieldID:
+		t.ID = v
+	case fieldName:
+		t.Name = v
+	case fieldSpec:
+		t.Spec = v
+	case fieldAction:
+		t.Action = v
+	case fieldRoles:
+		t.Roles = strings.Split(v, roleSep)
+	case fieldUser:
+		t.User = v
+	case fieldSaga:
+		t.Saga = v
+	case fieldStepID:
+		t.StepID = v
+	case fieldRequestID:
+		t.RequestID = v
+	case fieldStartedAt:
+		t.StartedAt, _ = strconv.ParseInt(v, 10, 64)
+	case fieldDeadline:
+		t.Deadline, _ = strconv.ParseInt(v, 10, 64)
+	case fieldData:
+		t.Data = []byte(v)
+	case fieldEnvelope:
+		t.Envelope = []byte(v)
+	case fieldStatus:
+		t.Status = v
+	case fieldClosedAt:
+		t.ClosedAt, _ = strconv.ParseInt(v, 10, 64)
+	case fieldClosedBy:
+		t.ClosedBy = v
+	case fieldCloseData:
+		t.CloseData = []byte(v)
+	case fieldCloseKey:
+		t.CloseKey = v
+	case fieldEnrichPath:
+		t.EnrichPath = v
+	}
+}
+
+// decode builds a Task from an HGETALL-style flat array of a script reply.
+func (s *RedisStore) decode(flat []interface{}) *Task {
+	t := &Task{Domain: s.domain}
+	for i := 0; i+1 < len(flat); i += 2 {
+		k, _ := flat[i].(string)
+		v, _ := flat[i+1].(string)
+		t.set(k, v)
+	}
+	return t
+}
+
+// scriptReply splits a {outcome, [HGETALL]} script reply.
+func scriptReply(res interface{}) (string, []interface{}, error) {
+	arr, ok := res.([]interface{})
+	if !ok || len(arr) == 0 {
+		return "", nil, fmt.Errorf("malformed script reply %T", res)
+	}
+	outcome, ok := arr[0].(string)
+	if !ok {
+		return "", nil, fmt.Errorf("malformed script reply outcome %T", arr[0])
+	}
+	var fields []interface{}
+	if len(arr) > 1 {
+		fields, _ = arr[1].([]interface{})
+	}
+	return outcome, fields, nil
+}
+
+func joinRoles(roles []string) string {
+	if len(roles) == 0 {
+		return ""
+	}
+	kept := make([]string, 0, len(roles))
+	for _, r := range roles {
+		if r != "" {
+			kept = append(kept, r)
+		}
+	}
+	return strings.Join(kept, roleSep)
+}
+
+func toDue(zs []redis.Z) []Due {
+	if len(zs) == 0 {
+		return nil
+	}
+	out := make([]Due, len(zs))
+	for i, z := range zs {
+		id, _ := z.Member.(string)
+		out[i] = Due{ID: id, Deadline: int64(z.Score)}
+	}
+	return out
+}
+
+func orDefault(limit int) int {
+	if limit <= 0 {
+		return DefaultLimit
+	}
+	return limit
+}

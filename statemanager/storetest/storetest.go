@@ -1,0 +1,833 @@
+// Package storetest is the conformance suite of statemanager.Store. A backend
+// counts as a state manager only once its test file passes Run: the suite
+// pins down the idempotency and exactly-once rules the runner relies on
+// (replayed starts and closes, one winner per close race, decisions kept
+// pending until acked), so that every backend behaves the same under them.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/sagarunner/sagarunner/statemanager"
+)
+
+// base is an arbitrary epoch-ms instant the suite's times are relative to.
+const base int64 = 1_763_800_000_000
+
+// Run runs the conformance suite. newStore must return an empty store, not
+// shared with any other subtest, with at least 2 shards.
+func Run(t *testing.T, newStore func(t *testing.T) statemanager.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s statemanager.Store)
+	}{
+		{"StartGetRoundTrip", testStartGetRoundTrip},
+		{"StartFillsDefaults", testStartFillsDefaults},
+		{"DuplicateStartIsNoop", testDuplicateStart},
+		{"ReplayedStartAfterCloseIsNoop", testReplayedStartAfterClose},
+		{"StartAfterCloseByOtherRequestReplaces", testStartReplacesClosed},
+		{"StartDoesNotReplaceUnackedClose", testStartKeepsPendingClose},
+		{"CloseRecordsDecision", testCloseRecordsDecision},
+		{"CloseSameKeyReplays", testCloseReplay},
+		{"CloseOtherKeyIsErrClosed", testCloseOtherKey},
+		{"CloseWithoutKeyDoesNotReplay", testCloseWithoutKey},
+		{"UnknownIsErrNotFound", testUnknown},
+		{"CloseRejectsInvalidStatus", testCloseInvalidStatus},
+		{"DueOrderAndLimit", testDueOrderAndLimit},
+		{"DueShardIsolation", testDueShardIsolation},
+		{"ClosedTasksLeaveDue", testClosedLeaveDue},
+		{"BetweenAcrossShards", testBetween},
+		{"PendingUntilAck", testPending},
+		{"WatermarkNeverGoesBack", testWatermark},
+		{"ListFilters", testList},
+		{"ListClosedByStatus", testListClosed},
+		{"ShardOfStable", testShardOf},
+		{"ConcurrentProceedVersusTimeout", testCloseRace},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fn(t, newStore(t))
+		})
+	}
+}
+
+func sampleTask(id string) *statemanager.Task {
+	return &statemanager.Task{
+		ID:        id,
+		Name:      "Job Post Approval",
+		Spec:      "job_post_approval",
+		Action:    "Approve",
+		Roles:     []string{"admin", "manager"},
+		User:      "alice",
+		Saga:      "job_post_approval",
+		StepID:    "approve",
+		RequestID: "r-" + id,
+		StartedAt: base,
+		Deadline:  base + 60_000,
+		Data:      json.RawMessage(`{"data":{"productId":"` + id + `","brief":"summer vibes"}}`),
+		Envelope:  json.RawMessage(`{"requestMeta":{"requestId":"r-` + id + `"},"payload":{"parameters":{"productId":"` + id + `"}}}`),
+	}
+}
+
+func mustStart(t *testing.T, s statemanager.Store, task *statemanager.Task) *statemanager.Task {
+	t.Helper()
+	got, created, err := s.Start(context.Background(), task)
+	if err != nil {
+		t.Fatalf("Start(%q): %v", task.ID, err)
+	}
+	if !created {
+		t.Fatalf("Start(%q): created = false, want true", task.ID)
+	}
+	return got
+}
+
+func mustClose(t *testing.T, s statemanager.Store, c statemanager.Close) *statemanager.Task {
+	t.Helper()
+	got, replay, err := s.Close(context.Background(), c)
+	if err != nil {
+		t.Fatalf("Close(%q): %v", c.ID, err)
+	}
+	if replay {
+		t.Fatalf("Close(%q): replay = true on first close", c.ID)
+	}
+	return got
+}
+
+func mustGet(t *testing.T, s statemanager.Store, id string) *statemanager.Task {
+	t.Helper()
+	got, err := s.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Get(%q): %v", id, err)
+	}
+	return got
+}
+
+// sameTask compares every field, raw JSON byte for byte, and the domain
+// against the store's own (whatever the caller passed in).
+func sameTask(t *testing.T, what string, got, want *statemanager.Task) {
+	t.Helper()
+	if got == nil {
+		t.Fatalf("%s: nil task", what)
+	}
+	w := *want
+	w.Domain = got.Domain
+	if got.Domain == "" {
+		t.Errorf("%s: empty Domain", what)
+	}
+	g := *got
+	if !bytes.Equal(g.Data, w.Data) || !bytes.Equal(g.Envelope, w.Envelope) || !bytes.Equal(g.CloseData, w.CloseData) {
+		t.Errorf("%s: raw JSON differs:\n got data=%s env=%s close=%s\nwant data=%s env=%s close=%s",
+			what, g.Data, g.Envelope, g.CloseData, w.Data, w.Envelope, w.CloseData)
+	}
+	g.Data, g.Envelope, g.CloseData = nil, nil, nil
+	w.Data, w.Envelope, w.CloseData = nil, nil, nil
+	if len(g.Roles) == 0 && len(w.Roles) == 0 {
+		g.Roles, w.Roles = nil, nil
+	}
+	if fmt.Sprintf("%+v", g) != fmt.Sprintf("%+v", w) {
+		t.Errorf("%s:\n got %+v\nwant %+v", what, g, w)
+	}
+}
+
+// idsInShard returns n distinct ids that s puts in shard.
+func idsInShard(s statemanager.Store, prefix string, shard, n int) []string {
+	var ids []string
+	for i := 0; len(ids) < n; i++ {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		if s.ShardOf(id) == shard {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func testStartGetRoundTrip(t *testing.T, s statemanager.Store) {
+	in := sampleTask("product-1")
+	want := *in
+	want.Status = statemanager.StatusWaiting
+
+	got := mustStart(t, s, in)
+	sameTask(t, "Start", got, &want)
+	sameTask(t, "Get", mustGet(t, s, "product-1"), &want)
+	if !got.Waiting() {
+		t.Errorf("Waiting() = false after Start")
+	}
+}
+
+func testStartFillsDefaults(t *testing.T, s statemanager.Store) {
+	got := mustStart(t, s, &statemanager.Task{ID: "bare", Status: statemanager.StatusCompleted})
+	if got.Status != statemanager.StatusWaiting {
+		t.Errorf("Status = %q, want WAITING", got.Status)
+	}
+	if got.StartedAt == 0 {
+		t.Errorf("StartedAt not filled")
+	}
+	stored := mustGet(t, s, "bare")
+	if stored.StartedAt != got.StartedAt || stored.Deadline != 0 || len(stored.Roles) != 0 || stored.Data != nil {
+		t.Errorf("Get = %+v, want StartedAt %d, no deadline, roles or data", stored, got.StartedAt)
+	}
+}
+
+func testDuplicateStart(t *testing.T, s statemanager.Store) {
+	first := mustStart(t, s, sampleTask("dup"))
+	again := sampleTask("dup")
+	again.RequestID = "r-other"
+	again.Data = json.RawMessage(`{"other":true}`)
+	again.Deadline = base + 1
+	got, created, err := s.Start(context.Background(), again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created {
+		t.Errorf("created = true for a waiting id")
+	}
+	sameTask(t, "duplicate Start", got, first)
+	sameTask(t, "Get", mustGet(t, s, "dup"), first)
+	due, err := s.Due(context.Background(), s.ShardOf("dup"), base+1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(due) != 0 {
+		t.Errorf("duplicate Start moved the deadline: Due = %v", due)
+	}
+}
+
+func testReplayedStartAfterClose(t *testing.T, s statemanager.Store) {
+	mustStart(t, s, sampleTask("replayed"))
+	closed := mustClose(t, s, statemanager.Close{ID: "replayed", Status: statemanager.StatusCompleted, At: base + 5, Key: "k1"})
+	for _, acked := range []bool{false, true} {
+		if acked {
+			if err := s.Ack(context.Background(), "replayed"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, created, err := s.Start(context.Background(), sampleTask("replayed"))
+		if err != nil {
+			t.Fatalf("acked=%v: %v", acked, err)
+		}
+		if created {
+			t.Errorf("acked=%v: replayed Start resurrected a closed task", acked)
+		}
+		sameTask(t, "replayed Start", got, closed)
+	}
+	sameTask(t, "Get", mustGet(t, s, "replayed"), closed)
+}
+
+func testStartReplacesClosed(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	mustStart(t, s, sampleTask("reused"))
+	mustClose(t, s, statemanager.Close{ID: "reused", Status: statemanager.StatusTimeout, At: base + 5, Key: "k1"})
+	if err := s.Ack(ctx, "reused"); err != nil {
+		t.Fatal(err)
+	}
+	next := sampleTask("reused")
+	next.RequestID = "r-next"
+	next.StartedAt = base + 10
+	next.Deadline = base + 20
+	next.Roles = []string{"director"}
+	next.User = ""
+	next.Data = json.RawMessage(`{"round":2}`)
+	want := *next
+	want.Status = statemanager.StatusWaiting
+
+	got := mustStart(t, s, next)
+	sameTask(t, "Start", got, &want)
+	sameTask(t, "Get", mustGet(t, s, "reused"), &want)
+
+	due, err := s.Due(ctx, s.ShardOf("reused"), base+20, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(due, []statemanager.Due{{ID: "reused", Deadline: base + 20}}) {
+		t.Errorf("Due = %v, want the new deadline", due)
+	}
+	for _, f := range []statemanager.Filter{{User: "alice"}, {Role: "admin"}, {Status: statemanager.StatusTimeout}} {
+		if l, err := s.List(ctx, f); err != nil || len(l) != 0 {
+			t.Errorf("List(%+v) = %v, %v: old task still indexed", f, taskIDs(l), err)
+		}
+	}
+	if l, err := s.List(ctx, statemanager.Filter{Role: "director"}); err != nil || !slices.Equal(taskIDs(l), []string{"reused"}) {
+		t.Errorf("List(director) = %v, %v", taskIDs(l), err)
+	}
+	// The new task closes normally, with a key the old one used.
+	closed := mustClose(t, s, statemanager.Close{ID: "reused", Status: statemanager.StatusCompleted, At: base + 30, Key: "k1"})
+	if closed.RequestID != "r-next" || closed.Status != statemanager.StatusCompleted {
+		t.Errorf("Close after replace = %+v", closed)
+	}
+}
+
+func testStartKeepsPendingClose(t *testing.T, s statemanager.Store) {
+	mustStart(t, s, sampleTask("unacked"))
+	closed := mustClose(t, s, statemanager.Close{ID: "unacked", Status: statemanager.StatusCompleted, At: base + 5, Key: "k1"})
+	next := sampleTask("unacked")
+	next.RequestID = "r-next"
+	got, created, err := s.Start(context.Background(), next)
+	if err == nil && created {
+		t.Fatalf("Start replaced a close whose effects are not acked: %+v", got)
+	}
+	sameTask(t, "Get", mustGet(t, s, "unacked"), closed)
+	pending, err := s.Pending(context.Background(), s.ShardOf("unacked"), base+5, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(taskIDs(pending), []string{"unacked"}) {
+		t.Errorf("Pending = %v, want the unacked close", taskIDs(pending))
+	}
+}
+
+func testCloseRecordsDecision(t *testing.T, s statemanager.Store) {
+	for _, status := range []string{statemanager.StatusCompleted, statemanager.StatusTimeout, statemanager.StatusCancelled} {
+		t.Run(status, func(t *testing.T) {
+			id := "decided-" + status
+			start := mustStart(t, s, sampleTask(id))
+			c := statemanager.Close{
+				ID: id, Status: status, At: base + 42, By: "bob",
+				Data: json.RawMessage(`{"decision":"approved"}`), Key: "req-9:approve", EnrichPath: "decision",
+			}
+			want := *start
+			want.Status, want.ClosedAt, want.ClosedBy = status, base+42, "bob"
+			want.CloseData, want.CloseKey, want.EnrichPath = c.Data, c.Key, c.EnrichPath
+
+			got := mustClose(t, s, c)
+			sameTask(t, "Close", got, &want)
+			sameTask(t, "Get", mustGet(t, s, id), &want)
+			if got.Waiting() {
+				t.Errorf("Waiting() = true after Close")
+			}
+		})
+	}
+}
+
+func testCloseReplay(t *testing.T, s statemanager.Store) {
+	mustStart(t, s, sampleTask("retried"))
+	c := statemanager.Close{ID: "retried", Status: statemanager.StatusCompleted, At: base + 7, By: "bob",
+		Data: json.RawMessage(`{"ok":1}`), Key: "k1", EnrichPath: "decision"}
+	first := mustClose(t, s, c)
+	for _, acked := range []bool{false, true} {
+		if acked {
+			if err := s.Ack(context.Background(), "retried"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		retry := c
+		retry.At = base + 99 // a retry carries its own clock; the recorded decision wins
+		retry.Data = json.RawMessage(`{"ok":2}`)
+		got, replay, err := s.Close(context.Background(), retry)
+		if err != nil {
+			t.Fatalf("acked=%v: %v", acked, err)
+		}
+		if !replay {
+			t.Errorf("acked=%v: replay = false for the same key", acked)
+		}
+		sameTask(t, "replayed Close", got, first)
+	}
+}
+
+func testCloseOtherKey(t *testing.T, s statemanager.Store) {
+	mustStart(t, s, sampleTask("taken"))
+	first := mustClose(t, s, statemanager.Close{ID: "taken", Status: statemanager.StatusCompleted, At: base + 7, Key: "k1"})
+	got, replay, err := s.Close(context.Background(), statemanager.Close{ID: "taken", Status: statemanager.StatusTimeout, At: base + 8, Key: "k2"})
+	if !errors.Is(err, statemanager.ErrClosed) {
+		t.Fatalf("err = %v, want ErrClosed", err)
+	}
+	if replay {
+		t.Errorf("replay = true for another key")
+	}
+	sameTask(t, "task with ErrClosed", got, first)
+	sameTask(t, "Get", mustGet(t, s, "taken"), first)
+}
+
+func testCloseWithoutKey(t *testing.T, s statemanager.Store) {
+	mustStart(t, s, sampleTask("keyless"))
+	mustClose(t, s, statemanager.Close{ID: "keyless", Status: statemanager.StatusCompleted, At: base + 7})
+	_, _, err := s.Close(context.Background(), statemanager.Close{ID: "keyless", Status: statemanager.StatusCompleted, At: base + 7})
+	if !errors.Is(err, statemanager.ErrClosed) {
+		t.Fatalf("second keyless close: err = %v, want ErrClosed", err)
+	}
+}
+
+func testUnknown(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	if _, err := s.Get(ctx, "nope"); !errors.Is(err, statemanager.ErrNotFound) {
+		t.Errorf("Get: err = %v, want ErrNotFound", err)
+	}
+	task, _, err := s.Close(ctx, statemanager.Close{ID: "nope", Status: statemanager.StatusCompleted, At: base, Key: "k"})
+	if !errors.Is(err, statemanager.ErrNotFound) || task != nil {
+		t.Errorf("Close = %v, %v; want nil, ErrNotFound", task, err)
+	}
+	if err := s.Ack(ctx, "nope"); err != nil {
+		t.Errorf("Ack of unknown id: %v", err)
+	}
+}
+
+func testCloseInvalidStatus(t *testing.T, s statemanager.Store) {
+	mustStart(t, s, sampleTask("strict"))
+	for _, status := range []string{"", statemanager.StatusWaiting, "SUCCESS"} {
+		_, _, err := s.Close(context.Background(), statemanager.Close{ID: "strict", Status: status, At: base, Key: "k"})
+		if err == nil || errors.Is(err, statemanager.ErrClosed) || errors.Is(err, statemanager.ErrNotFound) {
+			t.Errorf("status %q: err = %v, want a validation error", status, err)
+		}
+	}
+	if got := mustGet(t, s, "strict"); !got.Waiting() {
+		t.Errorf("an invalid close changed the task: %+v", got)
+	}
+}
+
+func testDueOrderAndLimit(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	shard := 0
+	ids := idsInShard(s, "due", shard, 5)
+	// Deadlines out of start order: 3rd, 1st, 5th, 2nd, none.
+	deadlines := []int64{base + 300, base + 100, base + 500, base + 200, 0}
+	for i, id := range ids {
+		task := sampleTask(id)
+		task.Deadline = deadlines[i]
+		mustStart(t, s, task)
+	}
+	tests := []struct {
+		name  string
+		until int64
+		limit int
+		want  []statemanager.Due
+	}{
+		{"nothing due yet", base + 99, 10, nil},
+		{"deadline is inclusive", base + 100, 10, []statemanager.Due{{ID: ids[1], Deadline: base + 100}}},
+		{"earliest first", base + 1000, 10, []statemanager.Due{{ID: ids[1], Deadline: base + 100}, {ID: ids[3], Deadline: base + 200}, {ID: ids[0], Deadline: base + 300}, {ID: ids[2], Deadline: base + 500}}},
+		{"limit", base + 1000, 2, []statemanager.Due{{ID: ids[1], Deadline: base + 100}, {ID: ids[3], Deadline: base + 200}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.Due(ctx, shard, tc.until, tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("Due = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func testDueShardIsolation(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	if s.Shards() < 2 {
+		t.Fatalf("Shards() = %d: the suite needs at least 2", s.Shards())
+	}
+	a := idsInShard(s, "iso", 0, 2)
+	b := idsInShard(s, "iso", 1, 2)
+	for i, id := range append(append([]string{}, a...), b...) {
+		task := sampleTask(id)
+		task.Deadline = base + int64(i)
+		mustStart(t, s, task)
+	}
+	for shard, want := range map[int][]string{0: a, 1: b} {
+		got, err := s.Due(ctx, shard, base+100, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotIDs []string
+		for _, d := range got {
+			gotIDs = append(gotIDs, d.ID)
+		}
+		if !slices.Equal(gotIDs, want) {
+			t.Errorf("Due(shard %d) = %v, want %v", shard, gotIDs, want)
+		}
+	}
+	if _, err := s.Due(ctx, s.Shards(), base, 10); err == nil {
+		t.Errorf("Due on shard %d of %d: no error", s.Shards(), s.Shards())
+	}
+}
+
+func testClosedLeaveDue(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	ids := idsInShard(s, "leave", 1, 3)
+	for _, id := range ids {
+		task := sampleTask(id)
+		task.Deadline = base + 10
+		mustStart(t, s, task)
+	}
+	mustClose(t, s, statemanager.Close{ID: ids[0], Status: statemanager.StatusCompleted, At: base + 1, Key: "p"})
+	mustClose(t, s, statemanager.Close{ID: ids[2], Status: statemanager.StatusTimeout, At: base + 11, Key: "t"})
+	got, err := s.Due(ctx, 1, base+100, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, []statemanager.Due{{ID: ids[1], Deadline: base + 10}}) {
+		t.Errorf("Due = %v, want only %s", got, ids[1])
+	}
+	between, err := s.Between(ctx, base, base+100, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(between, got) {
+		t.Errorf("Between = %v, want %v", between, got)
+	}
+}
+
+func testBetween(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	// One task per deadline, spread over every shard.
+	var want []statemanager.Due
+	for i := 0; i < 3*s.Shards(); i++ {
+		id := fmt.Sprintf("between-%d", i)
+		task := sampleTask(id)
+		task.Deadline = base + int64(i)*10
+		mustStart(t, s, task)
+		want = append(want, statemanager.Due{ID: id, Deadline: task.Deadline})
+	}
+	mustStart(t, s, &statemanager.Task{ID: "no-deadline", StartedAt: base})
+	n := len(want)
+	tests := []struct {
+		name     string
+		from, to int64
+		limit    int
+		want     []statemanager.Due
+	}{
+		{"everything", base - 1000, base + 100000, 1000, want},
+		{"bounds inclusive", base + 10, base + 30, 1000, want[1:4]},
+		{"limit keeps the earliest across shards", base, base + 100000, 5, want[:5]},
+		{"empty range", base + 1, base + 9, 1000, nil},
+		{"inverted range", base + 30, base + 10, 1000, nil},
+		{"last one", want[n-1].Deadline, want[n-1].Deadline, 1000, want[n-1:]},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.Between(ctx, tc.from, tc.to, tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("Between = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func testPending(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	ids := idsInShard(s, "pending", 1, 3)
+	for _, id := range ids {
+		mustStart(t, s, sampleTask(id))
+	}
+	if p, err := s.Pending(ctx, 1, base+1000, 10); err != nil || len(p) != 0 {
+		t.Fatalf("Pending before any close = %v, %v", p, err)
+	}
+	want := map[string]*statemanager.Task{}
+	for i, id := range ids {
+		want[id] = mustClose(t, s, statemanager.Close{ID: id, Status: statemanager.StatusCompleted,
+			At: base + int64(10*(i+1)), Key: "k", Data: json.RawMessage(`{"i":1}`), EnrichPath: "decision"})
+	}
+	pending := func(before int64, limit int) []*statemanager.Task {
+		t.Helper()
+		p, err := s.Pending(ctx, 1, before, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if got := taskIDs(pending(base+1000, 10)); !slices.Equal(got, ids) {
+		t.Errorf("Pending = %v, want %v (oldest close first)", got, ids)
+	}
+	for _, p := range pending(base+1000, 10) {
+		sameTask(t, "pending task", p, want[p.ID])
+	}
+	if got := taskIDs(pending(base+20, 10)); !slices.Equal(got, ids[:2]) {
+		t.Errorf("Pending(closedBefore) = %v, want %v", got, ids[:2])
+	}
+	if got := taskIDs(pending(base+1000, 1)); !slices.Equal(got, ids[:1]) {
+		t.Errorf("Pending(limit 1) = %v, want %v", got, ids[:1])
+	}
+	if other, err := s.Pending(ctx, 0, base+1000, 10); err != nil || len(other) != 0 {
+		t.Errorf("Pending(other shard) = %v, %v", taskIDs(other), err)
+	}
+	for range 2 { // acking twice is harmless
+		if err := s.Ack(ctx, ids[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := taskIDs(pending(base+1000, 10)); !slices.Equal(got, []string{ids[0], ids[2]}) {
+		t.Errorf("Pending after Ack = %v, want %v", got, []string{ids[0], ids[2]})
+	}
+	sameTask(t, "Get after Ack", mustGet(t, s, ids[1]), want[ids[1]])
+}
+
+func testWatermark(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	steps := []struct {
+		set, want int64
+	}{
+		{0, 0}, {base, base}, {base - 1, base}, {base + 60_000, base + 60_000}, {base, base + 60_000},
+	}
+	if got, err := s.Watermark(ctx); err != nil || got != 0 {
+		t.Fatalf("initial Watermark = %d, %v; want 0", got, err)
+	}
+	for _, st := range steps {
+		if err := s.SetWatermark(ctx, st.set); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Watermark(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != st.want {
+			t.Errorf("after SetWatermark(%d): Watermark = %d, want %d", st.set, got, st.want)
+		}
+	}
+	// Concurrent setters: the largest wins whatever the interleaving.
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.SetWatermark(ctx, base+100_000+int64(i)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if got, _ := s.Watermark(ctx); got != base+100_049 {
+		t.Errorf("after concurrent SetWatermark: %d, want %d", got, base+100_049)
+	}
+}
+
+func testList(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	seed := []struct {
+		id    string
+		user  string
+		roles []string
+	}{
+		{"l-alice-admin", "alice", []string{"admin"}},
+		{"l-bob-manager", "bob", []string{"manager", "admin"}},
+		{"l-none-director", "", []string{"director"}},
+		{"l-alice-none", "alice", nil},
+		{"l-carol-manager", "carol", []string{"manager"}},
+		{"l-closed", "alice", []string{"admin", "manager"}},
+	}
+	for i, sd := range seed {
+		task := sampleTask(sd.id)
+		task.User, task.Roles = sd.user, sd.roles
+		task.StartedAt = base + int64(len(seed)-i) // newest first, so the order must come from the store
+		mustStart(t, s, task)
+	}
+	mustClose(t, s, statemanager.Close{ID: "l-closed", Status: statemanager.StatusCancelled, At: base + 100, Key: "k"})
+
+	tests := []struct {
+		name   string
+		filter statemanager.Filter
+		want   []string
+	}{
+		{"all waiting, oldest first", statemanager.Filter{}, []string{"l-carol-manager", "l-alice-none", "l-none-director", "l-bob-manager", "l-alice-admin"}},
+		{"explicit WAITING", statemanager.Filter{Status: statemanager.StatusWaiting}, []string{"l-carol-manager", "l-alice-none", "l-none-director", "l-bob-manager", "l-alice-admin"}},
+		{"by user", statemanager.Filter{User: "alice"}, []string{"l-alice-none", "l-alice-admin"}},
+		{"by role", statemanager.Filter{Role: "manager"}, []string{"l-carol-manager", "l-bob-manager"}},
+		{"by user and role", statemanager.Filter{User: "alice", Role: "admin"}, []string{"l-alice-admin"}},
+		{"limit", statemanager.Filter{Limit: 2}, []string{"l-carol-manager", "l-alice-none"}},
+		{"role limit", statemanager.Filter{Role: "admin", Limit: 1}, []string{"l-bob-manager"}},
+		{"unknown user", statemanager.Filter{User: "mallory"}, nil},
+		{"closed by status", statemanager.Filter{Status: statemanager.StatusCancelled}, []string{"l-closed"}},
+		{"closed by status and user", statemanager.Filter{Status: statemanager.StatusCancelled, User: "alice", Role: "manager"}, []string{"l-closed"}},
+		{"closed by status, other user", statemanager.Filter{Status: statemanager.StatusCancelled, User: "bob"}, nil},
+		{"other closed status", statemanager.Filter{Status: statemanager.StatusCompleted}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.List(ctx, tc.filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(taskIDs(got), tc.want) {
+				t.Errorf("List(%+v) = %v, want %v", tc.filter, taskIDs(got), tc.want)
+			}
+			for _, task := range got {
+				if task.Domain == "" || task.Envelope == nil {
+					t.Errorf("listed task %q lacks domain or envelope: %+v", task.ID, task)
+				}
+			}
+		})
+	}
+}
+
+func testListClosed(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	// Closed in the reverse order of starting: closed tasks list by ClosedAt.
+	for i, id := range []string{"c-1", "c-2", "c-3", "c-waiting"} {
+		task := sampleTask(id)
+		task.StartedAt = base + int64(i)
+		mustStart(t, s, task)
+	}
+	for i, id := range []string{"c-1", "c-2", "c-3"} {
+		mustClose(t, s, statemanager.Close{ID: id, Status: statemanager.StatusTimeout, At: base + 100 - int64(i), Key: "k"})
+	}
+	if err := s.Ack(ctx, "c-2"); err != nil { // acked decisions stay listable
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		filter statemanager.Filter
+		want   []string
+	}{
+		{"oldest close first", statemanager.Filter{Status: statemanager.StatusTimeout}, []string{"c-3", "c-2", "c-1"}},
+		{"limit", statemanager.Filter{Status: statemanager.StatusTimeout, Limit: 2}, []string{"c-3", "c-2"}},
+		{"waiting unaffected", statemanager.Filter{}, []string{"c-waiting"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.List(ctx, tc.filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(taskIDs(got), tc.want) {
+				t.Errorf("List(%+v) = %v, want %v", tc.filter, taskIDs(got), tc.want)
+			}
+		})
+	}
+}
+
+func testShardOf(t *testing.T, s statemanager.Store) {
+	n := s.Shards()
+	if n < 1 {
+		t.Fatalf("Shards() = %d", n)
+	}
+	seen := map[int]bool{}
+	for i := range 1000 {
+		id := fmt.Sprintf("task-%d", i)
+		got := s.ShardOf(id)
+		if got != s.ShardOf(id) || got != statemanager.ShardOf(id, n) {
+			t.Fatalf("ShardOf(%q) = %d, not stable or not statemanager.ShardOf(id, %d) = %d", id, got, n, statemanager.ShardOf(id, n))
+		}
+		if got < 0 || got >= n {
+			t.Fatalf("ShardOf(%q) = %d outside [0,%d)", id, got, n)
+		}
+		seen[got] = true
+	}
+	if len(seen) != n {
+		t.Errorf("1000 ids fell into %d of %d shards", len(seen), n)
+	}
+}
+
+// testCloseRace closes each of 1,000 tasks from two goroutines at once, a
+// proceed (COMPLETED) against a timeout (TIMEOUT) with different keys: the
+// runner's exactly-once promise rests on exactly one of them winning.
+func testCloseRace(t *testing.T, s statemanager.Store) {
+	const n = 1000
+	ctx := context.Background()
+	taskID := func(i int) string { return fmt.Sprintf("race-%d", i) }
+
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				if _, _, err := s.Start(ctx, sampleTask(taskID(i))); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	for i := range n {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+
+	type outcome struct {
+		task   *statemanager.Task
+		replay bool
+		err    error
+	}
+	contenders := []statemanager.Close{
+		{Status: statemanager.StatusCompleted, By: "alice", Key: "proceed", Data: json.RawMessage(`{"decision":"approved"}`), EnrichPath: "decision"},
+		{Status: statemanager.StatusTimeout, By: "timer", Key: "timeout"},
+	}
+	results := make([][]outcome, n)
+	startGun := make(chan struct{})
+	for i := range n {
+		results[i] = make([]outcome, len(contenders))
+		for j, c := range contenders {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-startGun
+				c.ID, c.At = taskID(i), base+int64(1+j)
+				task, replay, err := s.Close(ctx, c)
+				results[i][j] = outcome{task, replay, err}
+			}()
+		}
+	}
+	close(startGun)
+	wg.Wait()
+
+	wins := map[string]int{}
+	for i := range n {
+		id := taskID(i)
+		winner := -1
+		for j, r := range results[i] {
+			switch {
+			case r.err == nil && !r.replay:
+				if winner >= 0 {
+					t.Fatalf("%s: both %s and %s won", id, contenders[winner].Key, contenders[j].Key)
+				}
+				winner = j
+			case errors.Is(r.err, statemanager.ErrClosed):
+			default:
+				t.Fatalf("%s: %s close: task=%v replay=%v err=%v", id, contenders[j].Key, r.task, r.replay, r.err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("%s: no close won", id)
+		}
+		w := results[i][winner].task
+		wins[w.Status]++
+		if w.CloseKey != contenders[winner].Key || w.Status != contenders[winner].Status {
+			t.Fatalf("%s: winner %s recorded %+v", id, contenders[winner].Key, w)
+		}
+		for j, r := range results[i] {
+			if j != winner {
+				sameTask(t, id+" loser's view", r.task, w)
+			}
+		}
+		sameTask(t, id+" stored", mustGet(t, s, id), w)
+	}
+	t.Logf("winners by status: %v", wins)
+
+	pendingIDs := map[string]bool{}
+	for shard := range s.Shards() {
+		p, err := s.Pending(ctx, shard, base+10, 2*n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, task := range p {
+			if pendingIDs[task.ID] {
+				t.Fatalf("%s pending twice", task.ID)
+			}
+			pendingIDs[task.ID] = true
+		}
+	}
+	if len(pendingIDs) != n {
+		t.Errorf("%d tasks pending, want %d (each closed exactly once)", len(pendingIDs), n)
+	}
+	if due, err := s.Between(ctx, 0, base+1_000_000, 2*n); err != nil || len(due) != 0 {
+		t.Errorf("Between after closing all = %d tasks, %v", len(due), err)
+	}
+}
+
+func taskIDs(tasks []*statemanager.Task) []string {
+	var out []string
+	for _, t := range tasks {
+		out = append(out, t.ID)
+	}
+	return out
+}
