@@ -1,0 +1,18 @@
+// Package gateway is sagarunner's HTTP front door. It turns a request on a
+// saga's trigger path into a Kafka record whose requestMeta carries the
+// authenticated caller and a replyTo topic, waits for the runner's response
+// record on that topic and answers with the response's payload; it also
+// serves a task inbox read straight from the state managers, a publish
+// endpoint, health, readiness and Prometheus metrics. The gateway never runs
+// saga steps itself, so any number of instances can sit beside any number of
+// runners: each instance reads every partition of the reply topic and picks
+// out the request ids it is waiting for.
+//
+// Response shape of a saga path: the body is the response envelope's
+// payload as JSON, and the envelope's result travels in the X-Saga-Status,
+// X-Saga-Code headers (X-Request-Id names the request). SUCCESS, TIMEOUT and
+// CANCELLED answer 200; FAIL answers an error body {"error", "code",
+// "requestId"} with 404 for TASK_NOT_FOUND, 409 for TASK_CLOSED, 403 for
+// FORBIDDEN, 400 for BAD_INPUT and PATTERN_ERROR and 422 for any other code.
+// Every error the gateway itself produces is {"error": "...", "code": "..."}.
+package gateway

@@ -1,0 +1,277 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sagarunner/sagarunner/actions"
+	"github.com/sagarunner/sagarunner/auth"
+	"github.com/sagarunner/sagarunner/saga"
+	"github.com/sagarunner/sagarunner/saga/envelope"
+)
+
+// Response headers of a saga path.
+const (
+	HeaderRequestID = "X-Request-Id"
+	HeaderStatus    = "X-Saga-Status"
+	HeaderCode      = "X-Saga-Code"
+)
+
+// failStatus maps a FAIL result code to an HTTP status.
+var failStatus = map[string]int{
+	actions.CodeTaskNotFound: http.StatusNotFound,
+	actions.CodeTaskClosed:   http.StatusConflict,
+	actions.CodeForbidden:    http.StatusForbidden,
+	actions.CodeBadInput:     http.StatusBadRequest,
+	actions.CodePattern:      http.StatusBadRequest,
+}
+
+// builtinClosePaths are the generic task hooks shipped in sagas/; their
+// documented body is {"taskId", "data", "domain"}, so a missing taskId is
+// refused here instead of after a round trip through Kafka.
+var builtinClosePaths = map[string]bool{"/ProceedTask": true, "/TimeoutTask": true}
+
+// startSaga turns the request into a start record for s, produces it and,
+// unless ?async=true, waits for the response on the reply topic.
+func (g *Gateway) startSaga(w http.ResponseWriter, r *http.Request, s *saga.Saga, id auth.Identity) {
+	async, err := boolParam(r, "async")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
+		return
+	}
+	body, ok := g.readObject(w, r)
+	if !ok {
+		return
+	}
+	if err := precheck(s, body); err != nil {
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
+		return
+	}
+	if !async && !g.positioned.Load() {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "NOT_READY", "the reply consumer is not positioned yet; retry, or use ?async=true")
+		return
+	}
+
+	reqID := g.newID()
+	w.Header().Set(HeaderRequestID, reqID)
+	env := envelope.Envelope{
+		// The identity comes from authentication only; nothing the caller
+		// sends can set it, because task actions authorize against it.
+		RequestMeta: envelope.RequestMeta{
+			RequestID: reqID,
+			User:      id.User,
+			Roles:     id.Roles,
+			ReplyTo:   g.cfg.ReplyTopic,
+			CreatedAt: g.now().UnixMilli(),
+		},
+	}
+	env.Payload, err = sjson.SetRawBytes([]byte(`{}`), "parameters", body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, fmt.Sprintf("body: %v", err))
+		return
+	}
+	topic := s.Trigger.Topic
+	if topic == "" {
+		// A named saga and no step on the request topic is a start.
+		topic = g.cfg.RequestTopic
+		env.SagaMeta = envelope.SagaMeta{Saga: s.Name, Version: s.Version}
+	}
+
+	var replies <-chan *envelope.Envelope
+	if !async {
+		var stop func()
+		replies, stop = g.await(reqID)
+		defer stop()
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
+	defer cancel()
+	rec := &kgo.Record{Topic: topic, Key: []byte(reqID), Value: env.Encode()}
+	if err := g.client.ProduceSync(ctx, rec).FirstErr(); err != nil {
+		g.produceFailed(w, r, topic, reqID, err)
+		return
+	}
+	if async {
+		writeJSON(w, http.StatusAccepted, map[string]string{"requestId": reqID})
+		return
+	}
+	select {
+	case reply := <-replies:
+		g.answer(w, reqID, reply)
+	case <-ctx.Done():
+		if r.Context().Err() != nil {
+			return // the caller left; nobody to answer.
+		}
+		writeJSON(w, http.StatusGatewayTimeout, errorBody{
+			Error:     fmt.Sprintf("no response within %v; the request may still complete", g.cfg.Timeout),
+			Code:      "TIMEOUT",
+			RequestID: reqID,
+		})
+	}
+}
+
+// answer writes the response envelope: its payload, or an error body for a
+// FAIL.
+func (g *Gateway) answer(w http.ResponseWriter, reqID string, reply *envelope.Envelope) {
+	res := reply.Result
+	w.Header().Set(HeaderStatus, headerSafe(res.Status))
+	if res.Code != "" {
+		w.Header().Set(HeaderCode, headerSafe(res.Code))
+	}
+	if res.Status == envelope.StatusFail {
+		status, ok := failStatus[res.Code]
+		if !ok {
+			status = http.StatusUnprocessableEntity
+		}
+		code, msg := res.Code, res.Message
+		if code == "" {
+			code = actions.CodeFailed
+		}
+		if msg == "" {
+			msg = "the saga failed with " + code
+		}
+		writeJSON(w, status, errorBody{Error: msg, Code: code, RequestID: reqID})
+		return
+	}
+	payload := reply.Payload
+	if len(payload) == 0 {
+		payload = []byte(`{}`)
+	}
+	writeRaw(w, http.StatusOK, payload)
+}
+
+func (g *Gateway) produceFailed(w http.ResponseWriter, r *http.Request, topic, reqID string, err error) {
+	if r.Context().Err() != nil {
+		return
+	}
+	g.log.Warn("gateway: produce failed", "topic", topic, "requestId", reqID, "err", err)
+	status, code := http.StatusBadGateway, "PRODUCE_FAILED"
+	if errors.Is(err, context.DeadlineExceeded) {
+		status, code = http.StatusGatewayTimeout, "TIMEOUT"
+	}
+	writeJSON(w, status, errorBody{Error: fmt.Sprintf("publishing to %s: %v", topic, err), Code: code, RequestID: reqID})
+}
+
+// readObject reads a body that must be a JSON object no larger than
+// MaxBody; an empty body is the empty object. It answers 413 or 400 and
+// returns false otherwise.
+func (g *Gateway) readObject(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, "BODY_TOO_LARGE", fmt.Sprintf("body exceeds %d bytes", g.cfg.MaxBody))
+			return nil, false
+		}
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, fmt.Sprintf("reading body: %v", err))
+		return nil, false
+	}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return []byte(`{}`), true
+	}
+	if !json.Valid(raw) {
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, "body is not valid JSON")
+		return nil, false
+	}
+	if raw[0] != '{' {
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, fmt.Sprintf("body must be a JSON object, not %s", jsonKind(raw)))
+		return nil, false
+	}
+	var buf bytes.Buffer
+	_ = json.Compact(&buf, raw) // valid JSON compacts.
+	return buf.Bytes(), true
+}
+
+// precheck refuses, before anything reaches Kafka, a close request that
+// cannot name a task: without a task id the action would fall back to an id
+// derived from this fresh request, which never exists.
+func precheck(s *saga.Saga, body []byte) error {
+	if builtinClosePaths[s.Trigger.Path] {
+		id := gjson.GetBytes(body, "taskId")
+		if id.Type != gjson.String || id.Str == "" {
+			return fmt.Errorf(`body needs a non-empty string "taskId"`)
+		}
+		if d := gjson.GetBytes(body, "domain"); d.Exists() && (d.Type != gjson.String || checkDomain(d.Str) != nil) {
+			return fmt.Errorf(`"domain" must be a domain name (letters, digits, '.', '_', '-')`)
+		}
+		return nil
+	}
+	if len(s.Steps) == 0 {
+		return nil
+	}
+	st := s.Steps[0]
+	if st.ActionName != "ProceedTask" && st.ActionName != "TimeoutTask" {
+		return nil
+	}
+	// An inputPattern reshapes the input first; a root path reads outside
+	// the body. Either way only the action can tell.
+	if _, shaped := st.Params["inputPattern"]; shaped || envelope.IsRoot(st.InputElement) {
+		return nil
+	}
+	idPath, _ := st.Params["taskIdPath"].(string)
+	if idPath == "" {
+		idPath = "taskId"
+	}
+	if envelope.IsRoot(idPath) {
+		return nil
+	}
+	payload, _ := sjson.SetRawBytes([]byte(`{}`), "parameters", body)
+	input := envelope.GetIn(payload, st.InputElement)
+	v := gjson.Get(input.Raw, idPath)
+	if (v.Type == gjson.String && v.Str != "") || v.Type == gjson.Number {
+		return nil
+	}
+	where := idPath
+	if st.InputElement != "parameters" {
+		where = "payload." + strings.TrimPrefix(st.InputElement+"."+idPath, ".")
+	}
+	return fmt.Errorf("body needs a task id at %q", where)
+}
+
+func boolParam(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("query parameter %s=%q is not a boolean", name, v)
+	}
+	return b, nil
+}
+
+func jsonKind(raw []byte) string {
+	switch raw[0] {
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 'n':
+		return "null"
+	case 't', 'f':
+		return "a boolean"
+	}
+	return "a number"
+}
+
+// headerSafe keeps a result field from breaking the header block.
+func headerSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, s)
+}
