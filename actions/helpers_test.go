@@ -52,7 +52,13 @@ func decode(t *testing.T, s string) *envelope.Envelope {
 // copy, and fails the test on an infrastructure error.
 func run(t *testing.T, a actions.Action, x *actions.Exec, env *envelope.Envelope) actions.Outcome {
 	t.Helper()
-	out, err := a.Execute(context.Background(), x, env.Clone())
+	return runCtx(t, context.Background(), a, x, env)
+}
+
+// runCtx is run under ctx.
+func runCtx(t *testing.T, ctx context.Context, a actions.Action, x *actions.Exec, env *envelope.Envelope) actions.Outcome {
+	t.Helper()
+	out, err := a.Execute(ctx, x, env.Clone())
 	if err != nil {
 		t.Fatalf("execute: %v", err)
 	}
