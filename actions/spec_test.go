@@ -71,22 +71,21 @@ func TestSpecsRejectBadConfig(t *testing.T) {
 }
 
 func TestSpecsDeclareDefaults(t *testing.T) {
+	workflow := actions.Input{Domain: "workflow"}
 	tests := []struct {
 		action, param string
+		in            actions.Input
 		want          any
 	}{
-		{"StartTask", "taskIdPath", "taskId"},
-		{"ProceedTask", "taskIdPath", "taskId"},
-		{"TimeoutTask", "taskIdPath", "taskId"},
-		{"Fail", "code", actions.CodeFailed},
+		{"StartTask", "taskIdPath", workflow, "taskId"},
+		{"ProceedTask", "taskIdPath", workflow, "taskId"},
+		{"TimeoutTask", "taskIdPath", workflow, "taskId"},
+		{"Fail", "code", actions.Input{}, actions.CodeFailed},
 	}
 	for _, tc := range tests {
 		t.Run(tc.action+"."+tc.param, func(t *testing.T) {
 			spec, _ := actions.Default.Lookup(tc.action)
-			c, errs := spec.Check(actions.Input{Domain: "workflow"})
-			if tc.action == "Fail" {
-				c, errs = spec.Check(actions.Input{})
-			}
+			c, errs := spec.Check(tc.in)
 			if len(errs) > 0 {
 				t.Fatalf("check: %v", errs)
 			}
