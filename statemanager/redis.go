@@ -199,6 +199,9 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 	stored := *t
 	stored.Domain = s.domain
 	stored.Status = StatusWaiting
+	if stored.Deadline < 0 {
+		stored.Deadline = 0
+	}
 	if stored.StartedAt == 0 {
 		stored.StartedAt = time.Now().UnixMilli()
 	}
@@ -208,7 +211,7 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 	res, err := startScript.Run(ctx, s.client,
 		[]string{k.task + t.ID, k.due, k.waiting, k.pending, k.closed},
 		k.prefix, t.ID, t.Name, t.Spec, t.Action, joinRoles(t.Roles), t.User, t.Saga, t.StepID,
-		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(t.Deadline, 10),
+		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(stored.Deadline, 10),
 		[]byte(t.Data), []byte(t.Envelope),
 	).Result()
 	if err != nil {
