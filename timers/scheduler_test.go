@@ -1,0 +1,486 @@
+package timers_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/tidwall/gjson"
+
+	"github.com/sagarunner/sagarunner/actions"
+	"github.com/sagarunner/sagarunner/clock"
+	"github.com/sagarunner/sagarunner/internal/redistest"
+	"github.com/sagarunner/sagarunner/internal/testutil"
+	"github.com/sagarunner/sagarunner/saga"
+	"github.com/sagarunner/sagarunner/saga/envelope"
+	"github.com/sagarunner/sagarunner/statemanager"
+	"github.com/sagarunner/sagarunner/timers"
+)
+
+const (
+	requestTopic = "requests"
+	notifyTopic  = "notifications"
+	shards       = 4
+)
+
+var start = time.UnixMilli(1_763_800_000_000)
+
+// quiet drops the loops' retry warnings, which the tests provoke on purpose.
+var quiet = slog.New(slog.DiscardHandler)
+
+const approvalSaga = `
+saga: approval
+version: 1
+trigger: {topic: approvals}
+steps:
+  - id: approve
+    action: StartTask
+    domain: workflow
+    inputElement: parameters
+    parameters: {taskIdPath: id, timeout: 60000}
+    next: {SUCCESS: done, TIMEOUT: escalate}
+  - id: escalate
+    action: Publish
+    parameters: {topic: escalations}
+  - id: done
+    action: Finish
+`
+
+// stores resolves every domain to a RedisStore on one real server.
+type stores struct {
+	client redis.UniversalClient
+	mu     sync.Mutex
+	m      map[string]*statemanager.RedisStore
+}
+
+func (s *stores) Store(domain string) (statemanager.Store, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.m[domain]; ok {
+		return st, nil
+	}
+	st, err := statemanager.NewRedisStore(s.client, domain, statemanager.RedisConfig{Shards: shards})
+	if err != nil {
+		return nil, err
+	}
+	s.m[domain] = st
+	return st, nil
+}
+
+// fireCall is one FireDue call as the engine saw it.
+type fireCall struct {
+	domain string
+	shard  int
+	now    time.Time
+	fired  int
+}
+
+// recordingEngine is the real engine with its FireDue calls recorded, so a
+// test can tell "not fired yet" from "not polled yet" on a virtual clock.
+type recordingEngine struct {
+	*saga.Engine
+	clock *clock.Fake
+	mu    sync.Mutex
+	calls []fireCall
+}
+
+func (e *recordingEngine) FireDue(ctx context.Context, domain string, shard, limit int) (saga.Output, int, error) {
+	now := e.clock.Now()
+	out, n, err := e.Engine.FireDue(ctx, domain, shard, limit)
+	e.mu.Lock()
+	e.calls = append(e.calls, fireCall{domain, shard, now, n})
+	e.mu.Unlock()
+	return out, n, err
+}
+
+func (e *recordingEngine) callsSnapshot() []fireCall {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.calls)
+}
+
+// sink is the Emitter under test: it keeps what a runner would produce and
+// acks the closes as a runner does once they are durable.
+type sink struct {
+	eng  *saga.Engine
+	mu   sync.Mutex
+	recs []envelope.Record
+}
+
+func (s *sink) emit(ctx context.Context, out saga.Output) error {
+	if err := s.eng.Ack(ctx, out.Acks); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.recs = append(s.recs, out.Records...)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *sink) on(topic string) []envelope.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []envelope.Record
+	for _, r := range s.recs {
+		if r.Topic == topic {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// countingClock is the fake clock with its After calls counted. A loop calls
+// After exactly when it starts waiting, so once the count reaches a value the
+// test knows every loop has finished its poll and is parked; advancing the
+// clock before that would race with the loop registering its wait.
+type countingClock struct {
+	*clock.Fake
+	mu     sync.Mutex
+	afters int
+}
+
+func (c *countingClock) After(d time.Duration) <-chan time.Time {
+	ch := c.Fake.After(d)
+	c.mu.Lock()
+	c.afters++
+	c.mu.Unlock()
+	return ch
+}
+
+// waitParked waits until After has been called n times in all.
+func (c *countingClock) waitParked(t *testing.T, n int) {
+	t.Helper()
+	testutil.Eventually(t, 5*time.Second, 2*time.Millisecond, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.afters < n {
+			return fmt.Errorf("%d waits, want %d", c.afters, n)
+		}
+		return nil
+	})
+}
+
+type latenessLog struct {
+	mu sync.Mutex
+	ds []time.Duration
+}
+
+func (l *latenessLog) Lateness(d time.Duration) {
+	l.mu.Lock()
+	l.ds = append(l.ds, d)
+	l.mu.Unlock()
+}
+
+func (l *latenessLog) all() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.ds)
+}
+
+type fixture struct {
+	t      *testing.T
+	ctx    context.Context
+	clock  *clock.Fake
+	clk    *countingClock
+	eng    *recordingEngine
+	stores *stores
+	sink   *sink
+	late   *latenessLog
+	sched  *timers.Scheduler
+}
+
+func newFixture(t *testing.T, cfg timers.Config) *fixture {
+	t.Helper()
+	_, client := redistest.Start(t)
+	set, err := saga.LoadBytes(actions.Default, "approval.yaml", []byte(approvalSaga))
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	f := &fixture{t: t, ctx: context.Background(), clock: clock.NewFake(start),
+		stores: &stores{client: client, m: map[string]*statemanager.RedisStore{}}, late: &latenessLog{}}
+	f.clk = &countingClock{Fake: f.clock}
+	eng, err := saga.NewEngine(set, saga.Config{
+		Topics: actions.Topics{Continuations: requestTopic, Notifications: notifyTopic},
+		Stores: f.stores,
+		Clock:  f.clock,
+	})
+	if err != nil {
+		t.Fatalf("engine: %v", err)
+	}
+	f.eng = &recordingEngine{Engine: eng, clock: f.clock}
+	f.sink = &sink{eng: eng}
+	f.sched, err = timers.New(cfg, f.eng, f.stores, f.sink.emit,
+		timers.WithClock(f.clk), timers.WithObserver(f.late), timers.WithLogger(quiet))
+	if err != nil {
+		t.Fatalf("timers.New: %v", err)
+	}
+	t.Cleanup(f.sched.RevokeAll)
+	return f
+}
+
+// startTask starts an approval instance whose task id is id.
+func (f *fixture) startTask(id string) {
+	f.t.Helper()
+	out, err := f.eng.Handle(f.ctx, saga.Record{Topic: "approvals", Key: []byte(id),
+		Value: []byte(fmt.Sprintf(`{"id": %q}`, id))})
+	if err != nil {
+		f.t.Fatalf("handle: %v", err)
+	}
+	if out.Started != 1 {
+		f.t.Fatalf("started %d tasks, want 1", out.Started)
+	}
+}
+
+func (f *fixture) task(id string) *statemanager.Task {
+	f.t.Helper()
+	st, _ := f.stores.Store("workflow")
+	tk, err := st.Get(f.ctx, id)
+	if err != nil {
+		f.t.Fatalf("get %s: %v", id, err)
+	}
+	return tk
+}
+
+func TestFireDueOnVirtualClock(t *testing.T) {
+	f := newFixture(t, timers.Config{})
+	f.startTask("product-1")
+	f.sched.Assign(f.ctx, 0, 1)
+	f.clk.waitParked(t, shards)
+
+	// One millisecond before the deadline: every shard polled again,
+	// nothing fired.
+	f.clock.Advance(60*time.Second - time.Millisecond)
+	f.clk.waitParked(t, 2*shards)
+	for _, c := range f.eng.callsSnapshot() {
+		if c.fired > 0 {
+			t.Fatalf("fired %d tasks at %v, before the deadline", c.fired, c.now.Sub(start))
+		}
+	}
+	if got := f.task("product-1").Status; got != statemanager.StatusWaiting {
+		t.Fatalf("status %s before the deadline, want WAITING", got)
+	}
+
+	// The next poll is the first at or after the deadline: fired once, with
+	// the notification and the continuation that routes the saga to its
+	// TIMEOUT branch, 24 ms late on the virtual clock.
+	f.clock.Advance(timers.DefaultPollInterval)
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := len(f.sink.on(notifyTopic)); n != 1 {
+			return fmt.Errorf("%d notifications", n)
+		}
+		return nil
+	})
+	note := f.sink.on(notifyTopic)[0]
+	if got := gjson.GetBytes(note.Value, "status").String(); got != statemanager.StatusTimeout {
+		t.Errorf("notification status %q, want TIMEOUT", got)
+	}
+	if got := string(note.Key); got != "product-1" {
+		t.Errorf("notification key %q, want the task id", got)
+	}
+	conts := f.sink.on(requestTopic)
+	if len(conts) != 1 || gjson.GetBytes(conts[0].Value, "result.status").String() != envelope.StatusTimeout {
+		t.Fatalf("continuations %v, want one with result TIMEOUT", conts)
+	}
+	if got := f.task("product-1").Status; got != statemanager.StatusTimeout {
+		t.Errorf("status %s after the deadline, want TIMEOUT", got)
+	}
+	testutil.Eventually(t, time.Second, 5*time.Millisecond, func() error {
+		want := timers.DefaultPollInterval - time.Millisecond
+		if l := f.late.all(); len(l) != 1 || l[0] != want {
+			return fmt.Errorf("lateness %v, want one observation of %v", l, want)
+		}
+		return nil
+	})
+
+	// Later polls do not fire it again.
+	f.clk.waitParked(t, 3*shards)
+	f.clock.Advance(time.Second)
+	f.clk.waitParked(t, 4*shards)
+	if n := len(f.sink.on(notifyTopic)); n != 1 {
+		t.Errorf("%d notifications after another poll, want 1", n)
+	}
+}
+
+func TestAssignOwnsShardsOfThePartition(t *testing.T) {
+	tests := []struct {
+		name       string
+		domains    []string
+		partition  int32
+		partitions int32
+		want       []string
+	}{
+		{"one partition owns every shard", nil, 0, 1,
+			[]string{"workflow/0", "workflow/1", "workflow/2", "workflow/3"}},
+		{"shard modulo partitions", nil, 1, 2, []string{"workflow/1", "workflow/3"}},
+		{"more partitions than shards", nil, 3, 16, []string{"workflow/3"}},
+		{"partition past the last shard owns none", nil, 5, 16, []string{}},
+		{"configured domains are fired too", []string{"billing"}, 2, 4,
+			[]string{"billing/2", "workflow/2"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, timers.Config{Domains: tc.domains})
+			f.sched.Assign(f.ctx, tc.partition, tc.partitions)
+			got := []string{}
+			for _, k := range f.sched.Running() {
+				got = append(got, k.String())
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("running %v, want %v", got, tc.want)
+			}
+			f.sched.Revoke(tc.partition)
+			if r := f.sched.Running(); len(r) != 0 {
+				t.Errorf("running %v after revoke", r)
+			}
+		})
+	}
+}
+
+func TestRevokeStopsFiring(t *testing.T) {
+	f := newFixture(t, timers.Config{})
+	f.sched.Assign(f.ctx, 0, 1)
+	f.startTask("product-2")
+	f.clk.waitParked(t, shards)
+
+	f.sched.Revoke(0)
+	if r := f.sched.Running(); len(r) != 0 {
+		t.Fatalf("running %v after revoke", r)
+	}
+	// Revoke returned only once every loop had exited, so nothing can
+	// poll any more, however far the clock moves.
+	calls := len(f.eng.callsSnapshot())
+	f.clock.Advance(2 * time.Minute)
+	if got := len(f.eng.callsSnapshot()); got != calls {
+		t.Errorf("%d FireDue calls after revoke, want %d", got, calls)
+	}
+	if got := f.task("product-2").Status; got != statemanager.StatusWaiting {
+		t.Errorf("status %s, want WAITING: a revoked partition must not fire", got)
+	}
+
+	// The next owner fires it.
+	f.sched.Assign(f.ctx, 0, 1)
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := len(f.sink.on(notifyTopic)); n != 1 {
+			return fmt.Errorf("%d notifications", n)
+		}
+		return nil
+	})
+}
+
+func TestAssignRecoversClosesLostInACrash(t *testing.T) {
+	f := newFixture(t, timers.Config{})
+	f.startTask("product-3")
+	f.clock.Advance(time.Hour)
+	// A previous owner timed the task out and died before producing.
+	shard := statemanager.ShardOf("product-3", shards)
+	if _, n, err := f.eng.Engine.FireDue(f.ctx, "workflow", shard, 10); err != nil || n != 1 {
+		t.Fatalf("FireDue = %d, %v; want 1 fired", n, err)
+	}
+
+	f.sched.Assign(f.ctx, 0, 1)
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if n := len(f.sink.on(notifyTopic)); n != 1 {
+			return fmt.Errorf("%d notifications re-emitted", n)
+		}
+		return nil
+	})
+	st, _ := f.stores.Store("workflow")
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		p, err := st.Pending(f.ctx, shard, clock.NowMillis(f.clock), 10)
+		if err != nil || len(p) != 0 {
+			return fmt.Errorf("pending %d, %v; want the close acked", len(p), err)
+		}
+		return nil
+	})
+}
+
+// TestEmitIsRetriedUntilDurable: a fired timeout whose produce fails (Kafka
+// down) is emitted again, not dropped and not fired twice.
+func TestEmitIsRetriedUntilDurable(t *testing.T) {
+	f := newFixture(t, timers.Config{})
+	var mu sync.Mutex
+	failures := 0
+	emit := func(ctx context.Context, out saga.Output) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if failures < 3 {
+			failures++
+			return errors.New("kafka down")
+		}
+		return f.sink.emit(ctx, out)
+	}
+	sched, err := timers.New(timers.Config{BackoffMin: time.Millisecond, BackoffMax: 2 * time.Millisecond},
+		f.eng, f.stores, emit, timers.WithClock(f.clk), timers.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sched.RevokeAll)
+	f.startTask("product-4")
+	sched.Assign(f.ctx, 0, 1)
+	f.clock.Advance(time.Minute)
+	// Backoff waits run on the virtual clock too: keep it moving.
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		f.clock.Advance(time.Millisecond)
+		if n := len(f.sink.on(notifyTopic)); n != 1 {
+			return fmt.Errorf("%d notifications", n)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if failures != 3 {
+		t.Errorf("emit failed %d times, want 3", failures)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     timers.Config
+		wantErr []string
+		check   func(timers.Config) error
+	}{
+		{name: "zero value takes defaults", check: func(c timers.Config) error {
+			if c.PollInterval != timers.DefaultPollInterval || c.BatchSize != timers.DefaultBatchSize ||
+				c.BackoffMin != timers.DefaultBackoffMin || c.BackoffMax != timers.DefaultBackoffMax {
+				return fmt.Errorf("defaults not filled: %+v", c)
+			}
+			return nil
+		}},
+		{name: "every problem at once",
+			cfg:     timers.Config{PollInterval: -1, BatchSize: -2, Domains: []string{""}},
+			wantErr: []string{"PollInterval", "BatchSize", "Domains[0]"}},
+		{name: "backoff range inverted",
+			cfg:     timers.Config{BackoffMin: time.Second, BackoffMax: time.Millisecond},
+			wantErr: []string{"BackoffMin"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if len(tc.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				if err := tc.check(tc.cfg); err != nil {
+					t.Error(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Validate accepted a bad config")
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
