@@ -462,7 +462,7 @@ func TestPanickingActionIsDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, client := redistest.Start(t)
-	eng, err := saga.NewEngine(set, saga.Config{Topics: actions.Topics{Continuations: requestTopic}, Stores: &domainStores{client: client}, Registry: reg})
+	eng, err := saga.NewEngine(set, saga.Config{Topics: actions.Topics{Continuations: requestTopic}, Stores: statemanager.NewResolver(client, statemanager.RedisConfig{}, nil), Registry: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,28 +32,6 @@ const (
 // assertions are exact.
 var start = time.UnixMilli(1_763_800_000_000)
 
-// domainStores resolves each domain to a RedisStore on one real server, the
-// way a runner without per-domain config does.
-type domainStores struct {
-	client redis.UniversalClient
-	mu     sync.Mutex
-	stores map[string]*statemanager.RedisStore
-}
-
-func (d *domainStores) Store(domain string) (statemanager.Store, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if s, ok := d.stores[domain]; ok {
-		return s, nil
-	}
-	s, err := statemanager.NewRedisStore(d.client, domain, statemanager.RedisConfig{Shards: testShards})
-	if err != nil {
-		return nil, err
-	}
-	d.stores[domain] = s
-	return s, nil
-}
-
 // harness drives an engine over real Redis on a fake clock. It plays the
 // runner: continuation records go back into Handle, everything else is
 // collected for assertions, and acks are applied once a record is handled.
@@ -63,7 +40,7 @@ type harness struct {
 	ctx    context.Context
 	eng    *saga.Engine
 	clock  *clock.Fake
-	stores *domainStores
+	stores statemanager.Resolver
 	offset int64
 	ids    int
 }
@@ -84,7 +61,7 @@ func newHarnessOn(t *testing.T, client redis.UniversalClient, sagaYAML string) *
 		}
 	}
 	h := &harness{t: t, ctx: context.Background(), clock: clock.NewFake(start),
-		stores: &domainStores{client: client, stores: map[string]*statemanager.RedisStore{}}}
+		stores: statemanager.NewResolver(client, statemanager.RedisConfig{Shards: testShards}, nil)}
 	eng, err := saga.NewEngine(set, saga.Config{
 		Topics:     actions.Topics{Continuations: requestTopic, Notifications: notifyTopic},
 		DeadLetter: deadTopic,
