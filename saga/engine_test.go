@@ -571,3 +571,40 @@ func TestDomains(t *testing.T) {
 		t.Errorf("Domains() = %v", got)
 	}
 }
+
+func TestTriggerTopicRecords(t *testing.T) {
+	h := newHarness(t, `
+saga: first
+trigger: {topic: shared}
+steps:
+  - {id: a, action: Publish, parameters: {topic: out-first}}
+---
+saga: second
+trigger: {topic: shared}
+steps:
+  - {id: b, action: Publish, parameters: {topic: out-second, pattern: parameters}}
+`)
+	tests := []struct {
+		name  string
+		value string
+	}{
+		{"a bare object starts every saga of the topic", `{"n": 1}`},
+		// A Publish step may forward a whole envelope of another instance:
+		// on a trigger topic it starts new instances, it does not resume.
+		{"a forwarded envelope starts, not continues", `{"requestMeta": {"requestId": "up"}, "sagaMeta": {"saga": "other", "stepId": "x"},
+			"result": {"status": "FAIL"}, "payload": {"parameters": {"n": 1}}}`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			res := h.drive("shared", "", tc.value)
+			first := res.one(t, "out-first")
+			if get(first, "sagaMeta.saga").String() != "first" || get(first, "sagaMeta.stepId").String() != "a" || get(first, "result.status").String() != "" {
+				t.Errorf("first saga published %s", first.Value)
+			}
+			jsonEq(t, "second saga published", string(res.one(t, "out-second").Value), `{"n": 1}`)
+			if len(res.on(deadTopic)) != 0 {
+				t.Errorf("dead letters: %s", res)
+			}
+		})
+	}
+}
