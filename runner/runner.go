@@ -84,6 +84,7 @@ type Runner struct {
 
 	mu      sync.Mutex
 	workers map[topicPartition]*worker
+	owned   map[string][]int32
 
 	// commitMu serialises commits with revocation, so an offset of a
 	// partition is never committed after its revocation has completed.
@@ -145,6 +146,7 @@ func newRunner(cfg Config, eng engine, ecfg saga.Config, triggers []string, stor
 		deadLetter:    ecfg.DeadLetter,
 		replyTopics:   cfg.OutputTopics,
 		workers:       make(map[topicPartition]*worker),
+		owned:         make(map[string][]int32),
 		marked:        make(map[topicPartition]kgo.EpochOffset),
 		committed:     make(map[topicPartition]kgo.EpochOffset),
 	}
@@ -361,8 +363,42 @@ func (r *Runner) stopWorkers(parts map[string][]int32) {
 	}
 }
 
+// Assigned returns the partitions this runner owns, per topic, sorted.
+func (r *Runner) Assigned() map[string][]int32 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string][]int32, len(r.owned))
+	for t, ps := range r.owned {
+		out[t] = slices.Clone(ps)
+	}
+	return out
+}
+
+func (r *Runner) own(parts map[string][]int32, owned bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for t, ps := range parts {
+		cur := r.owned[t]
+		for _, p := range ps {
+			i, found := slices.BinarySearch(cur, p)
+			switch {
+			case owned && !found:
+				cur = slices.Insert(cur, i, p)
+			case !owned && found:
+				cur = slices.Delete(cur, i, i+1)
+			}
+		}
+		if len(cur) == 0 {
+			delete(r.owned, t)
+		} else {
+			r.owned[t] = cur
+		}
+	}
+}
+
 func (r *Runner) onAssigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	r.log.Info("runner: partitions assigned", "partitions", assigned)
+	r.own(assigned, true)
 	if r.closing.Load() {
 		return
 	}
@@ -387,6 +423,7 @@ func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 	if len(revoked) > 0 {
 		r.log.Info("runner: partitions revoked", "partitions", revoked)
 	}
+	r.own(revoked, false)
 	r.timers.Revoke(revoked[r.cfg.RequestTopic]...)
 	r.stopWorkers(revoked)
 	if err := r.commit(ctx, revoked); err != nil {
@@ -398,6 +435,7 @@ func (r *Runner) onRevoked(ctx context.Context, _ *kgo.Client, revoked map[strin
 // partitions away, so a commit would fail or, worse, rewind the new owner.
 func (r *Runner) onLost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	r.log.Warn("runner: partitions lost", "partitions", lost)
+	r.own(lost, false)
 	r.timers.Revoke(lost[r.cfg.RequestTopic]...)
 	r.stopWorkers(lost)
 	r.commitMu.Lock()
