@@ -1,0 +1,124 @@
+package statemanager_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sagarunner/sagarunner/statemanager"
+)
+
+// TestRedisKeyLayout pins the documented key layout and the lifetime of a
+// closed task's hash: kept with no TTL until Ack, so the decision outlives
+// any delay of its effects, then expired after ClosedTTL. It runs on
+// miniredis so the TTL can be fast-forwarded instead of waited for.
+func TestRedisKeyLayout(t *testing.T) {
+	ctx := context.Background()
+	m := miniredis.RunT(t)
+	client := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { client.Close() })
+	s, err := statemanager.NewRedisStore(client, "workflow", statemanager.RedisConfig{Prefix: "wf", Shards: 4, ClosedTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "product-1"
+	p := fmt.Sprintf("{wf:%d}:", s.ShardOf(id))
+	task := &statemanager.Task{ID: id, User: "alice", Roles: []string{"admin", "manager"}, StartedAt: 1000, Deadline: 5000, RequestID: "r-1"}
+	if _, _, err := s.Start(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	zsets := []string{p + "due", p + "waiting", p + "u:alice", p + "r:admin", p + "r:manager", p + "pending", p + "closed"}
+	member := func(key string) bool {
+		t.Helper()
+		ok, err := client.ZScore(ctx, key, id).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		return ok != 0 || err == nil
+	}
+	check := func(stage string, want map[string]bool) {
+		t.Helper()
+		for _, k := range zsets {
+			if member(k) != want[k] {
+				t.Errorf("%s: %s in %s = %v, want %v", stage, id, k, !want[k], want[k])
+			}
+		}
+	}
+	check("waiting", map[string]bool{p + "due": true, p + "waiting": true, p + "u:alice": true, p + "r:admin": true, p + "r:manager": true})
+	if n, _ := client.Exists(ctx, p+"t:"+id).Result(); n != 1 {
+		t.Fatalf("task hash %st:%s missing", p, id)
+	}
+
+	if _, _, err := s.Close(ctx, statemanager.Close{ID: id, Status: statemanager.StatusTimeout, At: 6000, Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	check("closed", map[string]bool{p + "pending": true, p + "closed": true})
+	m.FastForward(30 * 24 * time.Hour)
+	if _, err := s.Get(ctx, id); err != nil {
+		t.Fatalf("an unacked decision expired: %v", err)
+	}
+
+	if err := s.SetWatermark(ctx, 42); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := client.Get(ctx, "wf:watermark").Result(); v != "42" {
+		t.Errorf("wf:watermark = %q, want 42", v)
+	}
+
+	if err := s.Ack(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	check("acked", map[string]bool{p + "closed": true})
+	if ttl := m.TTL(p + "t:" + id); ttl != time.Hour {
+		t.Errorf("TTL after Ack = %v, want ClosedTTL", ttl)
+	}
+	m.FastForward(time.Hour)
+	if _, err := s.Get(ctx, id); !errors.Is(err, statemanager.ErrNotFound) {
+		t.Errorf("Get after ClosedTTL: err = %v, want ErrNotFound", err)
+	}
+	if l, err := s.List(ctx, statemanager.Filter{Status: statemanager.StatusTimeout}); err != nil || len(l) != 0 {
+		t.Errorf("List(TIMEOUT) after expiry = %d tasks, %v", len(l), err)
+	}
+	// An expired decision no longer blocks its id.
+	if _, created, err := s.Start(ctx, task); err != nil || !created {
+		t.Errorf("Start after expiry: created=%v err=%v", created, err)
+	}
+}
+
+// TestRedisErrorsAreInfrastructure checks that a Redis outage is not
+// mistaken for a business outcome: the runner retries it instead of
+// answering FAIL.
+func TestRedisErrorsAreInfrastructure(t *testing.T) {
+	m := miniredis.RunT(t)
+	client := redis.NewClient(&redis.Options{Addr: m.Addr(), MaxRetries: -1, DialerRetries: 1, DialerRetryTimeout: time.Millisecond})
+	t.Cleanup(func() { client.Close() })
+	s, err := statemanager.NewRedisStore(client, "workflow", statemanager.RedisConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	ctx := context.Background()
+	calls := map[string]error{}
+	_, _, calls["Start"] = s.Start(ctx, &statemanager.Task{ID: "x"})
+	_, calls["Get"] = s.Get(ctx, "x")
+	_, _, calls["Close"] = s.Close(ctx, statemanager.Close{ID: "x", Status: statemanager.StatusCompleted, Key: "k"})
+	calls["Ack"] = s.Ack(ctx, "x")
+	_, calls["Due"] = s.Due(ctx, 0, 1, 1)
+	_, calls["Between"] = s.Between(ctx, 0, 1, 1)
+	_, calls["Pending"] = s.Pending(ctx, 0, 1, 1)
+	_, calls["Watermark"] = s.Watermark(ctx)
+	calls["SetWatermark"] = s.SetWatermark(ctx, 1)
+	_, calls["List"] = s.List(ctx, statemanager.Filter{})
+	for name, err := range calls {
+		t.Run(name, func(t *testing.T) {
+			if err == nil || errors.Is(err, statemanager.ErrNotFound) || errors.Is(err, statemanager.ErrClosed) {
+				t.Errorf("err = %v, want an infrastructure error", err)
+			}
+		})
+	}
+}
