@@ -60,29 +60,46 @@ func (g *Gateway) consumeReplies(ctx context.Context) {
 func (g *Gateway) position(ctx context.Context) error {
 	adm := kadm.NewClient(g.client) // never Close it: that closes g.client.
 	topic := g.cfg.ReplyTopic
-	for attempt := 0; ; attempt++ {
-		ends, err := adm.ListEndOffsets(ctx, topic)
-		if err != nil {
-			return fmt.Errorf("list end offsets of %q: %w", topic, err)
-		}
-		err = ends.Error()
-		if errors.Is(err, kerr.UnknownTopicOrPartition) && attempt == 0 {
-			if _, cerr := adm.CreateTopic(ctx, -1, -1, nil, topic); cerr != nil && !errors.Is(cerr, kerr.TopicAlreadyExists) {
-				return fmt.Errorf("create reply topic %q: %w", topic, cerr)
-			}
-			g.log.Info("gateway: created reply topic", "topic", topic)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("list end offsets of %q: %w", topic, err)
-		}
-		offsets := ends.KOffsets()
-		if len(offsets[topic]) == 0 {
-			return fmt.Errorf("reply topic %q has no partitions yet", topic)
-		}
-		g.client.AddConsumePartitions(offsets)
-		return nil
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("list end offsets of %q: %w", topic, err)
 	}
+	err = ends.Error()
+	if errors.Is(err, kerr.UnknownTopicOrPartition) {
+		return g.createReplyTopic(ctx, adm)
+	}
+	if err != nil {
+		return fmt.Errorf("list end offsets of %q: %w", topic, err)
+	}
+	offsets := ends.KOffsets()
+	if len(offsets[topic]) == 0 {
+		return fmt.Errorf("reply topic %q has no partitions yet", topic)
+	}
+	g.client.AddConsumePartitions(offsets)
+	return nil
+}
+
+// createReplyTopic creates the missing reply topic with the broker's
+// default partitions and consumes it from offset 0, which is its end: a
+// topic just created holds nothing. (Listing its offsets instead would wait
+// out the client's metadata cache, which still says it does not exist.)
+// When another instance created it first, the next attempt lists it.
+func (g *Gateway) createReplyTopic(ctx context.Context, adm *kadm.Client) error {
+	topic := g.cfg.ReplyTopic
+	res, err := adm.CreateTopic(ctx, -1, -1, nil, topic)
+	if err != nil {
+		return fmt.Errorf("create reply topic %q: %w", topic, err)
+	}
+	if res.NumPartitions <= 0 {
+		return fmt.Errorf("created reply topic %q but the broker did not say how many partitions it has", topic)
+	}
+	offsets := make(map[int32]kgo.Offset, res.NumPartitions)
+	for p := range res.NumPartitions {
+		offsets[p] = kgo.NewOffset().At(0)
+	}
+	g.client.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets})
+	g.log.Info("gateway: created reply topic", "topic", topic, "partitions", res.NumPartitions)
+	return nil
 }
 
 // deliver hands a reply to its waiter, if any. The key is the requestId by
