@@ -56,7 +56,8 @@ type Config struct {
 	// outputs are produced, acked and committed together. Default 500.
 	BatchSize int
 	// MaxInFlight is how many polled records one partition may hold before
-	// fetching for it pauses. Must be at least BatchSize. Default 2000.
+	// fetching for it pauses; fetching resumes at half of it. Must be at
+	// least BatchSize. Default max(2000, 4×BatchSize).
 	MaxInFlight int
 	// MaxPollRecords bounds one poll across all partitions. Default 10000.
 	MaxPollRecords int
