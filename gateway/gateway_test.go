@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/tidwall/gjson"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -203,9 +204,19 @@ func TestTwoGatewaysShareTheReplyTopic(t *testing.T) {
 func TestAuthOnSagaPaths(t *testing.T) {
 	brokers := newCluster(t, requestTopic, replyTopic, triggerTopic)
 	resp := startResponder(t, brokers)
-	s := serve(t, brokers, Config{Auth: auth.Config{Tokens: map[string]auth.Identity{
-		"alice-token": {User: "alice", Roles: []string{"manager"}},
-	}}}, Deps{})
+	s := serve(t, brokers, Config{Auth: auth.Config{
+		Tokens: map[string]auth.Identity{"alice-token": {User: "alice", Roles: []string{"manager"}}},
+		JWT:    auth.JWT{Secret: "gateway-test-secret"},
+	}}, Deps{})
+	signed := func(exp time.Time) string {
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+			"sub": "alice", "roles": []string{"manager"}, "exp": exp.Unix(),
+		}).SignedString([]byte("gateway-test-secret"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
 
 	tests := []struct {
 		name       string
@@ -218,6 +229,8 @@ func TestAuthOnSagaPaths(t *testing.T) {
 		{"no token", "", `{}`, 401, "MISSING_TOKEN", ""},
 		{"unknown token", "mallory", `{}`, 401, "UNKNOWN_TOKEN", ""},
 		{"identity from the token", "alice-token", `{}`, 200, "", "alice"},
+		{"identity from a JWT", signed(time.Now().Add(time.Hour)), `{}`, 200, "", "alice"},
+		{"expired JWT", signed(time.Now().Add(-time.Hour)), `{}`, 401, "TOKEN_EXPIRED", ""},
 		{"body cannot claim an identity", "alice-token", `{"requestMeta": {"user": "root", "roles": ["director"]}}`, 200, "", "alice"},
 	}
 	for _, tt := range tests {

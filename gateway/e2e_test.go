@@ -1,0 +1,118 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/tidwall/gjson"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sagarunner/sagarunner/actions"
+	"github.com/sagarunner/sagarunner/auth"
+	"github.com/sagarunner/sagarunner/internal/redistest"
+	"github.com/sagarunner/sagarunner/internal/testutil"
+	"github.com/sagarunner/sagarunner/runner"
+	"github.com/sagarunner/sagarunner/saga"
+	"github.com/sagarunner/sagarunner/statemanager"
+)
+
+// TestThroughTheRunner drives the shipped sagas end to end: a job post
+// published over HTTP starts a task, and the generic /ProceedTask hook
+// closes it through the real engine and runner, with the gateway's answers
+// mapped from the actions' result codes.
+func TestThroughTheRunner(t *testing.T) {
+	_, rdb := redistest.Start(t)
+	const notifications, deadLetters = "gw-notifications", "gw-dead"
+	brokers := newCluster(t, requestTopic, replyTopic, "job-posts", "job-posts-approved", notifications, deadLetters)
+	set, err := saga.Load(actions.Default, "../sagas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stores := statemanager.NewResolver(rdb, statemanager.RedisConfig{Shards: 4}, nil)
+	eng, err := saga.NewEngine(set, saga.Config{
+		Topics:     actions.Topics{Continuations: requestTopic, Notifications: notifications},
+		DeadLetter: deadLetters,
+		Stores:     stores,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := runner.New(runner.Config{
+		Brokers:        brokers,
+		Group:          "gateway-e2e",
+		RequestTopic:   requestTopic,
+		OutputTopics:   []string{replyTopic, "job-posts-approved"},
+		CommitInterval: 20 * time.Millisecond,
+	}, eng, stores, runner.WithLogger(slog.New(slog.DiscardHandler)),
+		runner.WithKafkaOptions(kgo.HeartbeatInterval(100*time.Millisecond), kgo.FetchMaxWait(100*time.Millisecond)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- run.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("runner: %v", err)
+		}
+	})
+
+	s := serve(t, brokers, Config{Auth: auth.Config{Tokens: map[string]auth.Identity{
+		"svc":   {User: "svc", Roles: []string{"system"}},
+		"alice": {User: "alice", Roles: []string{"manager"}},
+		"bob":   {User: "bob", Roles: []string{"clerk"}},
+	}}}, Deps{Sagas: set, Stores: stores, Ready: run.Ready})
+	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if r := do(t, "GET", s.base+"/readyz", "", nil); r.status != 200 {
+			return fmt.Errorf("readyz %d", r.status)
+		}
+		return nil
+	})
+
+	if r := do(t, "POST", s.base+"/topics/job-posts", "svc", []byte(`{"productId": "product-1", "brief": "summer vibes"}`)); r.status != 202 {
+		t.Fatalf("publish job post: %d %s", r.status, r.raw)
+	}
+	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
+		r := do(t, "GET", s.base+"/tasks/workflow/product-1", "alice", nil)
+		if r.status != 200 {
+			return fmt.Errorf("task not started: %d %s", r.status, r.raw)
+		}
+		return nil
+	})
+
+	tests := []struct {
+		name       string
+		token      string
+		body       string
+		wantStatus int
+		wantCode   string
+	}{
+		{"a caller without the task's roles", "bob", `{"taskId": "product-1", "data": {"approved": true}}`, 403, "FORBIDDEN"},
+		{"an unknown task", "alice", `{"taskId": "product-404", "data": {}}`, 404, "TASK_NOT_FOUND"},
+		{"a holder of the task's role", "alice", `{"taskId": "product-1", "data": {"approved": true, "user": "alice"}}`, 200, ""},
+		{"the task once closed", "alice", `{"taskId": "product-1", "data": {"approved": true}}`, 409, "TASK_CLOSED"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := do(t, "POST", s.base+"/ProceedTask", tt.token, []byte(tt.body))
+			if r.status != tt.wantStatus {
+				t.Fatalf("status %d, want %d (body %s)", r.status, tt.wantStatus, r.raw)
+			}
+			if tt.wantCode != "" && r.body["code"] != tt.wantCode {
+				t.Fatalf("code %v, want %s", r.body["code"], tt.wantCode)
+			}
+			if tt.wantStatus == 200 && !gjson.GetBytes(r.raw, "task").Exists() {
+				t.Fatalf("the response payload lacks the task output: %s", r.raw)
+			}
+		})
+	}
+
+	r := do(t, "GET", s.base+"/tasks/workflow/product-1", "alice", nil)
+	if gjson.GetBytes(r.raw, "status").String() != "COMPLETED" || gjson.GetBytes(r.raw, "closedBy").String() != "alice" {
+		t.Fatalf("closed task: %s", r.raw)
+	}
+}
