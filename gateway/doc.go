@@ -14,5 +14,7 @@
 // CANCELLED answer 200; FAIL answers an error body {"error", "code",
 // "requestId"} with 404 for TASK_NOT_FOUND, 409 for TASK_CLOSED, 403 for
 // FORBIDDEN, 400 for BAD_INPUT and PATTERN_ERROR and 422 for any other code.
-// Every error the gateway itself produces is {"error": "...", "code": "..."}.
+// No response within Config.Timeout answers 504 with code GATEWAY_TIMEOUT
+// (the request may still complete). Every error the gateway itself produces
+// is {"error": "...", "code": "..."}.
 package gateway

@@ -175,7 +175,7 @@ func TestNoReplyIs504(t *testing.T) {
 	startResponder(t, brokers)
 	s := serve(t, brokers, Config{Timeout: 300 * time.Millisecond}, Deps{})
 	r := do(t, "POST", s.base+"/echo", "", []byte(`{"silent": true}`))
-	if r.status != http.StatusGatewayTimeout || r.body["code"] != "TIMEOUT" || r.body["requestId"] == "" {
+	if r.status != http.StatusGatewayTimeout || r.body["code"] != "GATEWAY_TIMEOUT" || r.body["requestId"] == "" {
 		t.Fatalf("status %d body %s", r.status, r.raw)
 	}
 	s.gw.mu.Lock()

@@ -115,7 +115,7 @@ func (g *Gateway) startSaga(w http.ResponseWriter, r *http.Request, s *saga.Saga
 		}
 		writeJSON(w, http.StatusGatewayTimeout, errorBody{
 			Error:     fmt.Sprintf("no response within %v; the request may still complete", g.cfg.Timeout),
-			Code:      "TIMEOUT",
+			Code:      "GATEWAY_TIMEOUT",
 			RequestID: reqID,
 		})
 	}
@@ -158,7 +158,7 @@ func (g *Gateway) produceFailed(w http.ResponseWriter, r *http.Request, topic, r
 	g.log.Warn("gateway: produce failed", "topic", topic, "requestId", reqID, "err", err)
 	status, code := http.StatusBadGateway, "PRODUCE_FAILED"
 	if errors.Is(err, context.DeadlineExceeded) {
-		status, code = http.StatusGatewayTimeout, "TIMEOUT"
+		status, code = http.StatusGatewayTimeout, "GATEWAY_TIMEOUT"
 	}
 	writeJSON(w, status, errorBody{Error: fmt.Sprintf("publishing to %s: %v", topic, err), Code: code, RequestID: reqID})
 }
