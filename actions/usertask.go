@@ -213,6 +213,7 @@ func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 		Saga:      env.SagaMeta.Saga,
 		StepID:    env.SagaMeta.StepID,
 		RequestID: env.RequestMeta.RequestID,
+		StartKey:  startKey(env),
 		StartedAt: now,
 		Deadline:  deadline,
 		Data:      json.RawMessage(data),
@@ -677,4 +678,13 @@ func timeAt(env *envelope.Envelope, in []byte, path, param string) (ms int64, fo
 	}
 	env.Fail(CodeBadInput, "%s %q: want epoch milliseconds or an RFC 3339 time, got %s", param, path, v.Raw)
 	return 0, false, false
+}
+
+// startKey names the step visit starting a task: a replay of the same record
+// repeats it, a saga looping back into the step does not (SagaMeta.Seq).
+func startKey(env *envelope.Envelope) string {
+	if env.SagaMeta.Saga == "" {
+		return ""
+	}
+	return env.RequestMeta.RequestID + "/" + env.SagaMeta.StepID + "/" + strconv.Itoa(env.SagaMeta.Seq)
 }

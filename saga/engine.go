@@ -215,6 +215,7 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 				return e.deadOutput(rec, env, DeadStepBudget, fmt.Sprintf("saga %q ran %d steps on one record without waiting", g.Name, steps)), nil
 			}
 			env.SagaMeta.StepID = st.ID
+			env.SagaMeta.Seq++
 			if st.Condition != nil {
 				v, err := st.Condition.Evaluate(env)
 				if err != nil {

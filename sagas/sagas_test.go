@@ -211,7 +211,7 @@ var exercises = map[string]func(t *testing.T, set *saga.Set){
 				t.Errorf("escalation timeout produced %v", p.topics())
 			}
 		})
-		t.Run("high priority gets a last review", func(t *testing.T) {
+		t.Run("high priority is escalated again", func(t *testing.T) {
 			r := newRunner(t, set)
 			r.publish("job-posts", `{"productId": "product-3", "priority": "high"}`)
 			_, resp := r.call("/TimeoutTask", "", nil, `{"taskId": "product-3"}`)
@@ -220,7 +220,12 @@ var exercises = map[string]func(t *testing.T, set *saga.Set){
 			}
 			r.clock.Advance(24 * time.Hour)
 			r.fire()
-			p, resp := r.call("/ProceedTask", "dora", []string{"director"}, `{"taskId": "req-1:last_review:0", "data": {"user": "dora"}}`)
+			// The loop back into escalate started a fresh task under the
+			// same default id.
+			if got := r.task("req-1:escalate:0"); got.Status != statemanager.StatusWaiting {
+				t.Fatalf("second escalation = %+v", got)
+			}
+			p, resp := r.call("/ProceedTask", "dora", []string{"director"}, `{"taskId": "req-1:escalate:0", "data": {"user": "dora"}}`)
 			if resp.Get("result.status").String() != envelope.StatusSuccess {
 				t.Fatalf("proceed response = %s", resp.Raw)
 			}

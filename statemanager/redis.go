@@ -46,13 +46,6 @@ const (
 	roleSep = "\x1f"
 )
 
-// ErrClosePending is returned by RedisStore.Start when the id belongs to a
-// closed task of another request whose effects (continuation, notification)
-// were not acked yet. Replacing it then could lose those effects, so the
-// start is refused; it is transient and the runner retries it with backoff,
-// like any infrastructure error, until the close is acked.
-var ErrClosePending = errors.New("statemanager: previous close of the task is not acked yet")
-
 var (
 	//go:embed scripts/start.lua
 	startLua string
@@ -212,7 +205,7 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 		[]string{k.task + t.ID, k.due, k.waiting, k.pending, k.closed},
 		k.prefix, t.ID, t.Name, t.Spec, t.Action, joinRoles(t.Roles), t.User, t.Saga, t.StepID,
 		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(stored.Deadline, 10),
-		[]byte(t.Data), []byte(t.Envelope),
+		[]byte(t.Data), []byte(t.Envelope), t.StartKey,
 	).Result()
 	if err != nil {
 		return nil, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
@@ -523,6 +516,7 @@ const (
 	fieldSaga       = "sg"
 	fieldStepID     = "st"
 	fieldRequestID  = "rq"
+	fieldStartKey   = "sk"
 	fieldStartedAt  = "s0"
 	fieldDeadline   = "dl"
 	fieldData       = "d"
@@ -557,6 +551,8 @@ func (t *Task) set(field, v string) {
 		t.StepID = v
 	case fieldRequestID:
 		t.RequestID = v
+	case fieldStartKey:
+		t.StartKey = v
 	case fieldStartedAt:
 		t.StartedAt, _ = strconv.ParseInt(v, 10, 64)
 	case fieldDeadline:

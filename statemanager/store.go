@@ -28,6 +28,11 @@ type Task struct {
 	Saga      string   `json:"saga,omitempty"`
 	StepID    string   `json:"stepId,omitempty"`
 	RequestID string   `json:"requestId,omitempty"`
+	// StartKey identifies the step visit that started the task. A Start
+	// whose StartKey equals a closed task's is a replay (a no-op); one with
+	// another key is a new visit (a saga looping back into the step) and
+	// replaces the closed task. Empty: RequestID and StepID identify it.
+	StartKey string `json:"startKey,omitempty"`
 	// StartedAt and Deadline are epoch milliseconds; Deadline 0 means none.
 	StartedAt int64 `json:"startedAt"`
 	Deadline  int64 `json:"deadline,omitempty"`
@@ -94,6 +99,11 @@ var (
 	// ErrClosed: the task was already closed by another request. The returned
 	// task carries that decision.
 	ErrClosed = errors.New("statemanager: task already closed")
+	// ErrClosePending: Start found the id taken by a closed task of another
+	// step visit whose effects (continuation, notification) are not acked
+	// yet. Replacing it could lose them, so the start is refused; it is
+	// transient, and the runner retries it like infrastructure trouble.
+	ErrClosePending = errors.New("statemanager: previous close of the task is not acked yet")
 )
 
 // Store is one domain's state manager. Implementations are safe for concurrent
@@ -101,9 +111,11 @@ var (
 // has exactly one winner.
 type Store interface {
 	// Start stores t as WAITING, filling StartedAt if zero and Status. When a
-	// task with t.ID is already waiting, or was started by the same request
-	// and step (a replay), nothing changes and Start returns that task with
-	// created=false. A closed task from another request is replaced.
+	// task with t.ID is already waiting, or was started by the same step
+	// visit (same StartKey, or same RequestID and StepID when it is empty: a
+	// replay), nothing changes and Start returns that task with
+	// created=false. A closed task of another visit is replaced once its
+	// close is acked; before that Start returns ErrClosePending (retry).
 	Start(ctx context.Context, t *Task) (stored *Task, created bool, err error)
 
 	// Get returns the task, waiting or closed, or ErrNotFound.

@@ -48,6 +48,10 @@ type SagaMeta struct {
 	Version         int    `json:"version,omitempty"`
 	StepID          string `json:"stepId,omitempty"`
 	RunnerPartition int32  `json:"runnerPartition"`
+	// Seq counts the steps the instance has taken. A replayed record
+	// repeats the same numbers while a step entered again by a loop gets a
+	// new one, which is how a task step tells a replay from a re-entry.
+	Seq int `json:"seq,omitempty"`
 }
 
 // EventMeta says which action the event asks for and how.

@@ -2,16 +2,22 @@
 -- KEYS: 1 task hash, 2 due, 3 waiting, 4 pending, 5 closed
 -- ARGV: 1 shard key prefix "{P:s}:", 2 id, 3 name, 4 spec, 5 action,
 --       6 roles (joined by \31), 7 user, 8 saga, 9 stepId, 10 requestId,
---       11 startedAt, 12 deadline, 13 data, 14 envelope
+--       11 startedAt, 12 deadline, 13 data, 14 envelope, 15 start key
 -- Returns {"created"}, {"exists", HGETALL} or {"pending", HGETALL}.
 local h = KEYS[1]
 local id = ARGV[2]
-local cur = redis.call('HMGET', h, 's', 'rq', 'st')
+local cur = redis.call('HMGET', h, 's', 'rq', 'st', 'sk')
 if cur[1] then
   if cur[1] == 'WAITING' then
     return {'exists', redis.call('HGETALL', h)}
   end
-  if ARGV[10] ~= '' and cur[2] == ARGV[10] and cur[3] == ARGV[9] then
+  -- A replay of the step visit that started the closed task is a no-op;
+  -- another visit (a saga looping back into the step) starts afresh.
+  if ARGV[15] ~= '' then
+    if cur[4] == ARGV[15] then
+      return {'exists', redis.call('HGETALL', h)}
+    end
+  elseif ARGV[10] ~= '' and cur[2] == ARGV[10] and cur[3] == ARGV[9] then
     return {'exists', redis.call('HGETALL', h)}
   end
   if redis.call('ZSCORE', KEYS[4], id) then
@@ -21,7 +27,7 @@ if cur[1] then
   redis.call('ZREM', KEYS[5], id)
 end
 
-local names = {'n', 'sp', 'a', 'r', 'u', 'sg', 'st', 'rq', 's0', 'dl', 'd', 'e'}
+local names = {'n', 'sp', 'a', 'r', 'u', 'sg', 'st', 'rq', 's0', 'dl', 'd', 'e', 'sk'}
 local args = {'id', id, 's', 'WAITING'}
 for i = 1, #names do
   local v = ARGV[i + 2]

@@ -33,6 +33,7 @@ func Run(t *testing.T, newStore func(t *testing.T) statemanager.Store) {
 		{"DuplicateStartIsNoop", testDuplicateStart},
 		{"ReplayedStartAfterCloseIsNoop", testReplayedStartAfterClose},
 		{"StartAfterCloseByOtherRequestReplaces", testStartReplacesClosed},
+		{"StartKeyTellsReplayFromReentry", testStartKey},
 		{"StartDoesNotReplaceUnackedClose", testStartKeepsPendingClose},
 		{"CloseRecordsDecision", testCloseRecordsDecision},
 		{"CloseSameKeyReplays", testCloseReplay},
@@ -830,4 +831,37 @@ func taskIDs(tasks []*statemanager.Task) []string {
 		out = append(out, t.ID)
 	}
 	return out
+}
+
+// testStartKey: a saga that loops back into a task step starts the same id
+// from the same request and step again; only the StartKey (the step visit)
+// tells that re-entry from a replay of the first visit.
+func testStartKey(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	first := sampleTask("loop")
+	first.StartKey = "r-loop/approve/1"
+	mustStart(t, s, first)
+	closed := mustClose(t, s, statemanager.Close{ID: "loop", Status: statemanager.StatusTimeout, At: base + 5, Key: "timeout"})
+	if err := s.Ack(ctx, "loop"); err != nil {
+		t.Fatal(err)
+	}
+	got, created, err := s.Start(ctx, first)
+	if err != nil || created {
+		t.Fatalf("replayed visit: created=%v err=%v, want a no-op", created, err)
+	}
+	sameTask(t, "replayed visit", got, closed)
+
+	again := sampleTask("loop")
+	again.StartKey = "r-loop/approve/4"
+	again.StartedAt = base + 10
+	got, created, err = s.Start(ctx, again)
+	if err != nil || !created {
+		t.Fatalf("re-entry: created=%v err=%v, want a new task", created, err)
+	}
+	if got.Status != statemanager.StatusWaiting || got.StartKey != "r-loop/approve/4" {
+		t.Errorf("re-entry: got status %s key %q", got.Status, got.StartKey)
+	}
+	if g := mustGet(t, s, "loop"); g.StartKey != "r-loop/approve/4" || !g.Waiting() {
+		t.Errorf("Get after re-entry: status %s key %q", g.Status, g.StartKey)
+	}
 }
