@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -39,6 +40,10 @@ type Config struct {
 	Timers Timers `mapstructure:"timers"`
 	// Log configures logging.
 	Log Log `mapstructure:"log"`
+
+	// RedisExplicit reports whether redis.addr was given (file, environment
+	// or flag) rather than defaulted; `dev` embeds a Redis when it was not.
+	RedisExplicit bool `mapstructure:"-"`
 }
 
 // Kafka holds Kafka client settings beyond the brokers.
@@ -109,6 +114,9 @@ type HTTP struct {
 	Timeout time.Duration `mapstructure:"timeout"`
 	// MaxBody is the largest accepted request body in bytes (default 1 MiB).
 	MaxBody int64 `mapstructure:"maxBody"`
+	// PublishRoles, with auth on, limits POST /topics/{topic} to callers
+	// holding one of these roles (default: any authenticated caller).
+	PublishRoles []string `mapstructure:"publishRoles"`
 }
 
 // Auth configures bearer-token authentication. With neither tokens nor a
@@ -226,6 +234,14 @@ func Load(file string, fs *pflag.FlagSet, bind map[string]string) (*Config, erro
 	if err := v.Unmarshal(&c); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	c.RedisExplicit = os.Getenv(EnvPrefix+"_REDIS_ADDR") != "" || (file != "" && v.InConfig("redis.addr"))
+	if fs != nil {
+		for flag, key := range bind {
+			if key == "redis.addr" && fs.Lookup(flag) != nil && fs.Lookup(flag).Changed {
+				c.RedisExplicit = true
+			}
+		}
+	}
 	// A comma-separated SAGARUNNER_BROKERS arrives as one element.
 	c.Brokers = splitList(c.Brokers)
 	if err := errors.Join(keyErr, c.Validate()); err != nil {
@@ -254,7 +270,7 @@ var known = func() map[string]bool {
 		m[strings.ToLower(k)] = true
 	}
 	for _, k := range []string{"kafka.tls", "kafka.saslMechanism", "kafka.saslUser", "kafka.saslPassword",
-		"redis.username", "redis.password", "redis.prefix", "auth.jwt.secret", "auth.jwt.issuer",
+		"redis.username", "redis.password", "http.publishRoles", "redis.prefix", "auth.jwt.secret", "auth.jwt.issuer",
 		"auth.jwt.audience", "auth.jwt.userClaim", "auth.jwt.rolesClaim", "timers.domains"} {
 		m[strings.ToLower(k)] = true
 	}

@@ -117,3 +117,19 @@ func TestErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestRedisExplicit(t *testing.T) {
+	c, err := Load("", nil, nil)
+	if err != nil || c.RedisExplicit {
+		t.Fatalf("default: explicit=%v err=%v", c.RedisExplicit, err)
+	}
+	c, err = Load(writeFile(t, "redis: {addr: \"r:1\"}\n"), nil, nil)
+	if err != nil || !c.RedisExplicit {
+		t.Fatalf("file: explicit=%v err=%v", c.RedisExplicit, err)
+	}
+	t.Setenv("SAGARUNNER_REDIS_ADDR", "e:1")
+	c, err = Load("", nil, nil)
+	if err != nil || !c.RedisExplicit {
+		t.Fatalf("env: explicit=%v err=%v", c.RedisExplicit, err)
+	}
+}

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/spf13/cobra"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/sagarunner/sagarunner/config"
+)
+
+func newDevCmd() *cobra.Command {
+	var kafkaPort int
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run everything in one process: embedded Kafka broker, embedded Redis, runner and gateway",
+		Long: "Starts an embedded Kafka-protocol broker on --kafka-port (any Kafka client, such as\n" +
+			"kcat -b localhost:9092, can talk to it), an embedded Redis unless --redis is given,\n" +
+			"the sagas in ./sagas and the HTTP gateway on :8080. Nothing is kept when it stops.\n" +
+			"Authentication is off: every caller is trusted.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+
+			broker, err := kfake.NewCluster(kfake.Ports(kafkaPort), kfake.NumBrokers(1),
+				kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(int(cfg.Topics.Partitions)))
+			if err != nil {
+				return fmt.Errorf("start the embedded Kafka broker on port %d: %w (is the port taken? pick another with --kafka-port)", kafkaPort, err)
+			}
+			defer broker.Close()
+			cfg.Brokers = broker.ListenAddrs()
+
+			redisNote := "external"
+			if !cfg.RedisExplicit {
+				mr := miniredis.NewMiniRedis()
+				if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+					return fmt.Errorf("start the embedded Redis: %w", err)
+				}
+				defer mr.Close()
+				cfg.Redis.Addr = mr.Addr()
+				redisNote = "embedded, in memory; pass --redis host:port to use a real one"
+			}
+
+			log := newLogger(cfg.Log)
+			a, err := newApp(cfg, log)
+			if err != nil {
+				return err
+			}
+			defer a.close()
+			printBanner(out, cfg, a, redisNote)
+			return a.run(cmd.Context())
+		},
+	}
+	cmd.Flags().IntVar(&kafkaPort, "kafka-port", 9092, "port of the embedded Kafka broker")
+	addConfigFlags(cmd, "sagas", "http", "redis")
+	return cmd
+}
+
+func printBanner(w io.Writer, cfg *config.Config, a *app, redisNote string) {
+	fmt.Fprintln(w, "sagarunner dev")
+	fmt.Fprintf(w, "  kafka     %s   (embedded broker; try: kcat -b localhost:%s -L)\n",
+		strings.Join(cfg.Brokers, ","), port(cfg.Brokers[0]))
+	fmt.Fprintf(w, "  redis     %s   (%s)\n", cfg.Redis.Addr, redisNote)
+	if cfg.HTTP.Addr != "" {
+		fmt.Fprintf(w, "  http      http://%s\n", displayAddr(cfg.HTTP.Addr))
+	}
+	fmt.Fprintln(w, "  auth      none configured: every caller is trusted")
+	fmt.Fprintf(w, "  topics    requests=%s replies=%s notifications=%s dead-letter=%s\n",
+		cfg.Topics.Requests, cfg.Topics.Replies, cfg.Topics.Notifications, cfg.Topics.DeadLetter)
+	fmt.Fprintf(w, "  sagas     %d from %s\n", len(a.sagas.Sagas), cfg.Sagas)
+	for _, g := range a.sagas.Sagas {
+		var trig []string
+		if g.Trigger.Topic != "" {
+			trig = append(trig, "topic "+g.Trigger.Topic)
+		}
+		if g.Trigger.Path != "" {
+			trig = append(trig, "POST "+g.Trigger.Path)
+		}
+		fmt.Fprintf(w, "    %-24s %s\n", g.Name, strings.Join(trig, ", "))
+	}
+	fmt.Fprintln(w, "Ctrl-C stops it.")
+}
+
+func port(addr string) string {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return p
+}
+
+func displayAddr(addr string) string {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "localhost"
+	}
+	if _, err := strconv.Atoi(p); err != nil {
+		return addr
+	}
+	return net.JoinHostPort(host, p)
+}

@@ -1,0 +1,50 @@
+// Command sagarunner runs YAML sagas on Kafka: `dev` starts everything in one
+// process with no infrastructure, `run` joins real brokers and Redis, and the
+// other commands validate sagas, publish events, read tasks and measure.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// exitError carries an exit code through cobra without printing twice.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRoot()
+	err := root.ExecuteContext(ctx)
+	var ee exitError
+	switch {
+	case errors.As(err, &ee):
+		os.Exit(ee.code)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "sagarunner:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "sagarunner",
+		Short:         "Run declarative YAML sagas with human tasks on Kafka and Redis",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newDevCmd(), newRunCmd(), newValidateCmd(), newPublishCmd(), newTasksCmd())
+	addExtraCommands(root)
+	return root
+}
+
+// addExtraCommands is a hook for commands defined in other files.
+var addExtraCommands = func(*cobra.Command) {}
