@@ -28,7 +28,13 @@ func (g *Gateway) consumeReplies(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		g.log.Warn("gateway: positioning the reply consumer failed, retrying", "topic", g.cfg.ReplyTopic, "err", err, "in", backoff)
+		// A runner starting beside us may create the topic first; that
+		// race is expected and the next look finds it.
+		logf := g.log.Warn
+		if errors.Is(err, kerr.TopicAlreadyExists) {
+			logf = g.log.Debug
+		}
+		logf("gateway: positioning the reply consumer failed, retrying", "topic", g.cfg.ReplyTopic, "err", err, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return

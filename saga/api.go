@@ -47,7 +47,10 @@ type Config struct {
 	Clock clock.Clock
 	// Registry defaults to actions.Default.
 	Registry *actions.Registry
-	// NewID generates requestIds for bare records; defaults to random ids.
+	// NewID, when set, names records that carry neither a requestId nor a
+	// key (tests use it for readable ids). By default such a record is
+	// named after its position, topic-partition-offset, so replays of it
+	// get the same id.
 	NewID func() string
 }
 
@@ -70,9 +73,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Registry == nil {
 		c.Registry = actions.Default
-	}
-	if c.NewID == nil {
-		c.NewID = NewID
 	}
 	return nil
 }

@@ -136,8 +136,21 @@ func (e *Engine) Handle(ctx context.Context, rec Record) (out Output, err error)
 	return out, err
 }
 
+// requestID names a record that carries none. The record key is the
+// requestId by contract; without one the record's position names it, so a
+// replay of the record gets the same id and its effects stay idempotent.
+func (e *Engine) requestID(rec Record) string {
+	if len(rec.Key) > 0 {
+		return string(rec.Key)
+	}
+	if e.cfg.NewID != nil {
+		return e.cfg.NewID()
+	}
+	return fmt.Sprintf("%s-%d-%d", rec.Topic, rec.Partition, rec.Offset)
+}
+
 func (e *Engine) handle(ctx context.Context, rec Record) (Output, error) {
-	env, derr := envelope.Decode(rec.Value, e.cfg.NewID)
+	env, derr := envelope.Decode(rec.Value, func() string { return e.requestID(rec) })
 	if derr != nil {
 		return e.deadOutput(rec, nil, DeadUndecodable, derr.Error()), nil
 	}

@@ -38,3 +38,21 @@ func TestStepBudget(t *testing.T) {
 		t.Errorf("dead letter = %+v", d)
 	}
 }
+
+func TestRequestIDOfBareRecords(t *testing.T) {
+	e := &Engine{}
+	for _, tc := range []struct {
+		name string
+		rec  Record
+		want string
+	}{
+		{"the key names the request", Record{Topic: "job-posts", Partition: 3, Offset: 9, Key: []byte("r-1")}, "r-1"},
+		{"no key: the position, stable across replays", Record{Topic: "job-posts", Partition: 3, Offset: 9}, "job-posts-3-9"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := e.requestID(tc.rec); got != tc.want {
+				t.Errorf("requestID = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

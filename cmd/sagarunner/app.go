@@ -71,7 +71,7 @@ func newApp(cfg *config.Config, log *slog.Logger) (*app, error) {
 		CreateTopics:      cfg.Topics.Create,
 		Partitions:        cfg.Topics.Partitions,
 		ReplicationFactor: cfg.Topics.ReplicationFactor,
-		OutputTopics:      []string{cfg.Topics.Replies},
+		OutputTopics:      append([]string{cfg.Topics.Replies}, publishTopics(set)...),
 		Timers: timers.Config{
 			PollInterval: cfg.Timers.PollInterval,
 			BatchSize:    cfg.Timers.BatchSize,
@@ -153,4 +153,23 @@ func (a *app) close() {
 	if a.closeStores != nil {
 		a.closeStores()
 	}
+}
+
+// publishTopics lists the topics Publish steps send to, so the runner can
+// create them with the others: a missing one would stall its partition.
+func publishTopics(set *saga.Set) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, g := range set.Sagas {
+		for _, st := range g.Steps {
+			if st.ActionName != "Publish" {
+				continue
+			}
+			if t, _ := st.Params["topic"].(string); t != "" && !seen[t] {
+				seen[t] = true
+				out = append(out, t)
+			}
+		}
+	}
+	return out
 }
