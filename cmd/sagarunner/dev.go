@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sagarunner/sagarunner/internal/app"
+
 	"github.com/alicebob/miniredis/v2"
 	"github.com/spf13/cobra"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -51,13 +53,13 @@ func newDevCmd() *cobra.Command {
 			}
 
 			log := newLogger(cfg.Log)
-			a, err := newApp(cfg, log)
+			a, err := app.New(cfg, log, app.Options{})
 			if err != nil {
 				return err
 			}
-			defer a.close()
+			defer a.Close()
 			printBanner(out, cfg, a, redisNote)
-			return a.run(cmd.Context())
+			return a.Run(cmd.Context())
 		},
 	}
 	cmd.Flags().IntVar(&kafkaPort, "kafka-port", 9092, "port of the embedded Kafka broker")
@@ -65,7 +67,7 @@ func newDevCmd() *cobra.Command {
 	return cmd
 }
 
-func printBanner(w io.Writer, cfg *config.Config, a *app, redisNote string) {
+func printBanner(w io.Writer, cfg *config.Config, a *app.App, redisNote string) {
 	fmt.Fprintln(w, "sagarunner dev")
 	fmt.Fprintf(w, "  kafka     %s   (embedded broker; try: kcat -b localhost:%s -L)\n",
 		strings.Join(cfg.Brokers, ","), port(cfg.Brokers[0]))
@@ -76,8 +78,8 @@ func printBanner(w io.Writer, cfg *config.Config, a *app, redisNote string) {
 	fmt.Fprintln(w, "  auth      none configured: every caller is trusted")
 	fmt.Fprintf(w, "  topics    requests=%s replies=%s notifications=%s dead-letter=%s\n",
 		cfg.Topics.Requests, cfg.Topics.Replies, cfg.Topics.Notifications, cfg.Topics.DeadLetter)
-	fmt.Fprintf(w, "  sagas     %d from %s\n", len(a.sagas.Sagas), cfg.Sagas)
-	for _, g := range a.sagas.Sagas {
+	fmt.Fprintf(w, "  sagas     %d from %s\n", len(a.Sagas().Sagas), cfg.Sagas)
+	for _, g := range a.Sagas().Sagas {
 		var trig []string
 		if g.Trigger.Topic != "" {
 			trig = append(trig, "topic "+g.Trigger.Topic)

@@ -9,6 +9,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/sagarunner/sagarunner/internal/app"
+
 	"github.com/spf13/cobra"
 	"github.com/tidwall/gjson"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -48,7 +50,7 @@ func newPublishCmd() *cobra.Command {
 			if len(recs) == 0 {
 				return fmt.Errorf("%s: no events to publish", name)
 			}
-			opts, err := kafkaOpts(c)
+			opts, err := app.KafkaOpts(c)
 			if err != nil {
 				return err
 			}

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/sagarunner/sagarunner/internal/app"
+
 	"github.com/spf13/cobra"
 )
 
@@ -31,14 +33,14 @@ func newRunCmd() *cobra.Command {
 					log.Warn("authentication is off (--insecure): every HTTP caller is trusted")
 				}
 			}
-			a, err := newApp(cfg, log)
+			a, err := app.New(cfg, log, app.Options{})
 			if err != nil {
 				return err
 			}
-			defer a.close()
+			defer a.Close()
 			log.Info("sagarunner running", "brokers", cfg.Brokers, "group", cfg.Group, "redis", cfg.Redis.Addr,
-				"http", cfg.HTTP.Addr, "sagas", len(a.sagas.Sagas))
-			return a.run(cmd.Context())
+				"http", cfg.HTTP.Addr, "sagas", len(a.Sagas().Sagas))
+			return a.Run(cmd.Context())
 		},
 	}
 	cmd.Flags().BoolVar(&insecure, "insecure", false, "serve HTTP with no authentication (every caller trusted)")

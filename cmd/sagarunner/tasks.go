@@ -7,6 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sagarunner/sagarunner/internal/app"
+
 	"github.com/spf13/cobra"
 
 	"github.com/sagarunner/sagarunner/statemanager"
@@ -33,7 +35,7 @@ func newTasksListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, closeAll, err := buildStores(c)
+			res, closeAll, err := app.BuildStores(c)
 			if err != nil {
 				return err
 			}
@@ -85,7 +87,7 @@ func newTasksGetCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, closeAll, err := buildStores(c)
+			res, closeAll, err := app.BuildStores(c)
 			if err != nil {
 				return err
 			}
