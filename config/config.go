@@ -185,6 +185,8 @@ var defaults = map[string]any{
 	"http.maxBody":             1 << 20,
 	"timers.pollInterval":      "25ms",
 	"timers.batchSize":         500,
+	"auth.jwt.userClaim":       "sub",
+	"auth.jwt.rolesClaim":      "roles",
 	"log.level":                "info",
 	"log.format":               "text",
 }
@@ -271,7 +273,7 @@ var known = func() map[string]bool {
 	}
 	for _, k := range []string{"kafka.tls", "kafka.saslMechanism", "kafka.saslUser", "kafka.saslPassword",
 		"redis.username", "redis.password", "http.publishRoles", "redis.prefix", "auth.jwt.secret", "auth.jwt.issuer",
-		"auth.jwt.audience", "auth.jwt.userClaim", "auth.jwt.rolesClaim", "timers.domains"} {
+		"auth.jwt.audience", "timers.domains"} {
 		m[strings.ToLower(k)] = true
 	}
 	return m

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,5 +132,22 @@ func TestRedisExplicit(t *testing.T) {
 	c, err = Load("", nil, nil)
 	if err != nil || !c.RedisExplicit {
 		t.Fatalf("env: explicit=%v err=%v", c.RedisExplicit, err)
+	}
+}
+
+// TestExampleFile keeps sagarunner.example.yaml loadable and equal to the
+// defaults it documents.
+func TestExampleFile(t *testing.T) {
+	c, err := Load("../sagarunner.example.yaml", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Load("", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.RedisExplicit, d.RedisExplicit = false, false
+	if fmt.Sprintf("%+v", *c) != fmt.Sprintf("%+v", *d) {
+		t.Errorf("example file differs from the defaults:\nfile     %+v\ndefaults %+v", *c, *d)
 	}
 }

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// execute runs the command line in process and returns its output.
+func execute(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	root := newRoot()
+	var out, errb bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetIn(strings.NewReader(stdin))
+	root.SetArgs(args)
+	err = root.ExecuteContext(context.Background())
+	return out.String(), errb.String(), err
+}
+
+func TestValidate(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("saga: bad\nversion: 1\ntrigger: {topic: t}\nsteps:\n  - id: a\n    action: NoSuchAction\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{"shipped sagas are valid", []string{"validate", "../../sagas"}, 0, "ok  job_post_approval"},
+		{"bad file reports file:line", []string{"validate", bad}, 1, "bad.yaml:6"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, err := execute(t, "", tc.args...)
+			code := 0
+			var ee exitError
+			if errors.As(err, &ee) {
+				code = ee.code
+			} else if err != nil {
+				t.Fatalf("error: %v", err)
+			}
+			if code != tc.wantCode {
+				t.Errorf("exit code %d, want %d (stderr %q)", code, tc.wantCode, errOut)
+			}
+			if !strings.Contains(out+errOut, tc.wantOut) {
+				t.Errorf("output %q does not mention %q", out+errOut, tc.wantOut)
+			}
+		})
+	}
+}
+
+func TestReadEvents(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, key string
+		wantKeys      []string
+		wantErr       string
+	}{
+		{"keys from requestId", "{\"requestMeta\":{\"requestId\":\"r-1\"}}\n\n{\"a\":1}\n", "", []string{"r-1", ""}, ""},
+		{"explicit key", "{\"a\":1}\n", "k", []string{"k"}, ""},
+		{"every bad line at once", "{\"a\":1}\nnot json\n[1,2]\n", "", nil, "in:2: not a JSON object\nin:3: not a JSON object"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			recs, err := readEvents(strings.NewReader(tc.in), "in", "topic", tc.key)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var keys []string
+			for _, r := range recs {
+				keys = append(keys, string(r.Key))
+			}
+			if strings.Join(keys, ",") != strings.Join(tc.wantKeys, ",") {
+				t.Errorf("keys = %q, want %q", keys, tc.wantKeys)
+			}
+		})
+	}
+}
+
+func TestPublishNeedsTopic(t *testing.T) {
+	if _, _, err := execute(t, "{}\n", "publish"); err == nil || !strings.Contains(err.Error(), "--topic") {
+		t.Errorf("err = %v", err)
+	}
+}
+
+func TestRunRefusesWithoutAuth(t *testing.T) {
+	_, _, err := execute(t, "", "run", "--sagas", "../../sagas")
+	if err == nil || !strings.Contains(err.Error(), "--insecure") {
+		t.Errorf("err = %v, want a refusal naming --insecure", err)
+	}
+}
