@@ -41,7 +41,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newDevCmd(), newRunCmd(), newValidateCmd(), newPublishCmd(), newTasksCmd())
+	root.AddCommand(newDevCmd(), newRunCmd(), newValidateCmd(), newPublishCmd(), newTasksCmd(), newActionsCmd())
 	addExtraCommands(root)
 	return root
 }

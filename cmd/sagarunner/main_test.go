@@ -101,3 +101,20 @@ func TestRunRefusesWithoutAuth(t *testing.T) {
 		t.Errorf("err = %v, want a refusal naming --insecure", err)
 	}
 }
+
+// TestActionsReferenceIsCurrent keeps docs/ACTIONS.md equal to what the
+// registry declares; regenerate it with
+// `go run ./cmd/sagarunner actions > docs/ACTIONS.md`.
+func TestActionsReferenceIsCurrent(t *testing.T) {
+	want, err := os.ReadFile("../../docs/ACTIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _, err := execute(t, "", "actions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Error("docs/ACTIONS.md is stale: run go run ./cmd/sagarunner actions > docs/ACTIONS.md")
+	}
+}
