@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sagarunner/sagarunner/internal/redistest"
 	"github.com/sagarunner/sagarunner/statemanager"
@@ -30,13 +34,77 @@ func TestRedisStore(t *testing.T) {
 	})
 }
 
-func benchStore(b *testing.B) *statemanager.RedisStore {
+func benchStore(b *testing.B, cfg statemanager.RedisConfig) (*statemanager.RedisStore, *redis.Client) {
 	_, client := redistest.Start(b)
-	s, err := statemanager.NewRedisStore(client, "workflow", statemanager.RedisConfig{Prefix: "bench"})
+	cfg.Prefix = "bench"
+	s, err := statemanager.NewRedisStore(client, "workflow", cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return s
+	return s, client
+}
+
+// redisCPU is the server process's CPU time so far. The runner shares a
+// small machine with Redis, so what an operation costs the server (Lua,
+// syscalls per command) matters as much as its latency.
+func redisCPU(b *testing.B, client *redis.Client) time.Duration {
+	b.Helper()
+	info, err := client.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		name, v, ok := strings.Cut(line, ":")
+		if ok && (name == "used_cpu_sys" || name == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %s: %v", line, err)
+			}
+			total += f
+		}
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// measure runs op b.N times from many goroutines, as the runner's partition
+// workers call the store, and reports the server's CPU per operation beside
+// the client's view.
+func measure(b *testing.B, client *redis.Client, parallelism int, op func(i int64) error) {
+	var n atomic.Int64
+	b.ReportAllocs()
+	b.SetParallelism(parallelism)
+	cpu0 := redisCPU(b, client)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := op(n.Add(1)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64(redisCPU(b, client)-cpu0)/float64(time.Microsecond)/float64(b.N), "redis-µs/op")
+}
+
+// startAll starts tasks task-1 .. task-n outside the timer.
+func startAll(b *testing.B, s *statemanager.RedisStore, n int) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= int64(n); i = next.Add(1) {
+				if _, _, err := s.Start(context.Background(), benchTask("task-"+strconv.FormatInt(i, 10))); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 func benchTask(id string) *statemanager.Task {
@@ -49,62 +117,91 @@ func benchTask(id string) *statemanager.Task {
 	}
 }
 
-// BenchmarkStart is the baseline of one StartTask's Redis round trip.
-func BenchmarkStart(b *testing.B) {
-	s := benchStore(b)
-	ctx := context.Background()
-	var n atomic.Int64
-	b.ReportAllocs()
-	// Many requests in flight, as the runner's partition workers have: the
-	// numbers are throughput through one connection pool, not latency.
-	b.SetParallelism(16)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, _, err := s.Start(ctx, benchTask("task-"+strconv.FormatInt(n.Add(1), 10))); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+// benchModes are the store configurations every benchmark compares.
+var benchModes = []struct {
+	name string
+	cfg  statemanager.RedisConfig
+}{
+	{"default", statemanager.RedisConfig{}},
 }
 
-// BenchmarkClose is the baseline of one ProceedTask's close; every close
-// hits its own waiting task.
-func BenchmarkClose(b *testing.B) {
-	s := benchStore(b)
-	ctx := context.Background()
-	var started atomic.Int64
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := started.Add(1); i <= int64(b.N); i = started.Add(1) {
-				if _, _, err := s.Start(ctx, benchTask("task-"+strconv.FormatInt(i, 10))); err != nil {
-					b.Error(err)
-					return
+// BenchmarkStart is one StartTask's store call (Start) under the
+// concurrency of many partition workers.
+func BenchmarkStart(b *testing.B) {
+	for _, m := range benchModes {
+		b.Run(m.name, func(b *testing.B) {
+			s, client := benchStore(b, m.cfg)
+			ctx := context.Background()
+			measure(b, client, 16, func(i int64) error {
+				_, _, err := s.Start(ctx, benchTask("task-"+strconv.FormatInt(i, 10)))
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkStartSerial is Start with one caller at a time: the latency of a
+// lone partition, which batching must not make worse.
+func BenchmarkStartSerial(b *testing.B) {
+	for _, m := range benchModes {
+		b.Run(m.name, func(b *testing.B) {
+			s, client := benchStore(b, m.cfg)
+			ctx := context.Background()
+			var n int64
+			cpu0 := redisCPU(b, client)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				n++
+				if _, _, err := s.Start(ctx, benchTask("task-"+strconv.FormatInt(n, 10))); err != nil {
+					b.Fatal(err)
 				}
 			}
-		}()
+			b.StopTimer()
+			b.ReportMetric(float64(redisCPU(b, client)-cpu0)/float64(time.Microsecond)/float64(b.N), "redis-µs/op")
+		})
 	}
-	wg.Wait()
-	var n atomic.Int64
-	data := json.RawMessage(`{"decision":"approved"}`)
-	b.ReportAllocs()
-	// Many requests in flight, as the runner's partition workers have: the
-	// numbers are throughput through one connection pool, not latency.
-	b.SetParallelism(16)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			id := "task-" + strconv.FormatInt(n.Add(1), 10)
-			_, _, err := s.Close(ctx, statemanager.Close{ID: id, Status: statemanager.StatusCompleted,
-				At: 1_763_800_001_000, By: "alice", Data: data, Key: "k-" + id, EnrichPath: "decision"})
-			if err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
+}
+
+// BenchmarkClose is the close alone; every close hits its own waiting task.
+func BenchmarkClose(b *testing.B) {
+	for _, m := range benchModes {
+		b.Run(m.name, func(b *testing.B) {
+			s, client := benchStore(b, m.cfg)
+			startAll(b, s, b.N)
+			ctx := context.Background()
+			data := json.RawMessage(`{"decision":"approved"}`)
+			measure(b, client, 16, func(i int64) error {
+				id := "task-" + strconv.FormatInt(i, 10)
+				_, _, err := s.Close(ctx, statemanager.Close{ID: id, Status: statemanager.StatusCompleted,
+					At: 1_763_800_001_000, By: "alice", Data: data, Key: "k-" + id, EnrichPath: "decision"})
+				return err
+			})
+		})
+	}
+}
+
+// BenchmarkProceed is every store call of one ProceedTask record as the
+// actions and the engine make them: Get (authorisation, patterns), Close,
+// then Ack once the effects are produced.
+func BenchmarkProceed(b *testing.B) {
+	for _, m := range benchModes {
+		b.Run(m.name, func(b *testing.B) {
+			s, client := benchStore(b, m.cfg)
+			startAll(b, s, b.N)
+			ctx := context.Background()
+			data := json.RawMessage(`{"decision":"approved"}`)
+			measure(b, client, 16, func(i int64) error {
+				id := "task-" + strconv.FormatInt(i, 10)
+				if _, err := s.Get(ctx, id); err != nil {
+					return err
+				}
+				if _, _, err := s.Close(ctx, statemanager.Close{ID: id, Status: statemanager.StatusCompleted,
+					At: 1_763_800_001_000, By: "alice", Data: data, Key: "k-" + id, EnrichPath: "decision"}); err != nil {
+					return err
+				}
+				return s.Ack(ctx, id)
+			})
+		})
+	}
 }
