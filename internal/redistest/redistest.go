@@ -21,6 +21,9 @@ type Server struct {
 	Addr string
 	cmd  *exec.Cmd
 	dir  string
+	// bin and args start the server again on the same port and directory.
+	bin  string
+	args []string
 }
 
 var (
@@ -65,6 +68,53 @@ func StartOwn(t testing.TB) *Server {
 	return s
 }
 
+// StartDurable starts a dedicated redis-server that appends every write to
+// its append-only file before answering, so Kill and Restart lose nothing:
+// an outage test needs the data to outlive the process, as it does in
+// production. It is stopped when the test ends.
+func StartDurable(t testing.TB) *Server {
+	t.Helper()
+	s, err := startServer("--appendonly", "yes", "--appendfsync", "always")
+	if err != nil {
+		if os.Getenv("CI") == "" {
+			t.Skipf("redistest: %v", err)
+		}
+		t.Fatalf("redistest: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Kill ends the server abruptly (SIGKILL) and keeps its data directory, so
+// Restart brings back whatever it had persisted.
+func (s *Server) Kill() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		_ = s.cmd.Process.Kill()
+		_ = s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+// Restart starts a killed server again on the same port and data directory
+// and waits until it answers. Clients reconnect to the same address.
+func (s *Server) Restart() error {
+	if s.cmd != nil {
+		return fmt.Errorf("redistest: restart %s: still running", s.Addr)
+	}
+	cmd := exec.Command(s.bin, s.args...)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("redistest: restart %s: %w", s.Addr, err)
+	}
+	s.cmd = cmd
+	// The port was just released; retry the readiness wait a little
+	// longer than a fresh start would need.
+	if err := waitReady(s.Addr, 10*time.Second); err != nil {
+		s.Kill()
+		return fmt.Errorf("redistest: restart %s: %w", s.Addr, err)
+	}
+	return nil
+}
+
 // Stop kills the server.
 func (s *Server) Stop() {
 	if s.cmd != nil && s.cmd.Process != nil {
@@ -86,7 +136,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startServer() (*Server, error) {
+func startServer(extra ...string) (*Server, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("redis-server not on PATH (Debian package redis-server): %w", err)
@@ -101,14 +151,17 @@ func startServer() (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", dir,
-			"--logfile", filepath.Join(dir, "redis.log"))
+			"--logfile", filepath.Join(dir, "redis.log")}
+		// Later options override earlier ones in redis-server.
+		args = append(args, extra...)
+		cmd := exec.Command(bin, args...)
 		if err := cmd.Start(); err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("start redis-server: %w", err)
 		}
-		s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd, dir: dir}
+		s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), cmd: cmd, dir: dir, bin: bin, args: args}
 		if err := waitReady(s.Addr, 5*time.Second); err != nil {
 			s.Stop()
 			lastErr = err
