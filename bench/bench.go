@@ -1,0 +1,489 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sagarunner/sagarunner/statemanager"
+)
+
+// Run runs the configured scenario (or all of them, in the order of
+// Scenarios) and writes one JSON line per measurement to cfg.Out.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	d, err := setup(ctx, &cfg)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	names := []string{cfg.Scenario}
+	if cfg.Scenario == "all" {
+		names = Scenarios
+	}
+	for _, name := range names {
+		if err := d.run(ctx, name); err != nil {
+			return fmt.Errorf("bench: scenario %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// deployment is the cluster the bench drives: the broker, Redis and the
+// runner under test, and the bench's own clients of them.
+type deployment struct {
+	cfg        *Config
+	brokers    []string
+	brokerKind string
+	redisKind  string
+	runID      string
+
+	rdb   *redis.Client
+	store *statemanager.RedisStore
+	kcl   *kgo.Client // producer and admin connection
+	adm   *kadm.Client
+
+	child    *child
+	children int
+	httpURL  string
+	group    string
+	cpuAt    float64   // runner CPU seconds when the measured phase began
+	markAt   time.Time // when it began
+
+	waitingFar int     // far-deadline tasks stored so far (timeout, rss)
+	loadRate   float64 // tasks/s of the last preload, to time the next
+
+	closers []func()
+}
+
+func setup(ctx context.Context, cfg *Config) (_ *deployment, err error) {
+	d := &deployment{cfg: cfg, brokers: cfg.Brokers, brokerKind: "external", redisKind: "external",
+		runID: strconv.FormatInt(time.Now().UnixNano()/1e6, 36)}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	if len(d.brokers) == 0 {
+		c, err := startBroker(cfg.Partitions)
+		if err != nil {
+			return nil, err
+		}
+		d.closers = append(d.closers, c.Close)
+		d.brokers, d.brokerKind = c.ListenAddrs(), "kfake"
+	}
+	redisAddr := cfg.Redis
+	if redisAddr == "" {
+		addr, kind, stop, err := startRedis(cfg.Log)
+		if err != nil {
+			return nil, err
+		}
+		d.closers = append(d.closers, stop)
+		redisAddr, d.redisKind = addr, kind
+	}
+	cfg.Redis = redisAddr
+	// Enough connections for every preloading goroutine to have its own.
+	d.rdb = redis.NewClient(&redis.Options{Addr: redisAddr, PoolSize: cfg.Preloaders + 8})
+	d.closers = append(d.closers, func() { d.rdb.Close() })
+	d.store, err = statemanager.NewRedisStore(d.rdb, Domain, statemanager.RedisConfig{Shards: cfg.Partitions})
+	if err != nil {
+		return nil, err
+	}
+	d.kcl, err = kgo.NewClient(kgo.SeedBrokers(d.brokers...),
+		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.MaxBufferedRecords(100_000),
+		kgo.RecordDeliveryTimeout(time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("bench: kafka client: %w", err)
+	}
+	d.closers = append(d.closers, d.kcl.Close)
+	d.adm = kadm.NewClient(d.kcl)
+	if err := d.createTopics(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *deployment) close() {
+	if d.child != nil {
+		_ = d.child.stop()
+		d.child = nil
+	}
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+	d.closers = nil
+}
+
+func (d *deployment) logf(format string, args ...any) {
+	fmt.Fprintf(d.cfg.Log, "bench: "+format+"\n", args...)
+}
+
+// createTopics creates the topics the bench produces to or consumes from,
+// so consumers can be positioned before anything is produced.
+func (d *deployment) createTopics(ctx context.Context) error {
+	topics := []string{StartTopic, DoneTopic, d.cfg.RequestTopic, d.cfg.NotificationTopic}
+	res, err := d.adm.CreateTopics(ctx, int32(d.cfg.Partitions), -1, nil, topics...)
+	if err != nil {
+		return fmt.Errorf("bench: create topics: %w", err)
+	}
+	for _, r := range res {
+		if r.Err != nil && !errors.Is(r.Err, kerr.TopicAlreadyExists) {
+			return fmt.Errorf("bench: create topic %s: %w", r.Topic, r.Err)
+		}
+	}
+	// The metadata of new topics reaches every client shortly after.
+	for {
+		ends, err := d.adm.ListEndOffsets(ctx, topics...)
+		if err == nil && ends.Error() == nil && countPartitions(ends, topics) >= len(topics)*d.cfg.Partitions {
+			return nil
+		}
+		if !sleepCtx(ctx, 50*time.Millisecond) {
+			return fmt.Errorf("bench: topics never became visible: %w", ctx.Err())
+		}
+	}
+}
+
+func countPartitions(l kadm.ListedOffsets, topics []string) int {
+	n := 0
+	for _, t := range topics {
+		n += len(l[t])
+	}
+	return n
+}
+
+func (d *deployment) run(ctx context.Context, name string) error {
+	var results []Result
+	var err error
+	switch name {
+	case "start":
+		results, err = d.startScenario(ctx)
+	case "proceed":
+		results, err = d.proceedScenario(ctx)
+	case "timeout":
+		results, err = d.timeoutScenario(ctx)
+	case "http":
+		results, err = d.httpScenario(ctx)
+	case "rss":
+		results, err = d.rssScenario(ctx)
+	}
+	if err != nil {
+		return err
+	}
+	for _, r := range results {
+		r.Partitions = d.cfg.Partitions
+		r.Redis = d.redisKind
+		r.Broker = d.brokerKind
+		r.Load1 = loadAverage()
+		b, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(d.cfg.Out, string(b))
+	}
+	return nil
+}
+
+// startRunner starts a fresh child runner in a consumer group of its own
+// (or checks the external one) and waits until it owns every partition of
+// the topics the bench drives.
+func (d *deployment) startRunner(ctx context.Context) error {
+	if d.cfg.Runner == RunnerExternal {
+		d.group, d.httpURL = d.cfg.Group, strings.TrimRight(d.cfg.HTTP, "/")
+		return d.waitAssigned(ctx)
+	}
+	if d.child != nil {
+		return nil
+	}
+	d.children++
+	if d.group == "" {
+		d.group = d.cfg.Group
+		if d.group == "" {
+			d.group = "sagarunner-bench-" + d.runID
+		}
+		if err := d.skipOldRecords(ctx); err != nil {
+			return err
+		}
+	}
+	c, err := startChild(childSpec{
+		argv: d.cfg.RunnerCommand, env: d.cfg.RunnerEnv, brokers: d.brokers, redis: d.cfg.Redis,
+		group: d.group, partitions: d.cfg.Partitions, cpuProfile: d.cfg.CPUProfile, log: d.cfg.Log,
+	})
+	if err != nil {
+		return err
+	}
+	d.child, d.httpURL = c, c.http
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := waitHTTPReady(ctx, c.http, c); err != nil {
+		return err
+	}
+	return d.waitAssigned(ctx)
+}
+
+// skipOldRecords commits the group at the current ends of the topics the
+// runner consumes, so a runner joining a broker that holds records of
+// earlier runs starts with this run's. Every child runner of one run
+// joins the same group and so carries on where the previous one stopped.
+func (d *deployment) skipOldRecords(ctx context.Context) error {
+	var offs kadm.Offsets
+	for _, t := range []string{StartTopic, d.cfg.RequestTopic} {
+		ends, err := d.endOffsets(ctx, t)
+		if err != nil {
+			return err
+		}
+		for p, o := range ends {
+			offs.Add(kadm.Offset{Topic: t, Partition: p, At: o, LeaderEpoch: -1})
+		}
+	}
+	res, err := d.adm.CommitOffsets(ctx, d.group, offs)
+	if err == nil {
+		err = res.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("bench: position group %s at the end of its topics: %w", d.group, err)
+	}
+	return nil
+}
+
+// waitAssigned polls the group until its members own every partition of
+// the start and request topics: before that, records would wait for a
+// rebalance and the rate would measure the join.
+func (d *deployment) waitAssigned(ctx context.Context) error {
+	for {
+		gs, err := d.adm.DescribeGroups(ctx, d.group)
+		if err == nil {
+			g := gs[d.group]
+			as := g.AssignedPartitions()
+			all := g.State == "Stable"
+			for p := int32(0); p < int32(d.cfg.Partitions) && all; p++ {
+				all = as.Lookup(StartTopic, p) && as.Lookup(d.cfg.RequestTopic, p)
+			}
+			if all {
+				return nil
+			}
+		}
+		if !sleepCtx(ctx, 50*time.Millisecond) {
+			return fmt.Errorf("bench: group %s never owned every partition of %s and %s (with --runner=external, "+
+				"load the bench sagas: sagarunner bench --write-sagas DIR): %w", d.group, StartTopic, d.cfg.RequestTopic, ctx.Err())
+		}
+	}
+}
+
+// markCPU starts the measured phase's CPU accounting.
+func (d *deployment) markCPU() {
+	d.markAt = time.Now()
+	if d.child == nil {
+		return
+	}
+	if st, err := readProc(d.child.cmd.Process.Pid); err == nil {
+		d.cpuAt = st.cpu
+	}
+}
+
+// runnerFigures fills in the child runner's memory and the CPU it used
+// since markCPU.
+func (d *deployment) runnerFigures(r *Result) {
+	elapsed := time.Since(d.markAt)
+	if d.child == nil {
+		return
+	}
+	st, err := readProc(d.child.cmd.Process.Pid)
+	if err != nil {
+		d.logf("%v", err)
+		return
+	}
+	r.RunnerPeakRSSMB = ptr(round1(st.peakRSS))
+	r.RunnerRSSMB = ptr(round1(st.rss))
+	cpu := st.cpu - d.cpuAt
+	r.RunnerCPUS = ptr(round2(cpu))
+	if elapsed > 0 {
+		r.RunnerCPUPct = ptr(round1(100 * cpu / elapsed.Seconds()))
+	}
+}
+
+// stopRunner stops the child runner (an external one keeps running).
+func (d *deployment) stopRunner() error {
+	if d.child == nil {
+		return nil
+	}
+	err := d.child.stop()
+	d.child = nil
+	if err != nil {
+		return fmt.Errorf("bench: runner exit: %w", err)
+	}
+	return nil
+}
+
+// produce produces n records built by mk, as fast as the client takes them
+// or paced at cfg.Rate per second, and waits for every acknowledgement. It
+// returns when the first record was handed to the client and, per
+// partition, the offset after the last record.
+func (d *deployment) produce(ctx context.Context, n int, mk func(i int, now int64) *kgo.Record) (time.Time, map[int32]int64, error) {
+	var (
+		mu      sync.Mutex
+		ends    = map[int32]int64{}
+		firstMu sync.Once
+		first   time.Time
+		failed  atomic.Pointer[error]
+		wg      sync.WaitGroup
+	)
+	pace := newPacer(d.cfg.Rate)
+	wg.Add(n)
+	for i := 0; i < n; i++ {
+		if err := pace.wait(ctx); err != nil {
+			wg.Add(i - n)
+			wg.Wait()
+			return first, nil, err
+		}
+		now := time.Now()
+		firstMu.Do(func() { first = now })
+		d.kcl.Produce(ctx, mk(i, now.UnixMilli()), func(r *kgo.Record, err error) {
+			if err != nil {
+				failed.CompareAndSwap(nil, &err)
+			} else {
+				mu.Lock()
+				ends[r.Partition] = max(ends[r.Partition], r.Offset+1)
+				mu.Unlock()
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if p := failed.Load(); p != nil {
+		return first, nil, fmt.Errorf("bench: produce: %w", *p)
+	}
+	return first, ends, nil
+}
+
+// pacer spaces records to a rate; a zero rate never waits.
+type pacer struct {
+	rate  int
+	start time.Time
+	sent  int
+}
+
+func newPacer(rate int) *pacer { return &pacer{rate: rate} }
+
+func (p *pacer) wait(ctx context.Context) error {
+	if p.rate == 0 {
+		return ctx.Err()
+	}
+	if p.sent == 0 {
+		p.start = time.Now()
+	}
+	due := p.start.Add(time.Duration(float64(p.sent) / float64(p.rate) * float64(time.Second)))
+	p.sent++
+	if d := time.Until(due); d > time.Millisecond {
+		if !sleepCtx(ctx, d) {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// waitCommitted polls the group's committed offsets of topic until each
+// partition in want is covered, and returns when it saw that.
+func (d *deployment) waitCommitted(ctx context.Context, topic string, want map[int32]int64) (time.Time, error) {
+	for {
+		got, err := d.adm.FetchOffsetsForTopics(ctx, d.group, topic)
+		if err == nil {
+			all := true
+			for p, end := range want {
+				o, ok := got.Lookup(topic, p)
+				// A partition nothing was produced to needs no commit.
+				if end > 0 && (!ok || o.Err != nil || o.At < end) {
+					all = false
+					break
+				}
+			}
+			if all {
+				return time.Now(), nil
+			}
+		}
+		if !sleepCtx(ctx, 10*time.Millisecond) {
+			return time.Time{}, fmt.Errorf("bench: committed offsets of %s never covered %v: %w", topic, want, ctx.Err())
+		}
+	}
+}
+
+// endOffsets returns the current end offset of every partition of topic.
+func (d *deployment) endOffsets(ctx context.Context, topic string) (map[int32]int64, error) {
+	l, err := d.adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("bench: end offsets of %s: %w", topic, err)
+	}
+	if err := l.Error(); err != nil {
+		return nil, fmt.Errorf("bench: end offsets of %s: %w", topic, err)
+	}
+	out := map[int32]int64{}
+	l.Each(func(o kadm.ListedOffset) { out[o.Partition] = o.Offset })
+	return out, nil
+}
+
+// consumer reads topics from their current ends, handing each record to fn
+// with the time it was polled, until stop.
+type consumer struct {
+	cl   *kgo.Client
+	done chan struct{}
+}
+
+func (d *deployment) consume(ctx context.Context, fn func(r *kgo.Record, polled time.Time), topics ...string) (*consumer, error) {
+	offsets := map[string]map[int32]kgo.Offset{}
+	for _, t := range topics {
+		ends, err := d.endOffsets(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		offsets[t] = map[int32]kgo.Offset{}
+		for p, o := range ends {
+			offsets[t][p] = kgo.NewOffset().At(o)
+		}
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(d.brokers...), kgo.ConsumePartitions(offsets),
+		kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		return nil, fmt.Errorf("bench: consumer: %w", err)
+	}
+	c := &consumer{cl: cl, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			fs := cl.PollFetches(ctx)
+			if fs.IsClientClosed() || ctx.Err() != nil {
+				return
+			}
+			now := time.Now()
+			fs.EachRecord(func(r *kgo.Record) { fn(r, now) })
+		}
+	}()
+	return c, nil
+}
+
+func (c *consumer) stop() {
+	c.cl.Close()
+	<-c.done
+}
+
+// waitFor polls cond until it holds.
+func waitFor(ctx context.Context, what string, cond func() bool) error {
+	for !cond() {
+		if !sleepCtx(ctx, 5*time.Millisecond) {
+			return fmt.Errorf("bench: waiting for %s: %w", what, ctx.Err())
+		}
+	}
+	return nil
+}
