@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -28,7 +29,14 @@ var (
 	binErr  error
 )
 
+// quietRedisLog drops go-redis's own log lines (dial failures while a test
+// has stopped redis-server on purpose); the tests report what matters.
+type quietRedisLog struct{}
+
+func (quietRedisLog) Printf(context.Context, string, ...any) {}
+
 func TestMain(m *testing.M) {
+	redis.SetLogger(quietRedisLog{})
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
