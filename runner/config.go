@@ -15,6 +15,7 @@ const (
 	DefaultRequestTopic    = "sagarunner-requests"
 	DefaultPartitions      = 16
 	DefaultBatchSize       = 500
+	DefaultKeyConcurrency  = 8
 	DefaultMaxInFlight     = 4 * DefaultBatchSize
 	DefaultMaxPollRecords  = 10000
 	DefaultCommitInterval  = 200 * time.Millisecond
@@ -55,6 +56,10 @@ type Config struct {
 	// BatchSize is the most records of one partition handled before their
 	// outputs are produced, acked and committed together. Default 500.
 	BatchSize int
+	// KeyConcurrency is how many distinct record keys of one partition are
+	// handled at once; records of one key are always handled in order.
+	// 1 handles a partition strictly in offset order. Default 8.
+	KeyConcurrency int
 	// MaxInFlight is how many polled records one partition may hold before
 	// fetching for it pauses; fetching resumes at half of it. Must be at
 	// least BatchSize. Default max(2000, 4×BatchSize).
@@ -139,6 +144,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	positive("BatchSize", &c.BatchSize, DefaultBatchSize)
+	positive("KeyConcurrency", &c.KeyConcurrency, DefaultKeyConcurrency)
 	positive("MaxInFlight", &c.MaxInFlight, max(DefaultMaxInFlight, 4*c.BatchSize))
 	positive("MaxPollRecords", &c.MaxPollRecords, DefaultMaxPollRecords)
 	if c.MaxInFlight < c.BatchSize {

@@ -331,3 +331,38 @@ func TestNewRejectsARequestTopicTheEngineDoesNotContinueOn(t *testing.T) {
 		t.Errorf("New = %v, want a continuation topic mismatch", err)
 	}
 }
+
+// TestRecordsOfOneKeyStayInOrderUnderKeyConcurrency starts and proceeds
+// tasks with pairs of direct-action records that share a key: the proceed
+// only finds its task if the start before it in the partition ran first,
+// although records of different keys in the same batch run at once.
+func TestRecordsOfOneKeyStayInOrderUnderKeyConcurrency(t *testing.T) {
+	e := newEnv(t, sharedRedis(t), true)
+	cfg := e.config()
+	cfg.KeyConcurrency = 8
+	e.start(cfg, e.eng)
+
+	const pairs = 40
+	var recs []*kgo.Record
+	for i := range pairs {
+		key := fmt.Sprintf("k-%d", i)
+		recs = append(recs,
+			&kgo.Record{Topic: requestTopic, Key: []byte(key), Value: []byte(fmt.Sprintf(`{
+				"requestMeta": {"requestId": "s-%d"},
+				"eventMeta": {"action": "StartTask", "domain": "workflow", "inputElement": "parameters",
+				              "parameters": {"taskIdPath": "id"}},
+				"payload": {"parameters": {"id": "ordered-%d"}}}`, i, i))},
+			&kgo.Record{Topic: requestTopic, Key: []byte(key), Value: []byte(fmt.Sprintf(`{
+				"requestMeta": {"requestId": "p-%d"},
+				"eventMeta": {"action": "ProceedTask", "domain": "workflow", "inputElement": "parameters",
+				              "parameters": {"taskIdPath": "id"}},
+				"payload": {"parameters": {"id": "ordered-%d"}}}`, i, i))})
+	}
+	if err := e.cl.ProduceSync(e.ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range pairs {
+		e.waitStatus(fmt.Sprintf("ordered-%d", i), statemanager.StatusCompleted)
+	}
+	e.waitCommitted(cfg.Group, recs[len(recs)-1])
+}

@@ -128,17 +128,11 @@ func (w *worker) process(batch []queued) bool {
 	ctx := w.r.workCtx
 	b := newBackoff(w.r.cfg.Backoff)
 	for i := 0; i < len(batch); {
+		outs, herr := w.handleBatch(ctx, batch[i:])
+		n := len(outs)
 		var out saga.Output
-		n := 0
-		var herr error
-		for _, q := range batch[i:] {
-			o, err := w.handle(ctx, q.rec)
-			if err != nil {
-				herr = err
-				break
-			}
+		for _, o := range outs {
 			out.Append(o)
-			n++
 		}
 		if n > 0 {
 			if !w.makeDurable(ctx, out) {
@@ -170,6 +164,75 @@ func (w *worker) process(batch []queued) bool {
 		}
 	}
 	return true
+}
+
+// handleBatch handles records in order per key and returns the outputs of
+// the longest prefix handled without error, with the error that ended it.
+//
+// Kafka orders records per key, and every event of a saga instance carries
+// its requestId as key, so records with different keys may be handled at
+// once: up to KeyConcurrency keys run concurrently, each key's records one
+// after another. That overlaps the Redis round trips of one partition
+// instead of waiting them out one by one. Records after the first failure
+// may have been handled too; their effects are idempotent, and they are
+// handled again with the retry, so only the prefix counts.
+func (w *worker) handleBatch(ctx context.Context, batch []queued) ([]saga.Output, error) {
+	outs := make([]saga.Output, len(batch))
+	errs := make([]error, len(batch))
+	if k := w.r.cfg.KeyConcurrency; k <= 1 || len(batch) == 1 {
+		for i, q := range batch {
+			if outs[i], errs[i] = w.handle(ctx, q.rec); errs[i] != nil {
+				return outs[:i], errs[i]
+			}
+		}
+		return outs, nil
+	}
+
+	// Group by key in offset order; keyless records stand alone.
+	var groups [][]int
+	byKey := map[string]int{}
+	for i, q := range batch {
+		if len(q.rec.Key) == 0 {
+			groups = append(groups, []int{i})
+			continue
+		}
+		g, ok := byKey[string(q.rec.Key)]
+		if !ok {
+			g = len(groups)
+			byKey[string(q.rec.Key)] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	work := make(chan []int)
+	var wg sync.WaitGroup
+	for range min(w.r.cfg.KeyConcurrency, len(groups)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for idx := range work {
+				for _, i := range idx {
+					if outs[i], errs[i] = w.handle(ctx, batch[i].rec); errs[i] != nil {
+						break // the rest of this key waits for the retry
+					}
+				}
+			}
+		}()
+	}
+	for _, g := range groups {
+		work <- g
+	}
+	close(work)
+	wg.Wait()
+
+	// A record that did not run follows a failed record of its key, so the
+	// scan in offset order stops at that failure first.
+	for i := range batch {
+		if errs[i] != nil {
+			return outs[:i], errs[i]
+		}
+	}
+	return outs, nil
 }
 
 // handle runs the engine on one record. A panic is a bug in a step, not in
