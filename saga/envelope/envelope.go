@@ -5,6 +5,7 @@
 package envelope
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -81,29 +82,33 @@ type Record struct {
 // ErrNotEnvelope is returned by Decode for a value that is not a JSON object.
 var ErrNotEnvelope = errors.New("envelope: record value is not a JSON object")
 
+// envelopeKeys are the top-level keys that make an object an envelope rather
+// than a bare payload. They are matched exactly: a business object with a
+// "Payload" field is still bare.
+var envelopeKeys = [...]string{"requestMeta", "sagaMeta", "eventMeta", "payload", "result"}
+
 // Decode parses a record value. A bare JSON object without any envelope field
 // becomes payload.parameters of a new request; newID supplies its requestId.
 // Decode never panics; bad input yields an error wrapping ErrNotEnvelope.
+// Fields are read with encoding/json's rules (see Unmarshal), and the
+// returned envelope shares no memory with value.
 func Decode(value []byte, newID func() string) (*Envelope, error) {
-	if !gjson.ValidBytes(value) {
-		return nil, fmt.Errorf("%w: invalid JSON", ErrNotEnvelope)
-	}
-	root := gjson.ParseBytes(value)
-	if !root.IsObject() {
-		return nil, fmt.Errorf("%w: got %s", ErrNotEnvelope, root.Type)
-	}
-	isEnvelope := false
-	for _, k := range []string{"requestMeta", "sagaMeta", "eventMeta", "payload", "result"} {
-		if root.Get(k).Exists() {
-			isEnvelope = true
-			break
-		}
-	}
 	e := &Envelope{}
-	if !isEnvelope {
-		p, _ := sjson.SetRawBytes([]byte(`{}`), "parameters", value)
-		e.Payload = p
-	} else if err := json.Unmarshal(value, e); err != nil {
+	isEnvelope, err := decodeObject(value, e)
+	_, notObj := err.(*notObject)
+	switch {
+	case err == errInvalid:
+		return nil, fmt.Errorf("%w: invalid JSON", ErrNotEnvelope)
+	case notObj:
+		return nil, fmt.Errorf("%w: %v", ErrNotEnvelope, err)
+	case !isEnvelope:
+		// Keys that only fold to envelope names may have been read (or
+		// failed to read); the object is business data all the same.
+		*e = Envelope{}
+		v := bytes.TrimSpace(value)
+		p := make(json.RawMessage, 0, len(v)+len(`{"parameters":}`))
+		e.Payload = append(append(append(p, `{"parameters":`...), v...), '}')
+	case err != nil:
 		return nil, fmt.Errorf("%w: %v", ErrNotEnvelope, err)
 	}
 	if e.RequestMeta.RequestID == "" && newID != nil {
@@ -115,15 +120,13 @@ func Decode(value []byte, newID func() string) (*Envelope, error) {
 	return e, nil
 }
 
-// Encode marshals the envelope.
+// Encode marshals the envelope: the fields of the struct tags in their
+// order, empty ones omitted as the tags say. Strings are escaped as
+// encoding/json escapes them, without HTML escaping; Payload and Parameters
+// are written as they are, so they must hold valid JSON (every writer goes
+// through Decode, sjson or an encoder).
 func (e *Envelope) Encode() []byte {
-	b, err := json.Marshal(e)
-	if err != nil {
-		// Only a RawMessage holding invalid JSON can fail, and every writer
-		// goes through sjson or json.Marshal.
-		panic(fmt.Sprintf("envelope: encode: %v", err))
-	}
-	return b
+	return e.appendJSON(make([]byte, 0, e.encodedSize()))
 }
 
 // Clone returns a deep copy, so a step can change its copy freely.
@@ -164,7 +167,7 @@ func (e *Envelope) Set(path string, raw []byte) error {
 			return err
 		}
 		var n Envelope
-		if err := json.Unmarshal(doc, &n); err != nil {
+		if err := Unmarshal(doc, &n); err != nil {
 			return fmt.Errorf("envelope: set %q: %w", path, err)
 		}
 		*e = n
