@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +27,8 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	// The child runner's output is copied into Log from another goroutine.
+	cfg.Log = &lockedWriter{w: cfg.Log}
 	d, err := setup(ctx, &cfg)
 	if err != nil {
 		return err
@@ -62,6 +66,12 @@ type deployment struct {
 	group    string
 	cpuAt    float64   // runner CPU seconds when the measured phase began
 	markAt   time.Time // when it began
+	// The CPU seconds of redis-server (when the bench started it) and of
+	// the bench process, broker included, when the phase began: on a small
+	// machine they compete with the runner for the same cores.
+	redisPid   int
+	redisCPUAt float64
+	selfCPUAt  float64
 
 	waitingFar int     // far-deadline tasks stored so far (timeout, rss)
 	loadRate   float64 // tasks/s of the last preload, to time the next
@@ -87,12 +97,12 @@ func setup(ctx context.Context, cfg *Config) (_ *deployment, err error) {
 	}
 	redisAddr := cfg.Redis
 	if redisAddr == "" {
-		addr, kind, stop, err := startRedis(cfg.Log)
+		addr, kind, pid, stop, err := startRedis(cfg.Log)
 		if err != nil {
 			return nil, err
 		}
 		d.closers = append(d.closers, stop)
-		redisAddr, d.redisKind = addr, kind
+		redisAddr, d.redisKind, d.redisPid = addr, kind, pid
 	}
 	cfg.Redis = redisAddr
 	// Enough connections for every preloading goroutine to have its own.
@@ -286,6 +296,14 @@ func (d *deployment) waitAssigned(ctx context.Context) error {
 // markCPU starts the measured phase's CPU accounting.
 func (d *deployment) markCPU() {
 	d.markAt = time.Now()
+	if st, err := readProc(os.Getpid()); err == nil {
+		d.selfCPUAt = st.cpu
+	}
+	if d.redisPid != 0 {
+		if st, err := readProc(d.redisPid); err == nil {
+			d.redisCPUAt = st.cpu
+		}
+	}
 	if d.child == nil {
 		return
 	}
@@ -298,6 +316,14 @@ func (d *deployment) markCPU() {
 // since markCPU.
 func (d *deployment) runnerFigures(r *Result) {
 	elapsed := time.Since(d.markAt)
+	if st, err := readProc(os.Getpid()); err == nil {
+		r.BenchCPUS = ptr(round2(st.cpu - d.selfCPUAt))
+	}
+	if d.redisPid != 0 {
+		if st, err := readProc(d.redisPid); err == nil {
+			r.RedisCPUS = ptr(round2(st.cpu - d.redisCPUAt))
+		}
+	}
 	if d.child == nil {
 		return
 	}
@@ -486,4 +512,17 @@ func waitFor(ctx context.Context, what string, cond func() bool) error {
 		}
 	}
 	return nil
+}
+
+// lockedWriter serialises writes from the bench and the copier of the
+// child runner's output.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -237,6 +237,11 @@ type Result struct {
 	RunnerRSSMB     *float64 `json:"runner_rss_mb,omitempty"`
 	RunnerCPUS      *float64 `json:"runner_cpu_s,omitempty"`
 	RunnerCPUPct    *float64 `json:"runner_cpu_pct,omitempty"`
+	// CPU seconds of the rest of the machine's work in the same phase:
+	// redis-server (when the bench started it) and the bench process with
+	// the embedded broker.
+	RedisCPUS *float64 `json:"redis_cpu_s,omitempty"`
+	BenchCPUS *float64 `json:"bench_cpu_s,omitempty"`
 
 	Redis  string `json:"redis"`
 	Broker string `json:"broker"`

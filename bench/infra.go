@@ -34,33 +34,33 @@ func startBroker(partitions int) (*kfake.Cluster, error) {
 // the numbers are not those of the disk. Without redis-server on PATH it
 // falls back to an embedded miniredis, which is much slower and says
 // nothing about production: the caller reports which one it got.
-func startRedis(log io.Writer) (addr, kind string, stop func(), err error) {
+func startRedis(log io.Writer) (addr, kind string, pid int, stop func(), err error) {
 	bin, lerr := exec.LookPath("redis-server")
 	if lerr != nil {
 		fmt.Fprintln(log, "bench: redis-server is not on PATH; falling back to an embedded miniredis "+
 			"(figures will not reflect a real Redis; install redis-server or pass --redis)")
 		mr := miniredis.NewMiniRedis()
 		if err := mr.StartAddr("127.0.0.1:0"); err != nil {
-			return "", "", nil, fmt.Errorf("bench: start miniredis: %w", err)
+			return "", "", 0, nil, fmt.Errorf("bench: start miniredis: %w", err)
 		}
-		return mr.Addr(), "miniredis", mr.Close, nil
+		return mr.Addr(), "miniredis", 0, mr.Close, nil
 	}
 	dir, err := os.MkdirTemp("", "sagarunner-bench-redis")
 	if err != nil {
-		return "", "", nil, err
+		return "", "", 0, nil, err
 	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
 		port, err := freePort()
 		if err != nil {
-			return "", "", nil, err
+			return "", "", 0, nil, err
 		}
 		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", dir,
 			"--logfile", filepath.Join(dir, "redis.log"))
 		if err := cmd.Start(); err != nil {
 			os.RemoveAll(dir)
-			return "", "", nil, fmt.Errorf("bench: start redis-server: %w", err)
+			return "", "", 0, nil, fmt.Errorf("bench: start redis-server: %w", err)
 		}
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		stop := func() {
@@ -74,10 +74,10 @@ func startRedis(log io.Writer) (addr, kind string, stop func(), err error) {
 			lastErr = err
 			continue
 		}
-		return addr, "redis-server", stop, nil
+		return addr, "redis-server", cmd.Process.Pid, stop, nil
 	}
 	os.RemoveAll(dir)
-	return "", "", nil, fmt.Errorf("bench: redis-server did not start: %w", lastErr)
+	return "", "", 0, nil, fmt.Errorf("bench: redis-server did not start: %w", lastErr)
 }
 
 func pingRedis(addr string, within time.Duration) error {
