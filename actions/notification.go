@@ -2,7 +2,9 @@ package actions
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/sagarunner/sagarunner/saga/envelope"
 	"github.com/sagarunner/sagarunner/statemanager"
@@ -63,11 +65,90 @@ func NewNotification(t *statemanager.Task) Notification {
 
 // Record returns the notification as a record for topic, keyed by task id.
 func (n Notification) Record(topic string) (envelope.Record, error) {
-	v, err := json.Marshal(n)
+	v, err := n.encode()
 	if err != nil {
 		// Only CloseData holding invalid JSON gets here: the store handed
 		// back something it was never given by an action.
 		return envelope.Record{}, fmt.Errorf("encode notification of task %q: %w", n.TaskID, err)
 	}
 	return envelope.Record{Topic: topic, Key: []byte(n.TaskID), Value: v}, nil
+}
+
+// encode writes exactly the bytes json.Marshal(n) writes (HTML-escaped
+// strings, compacted data), so notifications stay byte-identical across
+// releases and re-emits, without json.Marshal's reflection on every close.
+func (n Notification) encode() ([]byte, error) {
+	b := make([]byte, 0, 320+len(n.TaskID)+len(n.Domain)+len(n.Saga)+len(n.StepID)+len(n.RequestID)+
+		len(n.TaskName)+len(n.TaskSpec)+len(n.TaskAction)+len(n.TaskUser)+len(n.ClosedBy)+len(n.Data)+8*len(n.TaskRoles))
+	str := func(key, s string) {
+		b = envelope.AppendString(append(b, key...), s, true)
+	}
+	num := func(key string, v int64) {
+		b = strconv.AppendInt(append(b, key...), v, 10)
+	}
+	str(`{"taskId":`, n.TaskID)
+	str(`,"domain":`, n.Domain)
+	str(`,"status":`, n.Status)
+	str(`,"saga":`, n.Saga)
+	str(`,"stepId":`, n.StepID)
+	str(`,"requestId":`, n.RequestID)
+	str(`,"taskName":`, n.TaskName)
+	str(`,"taskSpec":`, n.TaskSpec)
+	str(`,"taskAction":`, n.TaskAction)
+	b = append(b, `,"taskRoles":`...)
+	if n.TaskRoles == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '[')
+		for i, r := range n.TaskRoles {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = envelope.AppendString(b, r, true)
+		}
+		b = append(b, ']')
+	}
+	str(`,"taskUser":`, n.TaskUser)
+	num(`,"startedAt":`, n.StartedAt)
+	num(`,"deadline":`, n.Deadline)
+	num(`,"closedAt":`, n.ClosedAt)
+	str(`,"closedBy":`, n.ClosedBy)
+	b = append(b, `,"data":`...)
+	var err error
+	if b, err = appendRawHTML(b, n.Data); err != nil {
+		return nil, err
+	}
+	return append(b, '}'), nil
+}
+
+// appendRawHTML appends raw JSON the way json.Marshal embeds a RawMessage:
+// nil as null, whitespace compacted, <, >, &, U+2028 and U+2029 escaped.
+// Data without any of those bytes is appended as it is once it checks.
+func appendRawHTML(b []byte, raw json.RawMessage) ([]byte, error) {
+	if raw == nil {
+		return append(b, "null"...), nil
+	}
+	if !needsCompact(raw) {
+		if !envelope.Valid(raw) {
+			return nil, errors.New("data is not valid JSON")
+		}
+		return append(b, raw...), nil
+	}
+	v, err := json.Marshal(raw)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, v...), nil
+}
+
+// needsCompact reports whether json.Marshal would change raw valid JSON:
+// any whitespace may be outside strings, and 0xE2 may start U+2028/U+2029.
+func needsCompact(raw []byte) bool {
+	for _, c := range raw {
+		switch c {
+		case ' ', '\t', '\r', '\n', '<', '>', '&', 0xE2:
+			return true
+		}
+	}
+	return false
 }

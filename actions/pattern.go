@@ -2,7 +2,6 @@ package actions
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 
 	"github.com/jmespath/go-jmespath"
@@ -18,10 +17,14 @@ import (
 // is searched as null. A pattern that fails, or panics inside the library on
 // a shape it does not expect, comes back as an error: patterns are user input
 // and must never take the runner down.
+//
+// The conversions are envelope.ParseValue and AppendValue rather than
+// encoding/json: the same values and bytes, without reflection, on a path
+// every shaped step takes.
 func applyPattern(p *jmespath.JMESPath, doc []byte) (out []byte, err error) {
 	var data any
 	if len(bytes.TrimSpace(doc)) > 0 {
-		if err := json.Unmarshal(doc, &data); err != nil {
+		if data, err = envelope.ParseValue(doc); err != nil {
 			return nil, fmt.Errorf("decode pattern input: %w", err)
 		}
 	}
@@ -40,13 +43,11 @@ func applyPattern(p *jmespath.JMESPath, doc []byte) (out []byte, err error) {
 // marshalJSON encodes v without HTML escaping, so "<" or "&" in user data
 // reach the consumer as written rather than as \u003c.
 func marshalJSON(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+	b, err := envelope.AppendValue(nil, v)
+	if err != nil {
 		return nil, fmt.Errorf("encode pattern result: %w", err)
 	}
-	return bytes.TrimRight(b.Bytes(), "\n"), nil
+	return b, nil
 }
 
 // shape applies the optional pattern p (its source in raw, for messages) to

@@ -60,13 +60,16 @@ func (a *publish) Execute(_ context.Context, _ *Exec, env *envelope.Envelope) (O
 		key = k
 	}
 	// The event goes out as it arrived at this step, previous result
-	// included, so consumers see the outcome that led here.
-	value := env.Encode()
+	// included, so consumers see the outcome that led here. It is encoded
+	// only when it is what goes out.
+	var value []byte
 	if a.pattern != nil {
 		var ok bool
 		if value, ok = shape(env, a.pattern, "pattern", a.raw, env.Payload); !ok {
 			return Outcome{Env: env}, nil
 		}
+	} else {
+		value = env.Encode()
 	}
 	env.Succeed()
 	return Outcome{Env: env, Records: []envelope.Record{{Topic: a.topic, Key: []byte(key), Value: value}}}, nil

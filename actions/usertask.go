@@ -243,11 +243,10 @@ func (a *startTask) writeTaskInfo(env *envelope.Envelope, t *statemanager.Task) 
 	if a.outputElement == "" {
 		return true
 	}
-	info, _ := json.Marshal(struct {
-		TaskID   string `json:"taskId"`
-		Domain   string `json:"domain"`
-		Deadline int64  `json:"deadline"`
-	}{t.ID, t.Domain, t.Deadline})
+	info := make([]byte, 0, 48+len(t.ID)+len(t.Domain))
+	info = envelope.AppendString(append(info, `{"taskId":`...), t.ID, false)
+	info = envelope.AppendString(append(info, `,"domain":`...), t.Domain, false)
+	info = append(strconv.AppendInt(append(info, `,"deadline":`...), t.Deadline, 10), '}')
 	if err := env.Set(a.outputElement, info); err != nil {
 		env.Fail(CodeBadInput, "output element %q: %v", a.outputElement, err)
 		return false
@@ -520,7 +519,7 @@ func TaskEffects(t *statemanager.Task, topics Topics) ([]envelope.Record, error)
 	var recs []envelope.Record
 	if t.Saga != "" {
 		var e envelope.Envelope
-		if err := json.Unmarshal(t.Envelope, &e); err != nil {
+		if err := envelope.Unmarshal(t.Envelope, &e); err != nil {
 			return nil, fmt.Errorf("task %q: stored envelope: %w", t.ID, err)
 		}
 		if len(e.Payload) == 0 || string(e.Payload) == "null" {
