@@ -172,8 +172,8 @@ type notObject struct{ typ gjson.Type }
 func (n *notObject) Error() string { return "got " + n.typ.String() }
 
 // scanner walks JSON text. Its methods validate what they pass over with
-// RFC 8259's grammar and encoding/json's nesting limit; the decoder runs it
-// only over values already found valid, so its callers need not check.
+// RFC 8259's grammar and encoding/json's nesting limit and report false at
+// the first syntax error, so reading and validating are one pass.
 type scanner struct {
 	data  []byte
 	i     int
