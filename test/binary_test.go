@@ -78,18 +78,19 @@ func runnerBinary(t *testing.T) string {
 	return binPath
 }
 
-// fastFailover makes the broker expire a killed member's session after a
-// few seconds instead of the 45 s clients ask for by default, so a
-// restarted runner gets its partitions back within a bounded test. It
-// rewrites the timeouts in every JoinGroup the broker receives, as a broker
-// operator's group.max.session.timeout.ms would bound them; clients still
-// heartbeat every 3 s, well within it.
+// fastFailover makes the broker give up on a killed member after a few
+// seconds instead of the 45 s session (and 60 s rebalance) clients ask for
+// by default, so a restarted runner gets its partitions back within a
+// bounded test. It rewrites the timeouts of every JoinGroup the broker
+// receives, as an operator's group.max.session.timeout.ms would bound them.
+// Clients still heartbeat every 3 s, within the session, and the only live
+// member rejoins at once, within the rebalance timeout.
 func fastFailover(c *kfake.Cluster) {
 	c.ControlKey(int16(kmsg.JoinGroup), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
 		if jg, ok := req.(*kmsg.JoinGroupRequest); ok {
 			jg.SessionTimeoutMillis = 6000
-			jg.RebalanceTimeoutMillis = 15000
+			jg.RebalanceTimeoutMillis = 6000
 		}
 		return nil, nil, false
 	})
