@@ -244,7 +244,7 @@ func TestEndToEnd(t *testing.T) {
 			wantErr  string
 			next     string // the good record behind it
 			nextKey  string
-			// nextDone reports whether the good record was processed.
+			// nextDone waits until the good record was processed.
 			nextDone func(t *testing.T)
 		}{
 			{
