@@ -78,6 +78,17 @@ type RedisConfig struct {
 	// ClosedTTL is how long a closed task's decision is kept after its
 	// effects are acked, for idempotent replays and GET; default 7 days.
 	ClosedTTL time.Duration
+	// DisablePipelining makes every Start, Get, Close and Ack its own round
+	// trip. Default false: calls that arrive while earlier ones are in
+	// flight share pipelines (see pipeliner), which costs a lone caller
+	// nothing and saves Redis a read and a write per command under load.
+	DisablePipelining bool
+	// PipelineBatches is how many pipelines the store keeps in flight at
+	// once; default DefaultPipelineBatches (2).
+	PipelineBatches int
+	// PipelineMaxBatch caps the commands of one pipeline; default
+	// DefaultPipelineMaxBatch (256).
+	PipelineMaxBatch int
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -87,6 +98,14 @@ func (c RedisConfig) WithDefaults() RedisConfig {
 	}
 	if c.ClosedTTL == 0 {
 		c.ClosedTTL = DefaultClosedTTL
+	}
+	if !c.DisablePipelining {
+		if c.PipelineBatches == 0 {
+			c.PipelineBatches = DefaultPipelineBatches
+		}
+		if c.PipelineMaxBatch == 0 {
+			c.PipelineMaxBatch = DefaultPipelineMaxBatch
+		}
 	}
 	return c
 }
@@ -106,6 +125,15 @@ func (c RedisConfig) Validate() error {
 	} else if c.ClosedTTL > 0 && c.ClosedTTL < time.Millisecond {
 		errs = append(errs, fmt.Errorf("statemanager: closed TTL %v below 1ms", c.ClosedTTL))
 	}
+	if c.PipelineBatches < 0 {
+		errs = append(errs, fmt.Errorf("statemanager: negative pipeline batches %d", c.PipelineBatches))
+	}
+	if c.PipelineMaxBatch < 0 {
+		errs = append(errs, fmt.Errorf("statemanager: negative pipeline max batch %d", c.PipelineMaxBatch))
+	}
+	if c.DisablePipelining && (c.PipelineBatches != 0 || c.PipelineMaxBatch != 0) {
+		errs = append(errs, errors.New("statemanager: pipeline batches or max batch set with pipelining disabled"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -118,6 +146,8 @@ type RedisStore struct {
 	closedTTL time.Duration
 	watermark string
 	shard     []shardKeys
+	// pipe carries the per-record calls (Start, Get, Close, Ack).
+	pipe *pipeliner
 }
 
 // shardKeys are the precomputed keys of one shard.
@@ -155,6 +185,7 @@ func NewRedisStore(client redis.UniversalClient, domain string, cfg RedisConfig)
 		closedTTL: cfg.ClosedTTL,
 		watermark: cfg.Prefix + ":watermark",
 		shard:     make([]shardKeys, cfg.Shards),
+		pipe:      newPipeliner(client, cfg.PipelineBatches, cfg.PipelineMaxBatch),
 	}
 	for i := range s.shard {
 		p := "{" + cfg.Prefix + ":" + strconv.Itoa(i) + "}:"
@@ -201,12 +232,12 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 	stored.ClosedAt, stored.ClosedBy, stored.CloseData, stored.CloseKey, stored.EnrichPath = 0, "", nil, "", ""
 
 	k := s.keysOf(t.ID)
-	res, err := startScript.Run(ctx, s.client,
+	res, err := s.pipe.script(ctx, startScript,
 		[]string{k.task + t.ID, k.due, k.waiting, k.pending, k.closed},
 		k.prefix, t.ID, t.Name, t.Spec, t.Action, joinRoles(t.Roles), t.User, t.Saga, t.StepID,
 		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(stored.Deadline, 10),
 		[]byte(t.Data), []byte(t.Envelope), t.StartKey,
-	).Result()
+	)
 	if err != nil {
 		return nil, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
 	}
@@ -230,7 +261,11 @@ func (s *RedisStore) Get(ctx context.Context, id string) (*Task, error) {
 	if id == "" {
 		return nil, fmt.Errorf("%w: empty id", ErrNotFound)
 	}
-	m, err := s.client.HGetAll(ctx, s.keysOf(id).task+id).Result()
+	cmd := redis.NewMapStringStringCmd(ctx, "hgetall", s.keysOf(id).task+id)
+	if err := s.pipe.do(ctx, &call{ctx: ctx, cmd: cmd}); err != nil {
+		return nil, fmt.Errorf("statemanager: redis get %q: %w", id, err)
+	}
+	m, err := cmd.Result()
 	if err != nil {
 		return nil, fmt.Errorf("statemanager: redis get %q: %w", id, err)
 	}
@@ -260,11 +295,11 @@ func (s *RedisStore) Close(ctx context.Context, c Close) (*Task, bool, error) {
 		at = time.Now().UnixMilli()
 	}
 	k := s.keysOf(c.ID)
-	res, err := closeScript.Run(ctx, s.client,
+	res, err := s.pipe.script(ctx, closeScript,
 		[]string{k.task + c.ID, k.due, k.waiting, k.pending, k.closed},
 		k.prefix, c.ID, c.Status, strconv.FormatInt(at, 10), c.By, []byte(c.Data), c.Key, c.EnrichPath,
 		strconv.FormatInt(at-s.closedTTL.Milliseconds(), 10),
-	).Result()
+	)
 	if err != nil {
 		return nil, false, fmt.Errorf("statemanager: redis close %q: %w", c.ID, err)
 	}
@@ -288,10 +323,47 @@ func (s *RedisStore) Close(ctx context.Context, c Close) (*Task, bool, error) {
 // Ack drops the task from the pending set and starts its ClosedTTL.
 func (s *RedisStore) Ack(ctx context.Context, id string) error {
 	k := s.keysOf(id)
-	err := ackScript.Run(ctx, s.client, []string{k.task + id, k.pending},
-		id, s.closedTTL.Milliseconds()).Err()
-	if err != nil {
+	if _, err := s.pipe.script(ctx, ackScript, []string{k.pending, k.task + id},
+		s.closedTTL.Milliseconds(), id); err != nil {
 		return fmt.Errorf("statemanager: redis ack %q: %w", id, err)
+	}
+	return nil
+}
+
+var _ BatchAcker = (*RedisStore)(nil)
+
+// AckMany acks ids as Ack does each, with one script call per shard and one
+// round trip for all of them (see BatchAcker).
+func (s *RedisStore) AckMany(ctx context.Context, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	byShard := map[int]*call{}
+	calls := make([]*call, 0, min(len(ids), s.shards))
+	for _, id := range ids {
+		shard := ShardOf(id, s.shards)
+		c := byShard[shard]
+		if c == nil {
+			k := &s.shard[shard]
+			c = &call{ctx: ctx, script: ackScript, keys: []string{k.pending},
+				args: []interface{}{s.closedTTL.Milliseconds()}}
+			byShard[shard] = c
+			calls = append(calls, c)
+		}
+		c.keys = append(c.keys, s.shard[shard].task+id)
+		c.args = append(c.args, id)
+	}
+	if err := s.pipe.do(ctx, calls...); err != nil {
+		return fmt.Errorf("statemanager: redis ack %d tasks: %w", len(ids), err)
+	}
+	var errs []error
+	for _, c := range calls {
+		if err := c.cmd.Err(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("statemanager: redis ack %d tasks: %w", len(ids), errors.Join(errs...))
 	}
 	return nil
 }

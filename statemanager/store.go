@@ -157,6 +157,19 @@ type Store interface {
 	ShardOf(id string) int
 }
 
+// BatchAcker is an optional extension of Store for callers that ack the
+// closes of a whole batch of records at once (the engine after producing a
+// batch's effects): check for it with a type assertion and fall back to Ack
+// per id.
+//
+// AckMany has the effect of Ack on each id, in far fewer round trips (the
+// Redis store needs one). Ids may repeat, be unknown or be acked already:
+// like Ack, that is harmless. It is not atomic across ids: on error some ids
+// may be acked and others not; the caller retries them all, which is safe.
+type BatchAcker interface {
+	AckMany(ctx context.Context, ids []string) error
+}
+
 // ShardOf is the shard function every backend uses, so that any process can
 // find a task's shard from its id alone.
 func ShardOf(id string, shards int) int {

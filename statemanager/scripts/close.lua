@@ -3,18 +3,23 @@
 -- ARGV: 1 shard key prefix "{P:s}:", 2 id, 3 status, 4 closedAt, 5 closedBy,
 --       6 closeData, 7 closeKey, 8 enrichPath, 9 closed-index cutoff (closedAt - ClosedTTL)
 -- Returns {"notfound"}, {"closed", HGETALL} (closed by another key),
--- {"replay", HGETALL} (closed by this key before) or {"ok", HGETALL}.
+-- {"replay", HGETALL} (closed by this key before) or {"ok", fields}.
 local h = KEYS[1]
 local id = ARGV[2]
-local cur = redis.call('HMGET', h, 's', 'ck', 'u', 'r')
-if not cur[1] then
+-- One read serves the checks and the reply; the hash is never read twice.
+local cur = redis.call('HGETALL', h)
+if #cur == 0 then
   return {'notfound'}
 end
-if cur[1] ~= 'WAITING' then
-  if ARGV[7] ~= '' and cur[2] == ARGV[7] then
-    return {'replay', redis.call('HGETALL', h)}
+local f = {}
+for i = 1, #cur, 2 do
+  f[cur[i]] = cur[i + 1]
+end
+if f['s'] ~= 'WAITING' then
+  if ARGV[7] ~= '' and f['ck'] == ARGV[7] then
+    return {'replay', cur}
   end
-  return {'closed', redis.call('HGETALL', h)}
+  return {'closed', cur}
 end
 
 local args = {'s', ARGV[3], 'ca', ARGV[4]}
@@ -30,15 +35,21 @@ redis.call('HSET', h, unpack(args))
 
 redis.call('ZREM', KEYS[2], id)
 redis.call('ZREM', KEYS[3], id)
-if cur[3] then
-  redis.call('ZREM', ARGV[1] .. 'u:' .. cur[3], id)
+if f['u'] then
+  redis.call('ZREM', ARGV[1] .. 'u:' .. f['u'], id)
 end
-if cur[4] then
-  for role in string.gmatch(cur[4], '[^\031]+') do
+if f['r'] then
+  for role in string.gmatch(f['r'], '[^\031]+') do
     redis.call('ZREM', ARGV[1] .. 'r:' .. role, id)
   end
 end
 redis.call('ZADD', KEYS[4], ARGV[4], id)
 redis.call('ZADD', KEYS[5], ARGV[4], id)
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. ARGV[9])
-return {'ok', redis.call('HGETALL', h)}
+-- The reply is the hash as read followed by the decision just written: a
+-- waiting hash holds no decision fields, and a field given twice ('s')
+-- takes its last value when decoded, so this equals a fresh HGETALL.
+for i = 1, #args do
+  cur[#cur + 1] = args[i]
+end
+return {'ok', cur}

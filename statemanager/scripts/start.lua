@@ -3,25 +3,30 @@
 -- ARGV: 1 shard key prefix "{P:s}:", 2 id, 3 name, 4 spec, 5 action,
 --       6 roles (joined by \31), 7 user, 8 saga, 9 stepId, 10 requestId,
 --       11 startedAt, 12 deadline, 13 data, 14 envelope, 15 start key
--- Returns {"created"}, {"exists", HGETALL} or {"pending", HGETALL}.
+-- Returns {"created"}, {"exists", HGETALL} or {"pending"}.
 local h = KEYS[1]
 local id = ARGV[2]
-local cur = redis.call('HMGET', h, 's', 'rq', 'st', 'sk')
-if cur[1] then
-  if cur[1] == 'WAITING' then
-    return {'exists', redis.call('HGETALL', h)}
+-- One read serves both the decision and the "exists" reply.
+local cur = redis.call('HGETALL', h)
+if #cur > 0 then
+  local f = {}
+  for i = 1, #cur, 2 do
+    f[cur[i]] = cur[i + 1]
+  end
+  if f['s'] == 'WAITING' then
+    return {'exists', cur}
   end
   -- A replay of the step visit that started the closed task is a no-op;
   -- another visit (a saga looping back into the step) starts afresh.
   if ARGV[15] ~= '' then
-    if cur[4] == ARGV[15] then
-      return {'exists', redis.call('HGETALL', h)}
+    if f['sk'] == ARGV[15] then
+      return {'exists', cur}
     end
-  elseif ARGV[10] ~= '' and cur[2] == ARGV[10] and cur[3] == ARGV[9] then
-    return {'exists', redis.call('HGETALL', h)}
+  elseif ARGV[10] ~= '' and f['rq'] == ARGV[10] and f['st'] == ARGV[9] then
+    return {'exists', cur}
   end
   if redis.call('ZSCORE', KEYS[4], id) then
-    return {'pending', redis.call('HGETALL', h)}
+    return {'pending'}
   end
   redis.call('DEL', h)
   redis.call('ZREM', KEYS[5], id)

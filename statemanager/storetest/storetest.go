@@ -46,6 +46,7 @@ func Run(t *testing.T, newStore func(t *testing.T) statemanager.Store) {
 		{"ClosedTasksLeaveDue", testClosedLeaveDue},
 		{"BetweenAcrossShards", testBetween},
 		{"PendingUntilAck", testPending},
+		{"AckManyAcksEach", testAckMany},
 		{"WatermarkNeverGoesBack", testWatermark},
 		{"ListFilters", testList},
 		{"ListClosedByStatus", testListClosed},
@@ -557,6 +558,60 @@ func testPending(t *testing.T, s statemanager.Store) {
 		t.Errorf("Pending after Ack = %v, want %v", got, []string{ids[0], ids[2]})
 	}
 	sameTask(t, "Get after Ack", mustGet(t, s, ids[1]), want[ids[1]])
+}
+
+// testAckMany: the optional batch ack has the effect of Ack on each id,
+// across shards, and tolerates what Ack tolerates (repeats, unknown ids,
+// waiting tasks, acking again).
+func testAckMany(t *testing.T, s statemanager.Store) {
+	b, ok := s.(statemanager.BatchAcker)
+	if !ok {
+		t.Skip("store does not implement the optional BatchAcker")
+	}
+	ctx := context.Background()
+	ids := append(idsInShard(s, "ackmany", 0, 2), idsInShard(s, "ackmany", 1, 2)...)
+	closed := map[string]*statemanager.Task{}
+	for i, id := range ids {
+		mustStart(t, s, sampleTask(id))
+		closed[id] = mustClose(t, s, statemanager.Close{ID: id, Status: statemanager.StatusCompleted, At: base + int64(i), Key: "k"})
+	}
+	mustStart(t, s, sampleTask("ackmany-waiting"))
+	if err := b.AckMany(ctx, nil); err != nil {
+		t.Fatalf("AckMany(nil): %v", err)
+	}
+	acked, kept := []string{ids[0], ids[1], ids[2]}, ids[3]
+	for range 2 { // acking again is harmless
+		if err := b.AckMany(ctx, append(slices.Clone(acked), ids[0], "ackmany-unknown", "ackmany-waiting")); err != nil {
+			t.Fatalf("AckMany: %v", err)
+		}
+	}
+	var pending []string
+	for shard := range s.Shards() {
+		p, err := s.Pending(ctx, shard, base+1000, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, taskIDs(p)...)
+	}
+	if !slices.Equal(pending, []string{kept}) {
+		t.Errorf("Pending after AckMany = %v, want only %s", pending, kept)
+	}
+	for _, id := range ids {
+		sameTask(t, "Get after AckMany", mustGet(t, s, id), closed[id])
+	}
+	if g := mustGet(t, s, "ackmany-waiting"); !g.Waiting() {
+		t.Errorf("AckMany changed a waiting task: %+v", g)
+	}
+	// Acked closes give their id free to another step visit; the unacked
+	// one still holds it.
+	for _, id := range ids {
+		next := sampleTask(id)
+		next.RequestID = "r-next"
+		_, created, err := s.Start(ctx, next)
+		if want := id != kept; created != want {
+			t.Errorf("Start(%q) after AckMany: created=%v err=%v, want created=%v", id, created, err, want)
+		}
+	}
 }
 
 func testWatermark(t *testing.T, s statemanager.Store) {
