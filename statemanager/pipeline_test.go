@@ -232,3 +232,25 @@ func TestPipelineFailsQueuedCallsWhenRedisIsGone(t *testing.T) {
 		}
 	}
 }
+
+func TestRedisConfigValidatePipelining(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  RedisConfig
+		ok   bool
+	}{
+		{"defaults", RedisConfig{}, true},
+		{"tuned", RedisConfig{PipelineBatches: 4, PipelineMaxBatch: 64}, true},
+		{"disabled", RedisConfig{DisablePipelining: true}, true},
+		{"negative batches", RedisConfig{PipelineBatches: -1}, false},
+		{"negative max batch", RedisConfig{PipelineMaxBatch: -1}, false},
+		{"tuned but disabled", RedisConfig{DisablePipelining: true, PipelineBatches: 2}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.cfg.Validate(); (err == nil) != tc.ok {
+				t.Errorf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
