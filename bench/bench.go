@@ -1,12 +1,14 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -303,6 +305,9 @@ func (d *deployment) markCPU() {
 		if st, err := readProc(d.redisPid); err == nil {
 			d.redisCPUAt = st.cpu
 		}
+		// Only a Redis the bench started is reset: its command statistics
+		// then cover the measured phase alone.
+		_ = d.rdb.ConfigResetStat(context.Background()).Err()
 	}
 	if d.child == nil {
 		return
@@ -323,6 +328,7 @@ func (d *deployment) runnerFigures(r *Result) {
 		if st, err := readProc(d.redisPid); err == nil {
 			r.RedisCPUS = ptr(round2(st.cpu - d.redisCPUAt))
 		}
+		d.logRedisCommands()
 	}
 	if d.child == nil {
 		return
@@ -525,4 +531,42 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// logRedisCommands logs where redis-server spent the measured phase: the
+// commands with the most total time, from INFO commandstats.
+func (d *deployment) logRedisCommands() {
+	info, err := d.rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		return
+	}
+	type stat struct {
+		name       string
+		calls, sum float64
+	}
+	var stats []stat
+	for _, line := range strings.Split(info, "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		st := stat{name: strings.TrimPrefix(name, "cmdstat_")}
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			f, _ := strconv.ParseFloat(v, 64)
+			switch k {
+			case "calls":
+				st.calls = f
+			case "usec":
+				st.sum = f
+			}
+		}
+		stats = append(stats, st)
+	}
+	slices.SortFunc(stats, func(a, b stat) int { return cmp.Compare(b.sum, a.sum) })
+	var parts []string
+	for _, st := range stats[:min(len(stats), 6)] {
+		parts = append(parts, fmt.Sprintf("%s %.0f calls %.1fus/call %.2fs", st.name, st.calls, st.sum/max(st.calls, 1), st.sum/1e6))
+	}
+	d.logf("redis-server time by command: %s", strings.Join(parts, "; "))
 }

@@ -207,7 +207,8 @@ func waitHTTPReady(ctx context.Context, base string, c *child) error {
 				return nil
 			}
 		}
-		if !sleepCtx(ctx, 50*time.Millisecond) {
+		// The gateway logs every 503 it answers: poll gently.
+		if !sleepCtx(ctx, 250*time.Millisecond) {
 			return fmt.Errorf("bench: the runner's gateway %s never became ready: %w", base, ctx.Err())
 		}
 	}
