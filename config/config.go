@@ -56,6 +56,13 @@ type Kafka struct {
 	SASLMechanism string `mapstructure:"saslMechanism"`
 	SASLUser      string `mapstructure:"saslUser"`
 	SASLPassword  string `mapstructure:"saslPassword"`
+	// SessionTimeout is how long the group waits for a silent runner before
+	// handing its partitions, and so its deadlines, to the others (default
+	// 10s; the broker's group.min/max.session.timeout.ms bound it).
+	SessionTimeout time.Duration `mapstructure:"sessionTimeout"`
+	// RebalanceTimeout bounds how long a rebalance waits for members to
+	// finish in-flight records and commit (default 60s).
+	RebalanceTimeout time.Duration `mapstructure:"rebalanceTimeout"`
 }
 
 // Topics names the topics and how missing ones are created.
@@ -169,6 +176,8 @@ var defaults = map[string]any{
 	"group":                    "sagarunner",
 	"sagas":                    "./sagas",
 	"kafka.clientId":           "sagarunner",
+	"kafka.sessionTimeout":     "10s",
+	"kafka.rebalanceTimeout":   "60s",
 	"topics.requests":          "sagarunner-requests",
 	"topics.replies":           "sagarunner-replies",
 	"topics.notifications":     "HTM_TASK_CLOSED_NOTIFICATION",
@@ -383,6 +392,9 @@ func (c *Config) Validate() error {
 		if t.User == "" {
 			add("auth.tokens[%d].user: must not be empty", i)
 		}
+	}
+	if c.Kafka.SessionTimeout <= 0 || c.Kafka.RebalanceTimeout <= 0 {
+		add("kafka.sessionTimeout and kafka.rebalanceTimeout: must be positive")
 	}
 	if c.HTTP.Timeout <= 0 {
 		add("http.timeout: must be positive")

@@ -116,7 +116,8 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 			BatchSize:    cfg.Timers.BatchSize,
 			Domains:      cfg.Timers.Domains,
 		},
-	}, a.engine, stores, runner.WithLogger(log), runner.WithMetrics(m), runner.WithKafkaOptions(kopts...))
+	}, a.engine, stores, runner.WithLogger(log), runner.WithMetrics(m), runner.WithKafkaOptions(append(kopts,
+		kgo.SessionTimeout(cfg.Kafka.SessionTimeout), kgo.RebalanceTimeout(cfg.Kafka.RebalanceTimeout))...))
 	if err != nil {
 		return nil, err
 	}
