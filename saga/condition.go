@@ -1,7 +1,6 @@
 package saga
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -128,7 +127,8 @@ func (c *Condition) Evaluate(env *envelope.Envelope) (value string, err error) {
 		raw := env.Get(c.Element)
 		var data any
 		if raw.Exists() {
-			if err := json.Unmarshal([]byte(raw.Raw), &data); err != nil {
+			var err error
+			if data, err = envelope.ParseValue([]byte(raw.Raw)); err != nil {
 				return "", fmt.Errorf("element %q: %w", c.Element, err)
 			}
 		}
@@ -142,7 +142,7 @@ func (c *Condition) Evaluate(env *envelope.Envelope) (value string, err error) {
 		case string:
 			return v, nil
 		}
-		b, err := json.Marshal(v)
+		b, err := envelope.AppendValue(nil, v)
 		if err != nil {
 			return "", fmt.Errorf("pattern %q: result: %w", c.Pattern, err)
 		}
