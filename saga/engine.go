@@ -371,13 +371,41 @@ func (e *Engine) Recover(ctx context.Context, domain string, shard int, closedBe
 
 // Ack: see the contract in api.go.
 func (e *Engine) Ack(ctx context.Context, acks []actions.Ack) error {
+	if len(acks) == 1 {
+		return e.ackDomain(ctx, acks[0].Domain, []string{acks[0].ID})
+	}
+	// A batch's closes usually share a domain or two; stores that can ack
+	// many ids at once get them in one call per domain.
+	var order []string
+	byDomain := map[string][]string{}
 	for _, a := range acks {
-		store, err := e.cfg.Stores.Store(a.Domain)
-		if err != nil {
-			return fmt.Errorf("%w: domain %q: %w", ErrRetry, a.Domain, err)
+		if _, ok := byDomain[a.Domain]; !ok {
+			order = append(order, a.Domain)
 		}
-		if err := store.Ack(ctx, a.ID); err != nil {
-			return fmt.Errorf("%w: ack %q in %q: %w", ErrRetry, a.ID, a.Domain, err)
+		byDomain[a.Domain] = append(byDomain[a.Domain], a.ID)
+	}
+	for _, d := range order {
+		if err := e.ackDomain(ctx, d, byDomain[d]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Engine) ackDomain(ctx context.Context, domain string, ids []string) error {
+	store, err := e.cfg.Stores.Store(domain)
+	if err != nil {
+		return fmt.Errorf("%w: domain %q: %w", ErrRetry, domain, err)
+	}
+	if b, ok := store.(statemanager.BatchAcker); ok && len(ids) > 1 {
+		if err := b.AckMany(ctx, ids); err != nil {
+			return fmt.Errorf("%w: ack %d tasks in %q: %w", ErrRetry, len(ids), domain, err)
+		}
+		return nil
+	}
+	for _, id := range ids {
+		if err := store.Ack(ctx, id); err != nil {
+			return fmt.Errorf("%w: ack %q in %q: %w", ErrRetry, id, domain, err)
 		}
 	}
 	return nil
