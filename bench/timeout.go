@@ -74,6 +74,9 @@ func (d *deployment) fire(ctx context.Context, waiting, due int, tag string) (Re
 		r.PreloadRate = rate(fill, took)
 		d.logf("stored %d tasks in %.1fs (%.0f/s)", fill, took.Seconds(), r.PreloadRate)
 	}
+	// Filler of an earlier scenario of the same run stays waiting: report
+	// what is really there.
+	r.Waiting = max(waiting, d.waitingFar+due)
 	if err := d.startRunner(ctx); err != nil {
 		return r, err
 	}
