@@ -117,7 +117,7 @@ func (d *deployment) fire(ctx context.Context, waiting, due int, tag string) (Re
 
 	// The due tasks must all be stored before the first falls due, or
 	// storing them would compete with firing them.
-	lead := time.Second + time.Duration(float64(due)/d.expectedLoadRate()*1.3*float64(time.Second))
+	lead := 300*time.Millisecond + time.Duration(float64(due)/d.expectedLoadRate()*1.3*float64(time.Second))
 	first := time.Now().Add(lead)
 	step := d.cfg.Window / time.Duration(max(due, 1))
 	d.logf("storing %d tasks due from %s over %v", due, first.Format("15:04:05.000"), d.cfg.Window)
