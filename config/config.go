@@ -36,6 +36,8 @@ type Config struct {
 	HTTP HTTP `mapstructure:"http"`
 	// Auth configures caller identity on the gateway.
 	Auth Auth `mapstructure:"auth"`
+	// Runner tunes how records are handled.
+	Runner Runner `mapstructure:"runner"`
 	// Timers configures automatic timeouts.
 	Timers Timers `mapstructure:"timers"`
 	// Log configures logging.
@@ -152,6 +154,20 @@ type JWT struct {
 	RolesClaim string `mapstructure:"rolesClaim"`
 }
 
+// Runner tunes record handling; the defaults suit most deployments.
+type Runner struct {
+	// BatchSize is how many records of one partition are handled before
+	// their outputs are produced and committed together (default 500).
+	BatchSize int `mapstructure:"batchSize"`
+	// KeyConcurrency is how many distinct keys of one partition are handled
+	// at once; one key's records always run in order (default 8; 1 handles
+	// each partition strictly in offset order).
+	KeyConcurrency int `mapstructure:"keyConcurrency"`
+	// MaxInFlight is how many polled records one partition may queue before
+	// its fetching pauses (default 2000).
+	MaxInFlight int `mapstructure:"maxInFlight"`
+}
+
 // Timers configures automatic timeouts.
 type Timers struct {
 	// PollInterval between looks at a shard's due deadlines (default 25ms).
@@ -192,6 +208,9 @@ var defaults = map[string]any{
 	"http.addr":                ":8080",
 	"http.timeout":             "10s",
 	"http.maxBody":             1 << 20,
+	"runner.batchSize":         500,
+	"runner.keyConcurrency":    8,
+	"runner.maxInFlight":       2000,
 	"timers.pollInterval":      "25ms",
 	"timers.batchSize":         500,
 	"auth.jwt.userClaim":       "sub",
@@ -401,6 +420,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HTTP.MaxBody <= 0 {
 		add("http.maxBody: must be positive")
+	}
+	if c.Runner.BatchSize < 1 || c.Runner.KeyConcurrency < 1 || c.Runner.MaxInFlight < c.Runner.BatchSize {
+		add("runner: batchSize and keyConcurrency must be at least 1 and maxInFlight at least batchSize")
 	}
 	if c.Timers.PollInterval <= 0 {
 		add("timers.pollInterval: must be positive")

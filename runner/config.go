@@ -19,6 +19,7 @@ const (
 	DefaultMaxInFlight     = 4 * DefaultBatchSize
 	DefaultMaxPollRecords  = 10000
 	DefaultCommitInterval  = 200 * time.Millisecond
+	DefaultFetchMaxWait    = 100 * time.Millisecond
 	DefaultProduceTimeout  = 10 * time.Second
 	DefaultLinger          = 2 * time.Millisecond
 	DefaultBackoffMin      = 100 * time.Millisecond
@@ -66,6 +67,10 @@ type Config struct {
 	MaxInFlight int
 	// MaxPollRecords bounds one poll across all partitions. Default 10000.
 	MaxPollRecords int
+	// FetchMaxWait bounds how long a fetch waits at the broker for new
+	// records. Kept short because a partition resumed after a pause waits
+	// for the fetch in flight. Default 100 ms.
+	FetchMaxWait time.Duration
 	// CommitInterval is how often marked offsets are committed; revocation
 	// and shutdown always commit as well. Default 200 ms.
 	CommitInterval time.Duration
@@ -159,6 +164,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	duration("CommitInterval", &c.CommitInterval, DefaultCommitInterval)
+	duration("FetchMaxWait", &c.FetchMaxWait, DefaultFetchMaxWait)
 	duration("ProduceTimeout", &c.ProduceTimeout, DefaultProduceTimeout)
 	if c.ProduceTimeout > 0 && c.ProduceTimeout < time.Second {
 		bad("ProduceTimeout %v is below the 1s Kafka clients accept", c.ProduceTimeout)

@@ -216,6 +216,11 @@ func (r *Runner) Run(ctx context.Context) error {
 		kgo.OnPartitionsLost(r.onLost),
 		kgo.RecordDeliveryTimeout(r.cfg.ProduceTimeout),
 		kgo.ProducerLinger(r.cfg.Linger),
+		// A paused partition is fetched again only once the fetch in
+		// flight returns, and a broker holds a fetch up to this long when
+		// the other partitions have nothing new: keep it short so a
+		// resumed partition does not idle behind it.
+		kgo.FetchMaxWait(r.cfg.FetchMaxWait),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {

@@ -111,6 +111,9 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 		Partitions:        cfg.Topics.Partitions,
 		ReplicationFactor: cfg.Topics.ReplicationFactor,
 		OutputTopics:      append([]string{cfg.Topics.Replies}, publishTopics(set)...),
+		BatchSize:         cfg.Runner.BatchSize,
+		KeyConcurrency:    cfg.Runner.KeyConcurrency,
+		MaxInFlight:       cfg.Runner.MaxInFlight,
 		Timers: timers.Config{
 			PollInterval: cfg.Timers.PollInterval,
 			BatchSize:    cfg.Timers.BatchSize,
