@@ -328,24 +328,48 @@ func (e *Engine) FireDue(ctx context.Context, domain string, shard, limit int) (
 		return Output{}, 0, fmt.Errorf("%w: due tasks of %q shard %d: %w", ErrRetry, domain, shard, err)
 	}
 	x := &actions.Exec{Stores: e.cfg.Stores, Clock: e.cfg.Clock, Topics: e.cfg.Topics}
+	// The closes are independent: issue them at once so the store can
+	// pipeline them, instead of one round trip after another.
+	recs := make([][]envelope.Record, len(due))
+	errs := make([]error, len(due))
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range min(fireConcurrency, len(due)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				_, recs[i], errs[i] = actions.CloseTask(ctx, x, domain, statemanager.Close{
+					ID: due[i].ID, Status: statemanager.StatusTimeout, At: now, Key: actions.TimeoutKey,
+				})
+			}
+		}()
+	}
+	for i := range due {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+
 	var out Output
 	fired := 0
-	for _, d := range due {
-		_, recs, err := actions.CloseTask(ctx, x, domain, statemanager.Close{
-			ID: d.ID, Status: statemanager.StatusTimeout, At: now, Key: actions.TimeoutKey,
-		})
+	for i, d := range due {
+		err := errs[i]
 		if errors.Is(err, statemanager.ErrClosed) || errors.Is(err, statemanager.ErrNotFound) {
 			continue // a proceed or another replica won the race
 		}
 		if err != nil {
 			return Output{}, 0, fmt.Errorf("%w: time out %q in %q: %w", ErrRetry, d.ID, domain, err)
 		}
-		out.Records = append(out.Records, recs...)
+		out.Records = append(out.Records, recs[i]...)
 		out.Acks = append(out.Acks, actions.Ack{Domain: domain, ID: d.ID})
 		fired++
 	}
 	return out, fired, nil
 }
+
+// fireConcurrency bounds the closes one FireDue has in flight.
+const fireConcurrency = 32
 
 // Recover: see the contract in api.go.
 func (e *Engine) Recover(ctx context.Context, domain string, shard int, closedBefore int64, limit int) (Output, error) {

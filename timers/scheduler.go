@@ -220,6 +220,12 @@ func (s *Scheduler) run(ctx context.Context, l *loop) {
 			if !s.wait(ctx, l, b.next()) {
 				return
 			}
+			// Closes that succeeded before the failure are pending and no
+			// longer due: re-emit their effects now rather than at the
+			// next rebalance.
+			if !s.recover(ctx, l, log) {
+				return
+			}
 			continue
 		}
 		if fired > 0 || len(out.Records) > 0 {
