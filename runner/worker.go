@@ -25,6 +25,11 @@ type worker struct {
 	queue  []queued
 	paused bool
 
+	// keys feeds the long-lived goroutines that handle the keys of a batch
+	// concurrently; they live as long as the worker, so their stacks grow
+	// once instead of with every batch.
+	keys chan func()
+
 	wake chan struct{} // capacity 1: "the queue may have grown"
 	stop chan struct{} // closed to ask the worker to finish its batch and exit
 	done chan struct{} // closed when run returns
@@ -99,6 +104,17 @@ func (w *worker) stopped() bool {
 
 func (w *worker) run() {
 	defer close(w.done)
+	if k := w.r.cfg.KeyConcurrency; k > 1 {
+		w.keys = make(chan func())
+		defer close(w.keys)
+		for range k {
+			go func() {
+				for fn := range w.keys {
+					fn()
+				}
+			}()
+		}
+	}
 	for {
 		if w.stopped() {
 			return
@@ -179,7 +195,7 @@ func (w *worker) process(batch []queued) bool {
 func (w *worker) handleBatch(ctx context.Context, batch []queued) ([]saga.Output, error) {
 	outs := make([]saga.Output, len(batch))
 	errs := make([]error, len(batch))
-	if k := w.r.cfg.KeyConcurrency; k <= 1 || len(batch) == 1 {
+	if w.keys == nil || len(batch) == 1 {
 		for i, q := range batch {
 			if outs[i], errs[i] = w.handle(ctx, q.rec); errs[i] != nil {
 				return outs[:i], errs[i]
@@ -204,25 +220,18 @@ func (w *worker) handleBatch(ctx context.Context, batch []queued) ([]saga.Output
 		}
 		groups[g] = append(groups[g], i)
 	}
-	work := make(chan []int)
 	var wg sync.WaitGroup
-	for range min(w.r.cfg.KeyConcurrency, len(groups)) {
+	for _, g := range groups {
 		wg.Add(1)
-		go func() {
+		w.keys <- func() {
 			defer wg.Done()
-			for idx := range work {
-				for _, i := range idx {
-					if outs[i], errs[i] = w.handle(ctx, batch[i].rec); errs[i] != nil {
-						break // the rest of this key waits for the retry
-					}
+			for _, i := range g {
+				if outs[i], errs[i] = w.handle(ctx, batch[i].rec); errs[i] != nil {
+					break // the rest of this key waits for the retry
 				}
 			}
-		}()
+		}
 	}
-	for _, g := range groups {
-		work <- g
-	}
-	close(work)
 	wg.Wait()
 
 	// A record that did not run follows a failed record of its key, so the
