@@ -327,6 +327,9 @@ func (e *Engine) FireDue(ctx context.Context, domain string, shard, limit int) (
 	if err != nil {
 		return Output{}, 0, fmt.Errorf("%w: due tasks of %q shard %d: %w", ErrRetry, domain, shard, err)
 	}
+	if bc, ok := store.(statemanager.BatchCloser); ok && len(due) > 1 {
+		return e.fireMany(ctx, bc, domain, shard, due, now)
+	}
 	x := &actions.Exec{Stores: e.cfg.Stores, Clock: e.cfg.Clock, Topics: e.cfg.Topics}
 	// The closes are independent: issue them at once so the store can
 	// pipeline them, instead of one round trip after another.
@@ -363,6 +366,38 @@ func (e *Engine) FireDue(ctx context.Context, domain string, shard, limit int) (
 		}
 		out.Records = append(out.Records, recs[i]...)
 		out.Acks = append(out.Acks, actions.Ack{Domain: domain, ID: d.ID})
+		fired++
+	}
+	return out, fired, nil
+}
+
+// fireMany times out a shard's due tasks in one batch call: they share one
+// decision, so a store that can close many at once pays its per-call cost
+// once instead of per task.
+func (e *Engine) fireMany(ctx context.Context, bc statemanager.BatchCloser, domain string, shard int, due []statemanager.Due, now int64) (Output, int, error) {
+	ids := make([]string, len(due))
+	for i, d := range due {
+		ids[i] = d.ID
+	}
+	res, err := bc.CloseMany(ctx, ids, statemanager.Close{Status: statemanager.StatusTimeout, At: now, Key: actions.TimeoutKey})
+	if err != nil {
+		return Output{}, 0, fmt.Errorf("%w: time out %d tasks of %q shard %d: %w", ErrRetry, len(ids), domain, shard, err)
+	}
+	var out Output
+	fired := 0
+	for i, r := range res {
+		if errors.Is(r.Err, statemanager.ErrClosed) || errors.Is(r.Err, statemanager.ErrNotFound) {
+			continue // a proceed or another replica won the race
+		}
+		if r.Err != nil {
+			return Output{}, 0, fmt.Errorf("%w: time out %q in %q: %w", ErrRetry, ids[i], domain, r.Err)
+		}
+		recs, err := actions.TaskEffects(r.Task, e.cfg.Topics)
+		if err != nil {
+			return Output{}, 0, fmt.Errorf("%w: effects of %q in %q: %w", ErrRetry, ids[i], domain, err)
+		}
+		out.Records = append(out.Records, recs...)
+		out.Acks = append(out.Acks, actions.Ack{Domain: domain, ID: ids[i]})
 		fired++
 	}
 	return out, fired, nil

@@ -51,6 +51,8 @@ var (
 	startLua string
 	//go:embed scripts/close.lua
 	closeLua string
+	//go:embed scripts/close_many.lua
+	closeManyLua string
 	//go:embed scripts/ack.lua
 	ackLua string
 	//go:embed scripts/watermark.lua
@@ -62,6 +64,7 @@ var (
 	// script bodies cross the network once per server.
 	startScript     = redis.NewScript(startLua)
 	closeScript     = redis.NewScript(closeLua)
+	closeManyScript = redis.NewScript(closeManyLua)
 	ackScript       = redis.NewScript(ackLua)
 	watermarkScript = redis.NewScript(watermarkLua)
 	listScript      = redis.NewScript(listLua)
@@ -318,6 +321,91 @@ func (s *RedisStore) Close(ctx context.Context, c Close) (*Task, bool, error) {
 		return nil, false, fmt.Errorf("%w: %q", ErrNotFound, c.ID)
 	}
 	return nil, false, fmt.Errorf("statemanager: redis close %q: unexpected reply %q", c.ID, outcome)
+}
+
+var _ BatchCloser = (*RedisStore)(nil)
+
+// CloseMany closes ids with one decision, as Close does each, with one
+// script call per shard and one round trip for all (see BatchCloser).
+func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]CloseResult, error) {
+	switch c.Status {
+	case StatusCompleted, StatusTimeout, StatusCancelled:
+	default:
+		return nil, fmt.Errorf("statemanager: close many: invalid status %q", c.Status)
+	}
+	at := c.At
+	if at == 0 {
+		at = time.Now().UnixMilli()
+	}
+	results := make([]CloseResult, len(ids))
+	type shardCall struct {
+		call *call
+		idx  []int
+	}
+	byShard := map[int]*shardCall{}
+	var calls []*shardCall
+	for i, id := range ids {
+		if id == "" {
+			results[i].Err = fmt.Errorf("%w: empty id", ErrNotFound)
+			continue
+		}
+		shard := ShardOf(id, s.shards)
+		sc := byShard[shard]
+		if sc == nil {
+			k := &s.shard[shard]
+			sc = &shardCall{call: &call{ctx: ctx, script: closeManyScript,
+				keys: []string{k.due, k.waiting, k.pending, k.closed},
+				args: []interface{}{k.prefix, c.Status, strconv.FormatInt(at, 10), c.By, []byte(c.Data),
+					c.Key, c.EnrichPath, strconv.FormatInt(at-s.closedTTL.Milliseconds(), 10)}}}
+			byShard[shard] = sc
+			calls = append(calls, sc)
+		}
+		sc.call.keys = append(sc.call.keys, s.shard[shard].task+id)
+		sc.call.args = append(sc.call.args, id)
+		sc.idx = append(sc.idx, i)
+	}
+	if len(calls) == 0 {
+		return results, nil
+	}
+	cs := make([]*call, len(calls))
+	for i, sc := range calls {
+		cs[i] = sc.call
+	}
+	if err := s.pipe.do(ctx, cs...); err != nil {
+		return nil, fmt.Errorf("statemanager: redis close %d tasks: %w", len(ids), err)
+	}
+	for _, sc := range calls {
+		res, err := sc.call.cmd.(*redis.Cmd).Result()
+		if err != nil {
+			return nil, fmt.Errorf("statemanager: redis close %d tasks: %w", len(sc.idx), err)
+		}
+		replies, ok := res.([]interface{})
+		if !ok || len(replies) != len(sc.idx) {
+			return nil, fmt.Errorf("statemanager: redis close many: unexpected reply %T of %d", res, len(replies))
+		}
+		for j, reply := range replies {
+			i := sc.idx[j]
+			id := ids[i]
+			outcome, fields, err := scriptReply(reply)
+			if err != nil {
+				return nil, fmt.Errorf("statemanager: redis close %q: %w", id, err)
+			}
+			r := &results[i]
+			switch outcome {
+			case "ok":
+				r.Task = s.decode(fields)
+			case "replay":
+				r.Task, r.Replay = s.decode(fields), true
+			case "closed":
+				r.Task, r.Err = s.decode(fields), fmt.Errorf("%w: %q", ErrClosed, id)
+			case "notfound":
+				r.Err = fmt.Errorf("%w: %q", ErrNotFound, id)
+			default:
+				return nil, fmt.Errorf("statemanager: redis close %q: unexpected reply %q", id, outcome)
+			}
+		}
+	}
+	return results, nil
 }
 
 // Ack drops the task from the pending set and starts its ClosedTTL.

@@ -170,6 +170,27 @@ type BatchAcker interface {
 	AckMany(ctx context.Context, ids []string) error
 }
 
+// BatchCloser is an optional extension of Store for callers that close many
+// tasks with one decision (the timers firing a shard's due deadlines): check
+// for it with a type assertion and fall back to Close per id.
+//
+// CloseMany has the effect of Close on each id with c (c.ID is ignored), in
+// far fewer round trips and script calls. Results are in the order of ids;
+// each Err is nil, ErrNotFound or ErrClosed exactly as Close would return,
+// and Task and Replay are what Close would return. A non-nil error means
+// infrastructure trouble: some ids may be closed and others not, and a retry
+// with the same Key replays the closed ones.
+type BatchCloser interface {
+	CloseMany(ctx context.Context, ids []string, c Close) ([]CloseResult, error)
+}
+
+// CloseResult is the outcome of closing one id in CloseMany.
+type CloseResult struct {
+	Task   *Task
+	Replay bool
+	Err    error
+}
+
 // ShardOf is the shard function every backend uses, so that any process can
 // find a task's shard from its id alone.
 func ShardOf(id string, shards int) int {

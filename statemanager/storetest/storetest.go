@@ -34,6 +34,7 @@ func Run(t *testing.T, newStore func(t *testing.T) statemanager.Store) {
 		{"ReplayedStartAfterCloseIsNoop", testReplayedStartAfterClose},
 		{"StartAfterCloseByOtherRequestReplaces", testStartReplacesClosed},
 		{"StartKeyTellsReplayFromReentry", testStartKey},
+		{"CloseManyActsAsCloseOnEach", testCloseMany},
 		{"StartDoesNotReplaceUnackedClose", testStartKeepsPendingClose},
 		{"CloseRecordsDecision", testCloseRecordsDecision},
 		{"CloseSameKeyReplays", testCloseReplay},
@@ -918,5 +919,77 @@ func testStartKey(t *testing.T, s statemanager.Store) {
 	}
 	if g := mustGet(t, s, "loop"); g.StartKey != "r-loop/approve/4" || !g.Waiting() {
 		t.Errorf("Get after re-entry: status %s key %q", g.Status, g.StartKey)
+	}
+}
+
+// testCloseMany: a backend offering BatchCloser must give every id exactly
+// what Close would: a decision for the waiting ones, the winner's decision
+// with ErrClosed, a replay for ids closed with the same key, ErrNotFound
+// for unknown ones.
+func testCloseMany(t *testing.T, s statemanager.Store) {
+	bc, ok := s.(statemanager.BatchCloser)
+	if !ok {
+		t.Skip("backend does not implement BatchCloser")
+	}
+	ctx := context.Background()
+	var waiting []string
+	for i := range 12 { // enough ids to span several shards
+		id := fmt.Sprintf("many-%d", i)
+		mustStart(t, s, sampleTask(id))
+		waiting = append(waiting, id)
+	}
+	mustStart(t, s, sampleTask("won-by-other"))
+	mustClose(t, s, statemanager.Close{ID: "won-by-other", Status: statemanager.StatusCompleted, At: base + 1, By: "alice", Key: "proceed-1"})
+	mustStart(t, s, sampleTask("closed-before"))
+	first := mustClose(t, s, statemanager.Close{ID: "closed-before", Status: statemanager.StatusTimeout, At: base + 2, Key: "timeout"})
+
+	ids := append(append([]string{}, waiting...), "won-by-other", "closed-before", "unknown", "")
+	res, err := bc.CloseMany(ctx, ids, statemanager.Close{Status: statemanager.StatusTimeout, At: base + 100, Key: "timeout"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != len(ids) {
+		t.Fatalf("%d results for %d ids", len(res), len(ids))
+	}
+	for i, id := range waiting {
+		r := res[i]
+		if r.Err != nil || r.Replay || r.Task == nil || r.Task.ID != id || r.Task.Status != statemanager.StatusTimeout ||
+			r.Task.ClosedAt != base+100 || r.Task.CloseKey != "timeout" || len(r.Task.Envelope) == 0 {
+			t.Errorf("%s: result %+v", id, r)
+		}
+		if got := mustGet(t, s, id); got.Status != statemanager.StatusTimeout || got.ClosedAt != base+100 {
+			t.Errorf("%s: stored %s at %d", id, got.Status, got.ClosedAt)
+		}
+	}
+	n := len(waiting)
+	if r := res[n]; !errors.Is(r.Err, statemanager.ErrClosed) || r.Task == nil || r.Task.Status != statemanager.StatusCompleted || r.Task.ClosedBy != "alice" {
+		t.Errorf("closed by another key: %+v", r)
+	}
+	if r := res[n+1]; r.Err != nil || !r.Replay || r.Task == nil || r.Task.ClosedAt != first.ClosedAt {
+		t.Errorf("closed before with the same key: %+v, want a replay of %d", r, first.ClosedAt)
+	}
+	for _, i := range []int{n + 2, n + 3} {
+		if !errors.Is(res[i].Err, statemanager.ErrNotFound) {
+			t.Errorf("%q: err %v, want ErrNotFound", ids[i], res[i].Err)
+		}
+	}
+	// Closed tasks left the deadline index and wait for their ack.
+	pending := 0
+	for shard := range s.Shards() {
+		due, err := s.Due(ctx, shard, base+1_000_000, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range due {
+			t.Errorf("%s still due after CloseMany", d.ID)
+		}
+		p, err := s.Pending(ctx, shard, base+1_000_000, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending += len(p)
+	}
+	if want := len(waiting) + 2; pending != want {
+		t.Errorf("%d pending, want %d", pending, want)
 	}
 }
