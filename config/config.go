@@ -170,7 +170,7 @@ type Runner struct {
 
 // Timers configures automatic timeouts.
 type Timers struct {
-	// PollInterval between looks at a shard's due deadlines (default 25ms).
+	// PollInterval between looks at a shard's due deadlines (default 10ms).
 	PollInterval time.Duration `mapstructure:"pollInterval"`
 	// BatchSize is how many deadlines one look fires at most (default 500).
 	BatchSize int `mapstructure:"batchSize"`
@@ -211,7 +211,7 @@ var defaults = map[string]any{
 	"runner.batchSize":         500,
 	"runner.keyConcurrency":    8,
 	"runner.maxInFlight":       2000,
-	"timers.pollInterval":      "25ms",
+	"timers.pollInterval":      "10ms",
 	"timers.batchSize":         500,
 	"auth.jwt.userClaim":       "sub",
 	"auth.jwt.rolesClaim":      "roles",

@@ -31,7 +31,7 @@ func TestDefaults(t *testing.T) {
 	if c.Topics.Notifications != "HTM_TASK_CLOSED_NOTIFICATION" || c.Topics.Partitions != 16 || !c.Topics.Create {
 		t.Errorf("topics = %+v", c.Topics)
 	}
-	if c.HTTP.Timeout != 10*time.Second || c.Timers.PollInterval != 25*time.Millisecond || c.Redis.ClosedTTL != 168*time.Hour {
+	if c.HTTP.Timeout != 10*time.Second || c.Timers.PollInterval != 10*time.Millisecond || c.Redis.ClosedTTL != 168*time.Hour {
 		t.Errorf("durations: http %v timers %v closedTTL %v", c.HTTP.Timeout, c.Timers.PollInterval, c.Redis.ClosedTTL)
 	}
 	if c.AuthEnabled() {

@@ -10,7 +10,7 @@ import (
 const (
 	// DefaultPollInterval keeps p99 lateness well under 100 ms: a deadline
 	// waits at most one interval plus one produce round trip.
-	DefaultPollInterval = 25 * time.Millisecond
+	DefaultPollInterval = 10 * time.Millisecond
 	// DefaultBatchSize bounds one FireDue call, so a burst of due deadlines
 	// is drained in chunks that each become durable quickly.
 	DefaultBatchSize = 500
@@ -24,7 +24,7 @@ const (
 // defaults.
 type Config struct {
 	// PollInterval is how long a loop waits after a FireDue call that found
-	// fewer than BatchSize due tasks. Default DefaultPollInterval (25 ms).
+	// fewer than BatchSize due tasks. Default DefaultPollInterval (10 ms).
 	PollInterval time.Duration
 	// BatchSize is the most tasks one FireDue or Recover call handles. A
 	// full batch makes the loop go again at once. Default 500.
