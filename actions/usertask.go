@@ -92,6 +92,7 @@ func closeSpec(name, status, doc, verb string) *Spec {
 			{Name: "outputPattern", Type: Pattern, Doc: "JMESPath pattern to apply on the enriched stored data before returning the response", Example: "{stored: oldData}"},
 			{Name: "taskIdPath", Type: Path, Default: "taskId", Doc: "Path of the id of the " + verb + " task in the input; when it resolves to nothing the id is <requestId>:<stepId>:<runnerPartition>", Example: "id"},
 			{Name: "enrichPath", Type: Path, Doc: "Path in the stored event's payload to write the " + verb + " data at", Example: "newData"},
+			{Name: "domainPath", Type: Path, Doc: "Path of a domain in the input that overrides the step's domain when present (letters, digits, '.', '_', '-')", Example: "domain"},
 		},
 		New: func(c Config) (Action, error) {
 			return &closeTask{
@@ -105,6 +106,7 @@ func closeSpec(name, status, doc, verb string) *Spec {
 				raw:           c.Raw,
 				taskIDPath:    c.String("taskIdPath"),
 				enrichPath:    c.String("enrichPath"),
+				domainPath:    c.String("domainPath"),
 			}, nil
 		},
 	}
@@ -266,6 +268,7 @@ type closeTask struct {
 	raw           map[string]string
 	taskIDPath    string
 	enrichPath    string
+	domainPath    string
 }
 
 // Execute closes the task named in the input with the transformed input as
@@ -286,6 +289,18 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 	data, ok := shape(env, a.inputPattern, "inputPattern", a.raw["inputPattern"], in)
 	if !ok {
 		return Outcome{Env: env}, nil
+	}
+	if a.domainPath != "" {
+		if d := envelope.GetIn(in, a.domainPath); d.Exists() && d.String() != "" {
+			if !validDomain(d.String()) {
+				env.Fail(CodeBadInput, "domain %q at %q: want 1 to 64 letters, digits, '.', '_' or '-'", d.String(), a.domainPath)
+				return Outcome{Env: env}, nil
+			}
+			// The rest of the close runs on a copy bound to that domain.
+			other := *a
+			other.domain = d.String()
+			a = &other
+		}
 	}
 	store, err := storeOf(x, a.domain)
 	if err != nil {
@@ -737,4 +752,20 @@ func startKey(env *envelope.Envelope) string {
 		return ""
 	}
 	return env.RequestMeta.RequestID + "/" + env.SagaMeta.StepID + "/" + strconv.Itoa(env.SagaMeta.Seq)
+}
+
+// validDomain keeps a domain named in a request to what is safe as a Redis
+// key prefix: a caller's domain must never reach a key layout it could break.
+func validDomain(d string) bool {
+	if len(d) == 0 || len(d) > 64 {
+		return false
+	}
+	for _, r := range d {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }

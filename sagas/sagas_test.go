@@ -235,6 +235,11 @@ var exercises = map[string]func(t *testing.T, set *saga.Set){
 	"proceed_task": func(t *testing.T, set *saga.Set) {
 		r := newRunner(t, set)
 		r.publish("job-posts", `{"productId": "p1", "brief": "b"}`)
+		// A task of another domain, started by a direct StartTask record.
+		r.publish(requestTopic, `{"requestMeta": {"requestId": "c-1"},
+			"eventMeta": {"action": "StartTask", "domain": "contracts", "inputElement": "parameters",
+			              "parameters": {"taskIdPath": "id", "taskRoles": "legal"}},
+			"payload": {"parameters": {"id": "contract-7"}}}`)
 		tests := []struct {
 			name, user, body, status, code, task string
 			roles                                []string
@@ -247,6 +252,12 @@ var exercises = map[string]func(t *testing.T, set *saga.Set){
 				status: envelope.StatusSuccess, task: `{"parameters": {"productId": "p1", "brief": "b"}, "decision": {"user": "alice", "ok": true}}`},
 			{name: "closed", user: "alice", roles: []string{"admin"}, body: `{"taskId": "p1", "data": {}}`,
 				status: envelope.StatusFail, code: actions.CodeTaskClosed},
+			{name: "other domain needs the domain", user: "lee", roles: []string{"legal"}, body: `{"taskId": "contract-7", "data": {}}`,
+				status: envelope.StatusFail, code: actions.CodeTaskNotFound},
+			{name: "unsafe domain", user: "lee", roles: []string{"legal"}, body: `{"taskId": "contract-7", "domain": "a:{b}", "data": {}}`,
+				status: envelope.StatusFail, code: actions.CodeBadInput},
+			{name: "other domain", user: "lee", roles: []string{"legal"}, body: `{"taskId": "contract-7", "domain": "contracts", "data": {"ok": true}}`,
+				status: envelope.StatusSuccess},
 		}
 		for _, tc := range tests {
 			t.Run(tc.name, func(t *testing.T) {
