@@ -167,6 +167,22 @@ func newStartTask(c Config) (Action, error) {
 	return a, nil
 }
 
+// taskInput reads what every task action starts from: the input at
+// inputElement, the task id in it and the data shaped by inputPattern. On a
+// missing element or a failing pattern env already holds the FAIL result.
+func taskInput(env *envelope.Envelope, x *Exec, inputElement, taskIDPath string, pattern *jmespath.JMESPath, rawPattern string) (in []byte, id string, data []byte, ok bool) {
+	if in, ok = input(env, inputElement); !ok {
+		return nil, "", nil, false
+	}
+	if id, ok = taskID(env, x, in, taskIDPath); !ok {
+		return nil, "", nil, false
+	}
+	if data, ok = shape(env, pattern, "inputPattern", rawPattern, in); !ok {
+		return nil, "", nil, false
+	}
+	return in, id, data, true
+}
+
 // splitRoles turns "admin, manager," into [admin manager].
 func splitRoles(s string) []string {
 	var out []string
@@ -183,15 +199,7 @@ func splitRoles(s string) []string {
 // info at outputElement, so the continuation only needs its status changed
 // and its payload enriched when the task closes.
 func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope) (Outcome, error) {
-	in, ok := input(env, a.inputElement)
-	if !ok {
-		return Outcome{Env: env}, nil
-	}
-	id, ok := taskID(env, x, in, a.taskIDPath)
-	if !ok {
-		return Outcome{Env: env}, nil
-	}
-	data, ok := shape(env, a.inputPattern, "inputPattern", a.raw["inputPattern"], in)
+	_, id, data, ok := taskInput(env, x, a.inputElement, a.taskIDPath, a.inputPattern, a.raw["inputPattern"])
 	if !ok {
 		return Outcome{Env: env}, nil
 	}
@@ -278,15 +286,7 @@ type closeTask struct {
 // requestId, so a redelivered request replays the recorded decision and
 // returns the same effects.
 func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope) (Outcome, error) {
-	in, ok := input(env, a.inputElement)
-	if !ok {
-		return Outcome{Env: env}, nil
-	}
-	id, ok := taskID(env, x, in, a.taskIDPath)
-	if !ok {
-		return Outcome{Env: env}, nil
-	}
-	data, ok := shape(env, a.inputPattern, "inputPattern", a.raw["inputPattern"], in)
+	in, id, data, ok := taskInput(env, x, a.inputElement, a.taskIDPath, a.inputPattern, a.raw["inputPattern"])
 	if !ok {
 		return Outcome{Env: env}, nil
 	}
@@ -308,7 +308,7 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 	}
 	key := env.RequestMeta.RequestID
 	if trusted(env.RequestMeta) && a.outputPattern == nil {
-		return a.closeAtOnce(ctx, x, env, id, data, key)
+		return a.close(ctx, x, env, nil, id, data, a.enrichPath, key)
 	}
 	t, err := store.Get(ctx, id)
 	switch {
@@ -332,17 +332,28 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 		// The response must be the one the first request got.
 		data, enrichPath = t.CloseData, t.EnrichPath
 	}
-	return a.close(ctx, x, env, t, data, enrichPath, key)
+	return a.close(ctx, x, env, t, t.ID, data, enrichPath, key)
 }
 
-// close closes t with data and answers with the enriched stored payload.
-func (a *closeTask) close(ctx context.Context, x *Exec, env *envelope.Envelope, t *statemanager.Task, data []byte, enrichPath, key string) (Outcome, error) {
-	out, ok := a.output(env, t, enrichPath, data)
-	if !ok {
-		return Outcome{Env: env}, nil
+// close closes task id with data and answers with the enriched stored
+// payload. known is the task as read before: with it, the output is shaped
+// before the close, so a failing outputPattern refuses the request and leaves
+// the task waiting. Without it (trusted callers of a step with no
+// outputPattern, see Execute) nothing but the close itself can refuse the
+// request: the close script answers unknown, closed and replayed tasks, and
+// the output is shaped from the recorded decision, so a replay answers like
+// the first request. Skipping the read saves a Redis round trip and a copy of
+// the stored envelope per proceed.
+func (a *closeTask) close(ctx context.Context, x *Exec, env *envelope.Envelope, known *statemanager.Task, id string, data []byte, enrichPath, key string) (Outcome, error) {
+	var out []byte
+	if known != nil {
+		var ok bool
+		if out, ok = a.output(env, known, enrichPath, data); !ok {
+			return Outcome{Env: env}, nil
+		}
 	}
 	closed, recs, err := CloseTask(ctx, x, a.domain, statemanager.Close{
-		ID:         t.ID,
+		ID:         id,
 		Status:     a.status,
 		At:         nowMillis(x),
 		By:         env.RequestMeta.User,
@@ -352,51 +363,14 @@ func (a *closeTask) close(ctx context.Context, x *Exec, env *envelope.Envelope, 
 	})
 	switch {
 	case errors.Is(err, statemanager.ErrNotFound):
-		// Expired between Get and Close.
-		env.Fail(CodeTaskNotFound, "no task %q in %q", t.ID, a.domain)
+		// Unknown, or expired between Get and Close.
+		env.Fail(CodeTaskNotFound, "no task %q in %q", id, a.domain)
 		return Outcome{Env: env}, nil
 	case errors.Is(err, statemanager.ErrClosed):
 		// Lost a race with another close: that one is the decision.
 		if closed == nil {
-			closed = t
+			closed = known
 		}
-		failClosed(env, closed)
-		return Outcome{Env: env}, nil
-	case err != nil:
-		return Outcome{}, fmt.Errorf("%s: %w", a.name, err)
-	}
-	if a.outputElement != "" {
-		if err := env.Set(a.outputElement, out); err != nil {
-			// The close is done and its effects must still go out.
-			env.Fail(CodeBadInput, "output element %q: %v", a.outputElement, err)
-			return Outcome{Env: env, Records: recs, Acks: []Ack{{Domain: a.domain, ID: closed.ID}}}, nil
-		}
-	}
-	env.Succeed()
-	return Outcome{Env: env, Records: recs, Acks: []Ack{{Domain: a.domain, ID: closed.ID}}}, nil
-}
-
-// closeAtOnce closes without reading the task first. It serves trusted
-// callers of a step with no outputPattern, where nothing but the close
-// itself can refuse the request: the close script answers unknown, closed
-// and replayed tasks, and saving the read is a Redis round trip and a copy
-// of the stored envelope per proceed. The response of a replay is built
-// from the recorded decision, like the first one.
-func (a *closeTask) closeAtOnce(ctx context.Context, x *Exec, env *envelope.Envelope, id string, data []byte, key string) (Outcome, error) {
-	closed, recs, err := CloseTask(ctx, x, a.domain, statemanager.Close{
-		ID:         id,
-		Status:     a.status,
-		At:         nowMillis(x),
-		By:         env.RequestMeta.User,
-		Data:       json.RawMessage(data),
-		Key:        key,
-		EnrichPath: a.enrichPath,
-	})
-	switch {
-	case errors.Is(err, statemanager.ErrNotFound):
-		env.Fail(CodeTaskNotFound, "no task %q in %q", id, a.domain)
-		return Outcome{Env: env}, nil
-	case errors.Is(err, statemanager.ErrClosed):
 		if closed == nil {
 			closed = &statemanager.Task{ID: id, Domain: a.domain}
 		}
@@ -405,10 +379,14 @@ func (a *closeTask) closeAtOnce(ctx context.Context, x *Exec, env *envelope.Enve
 	case err != nil:
 		return Outcome{}, fmt.Errorf("%s: %w", a.name, err)
 	}
+	// From here the close is done and its effects must go out whatever the
+	// response says.
 	effects := Outcome{Env: env, Records: recs, Acks: []Ack{{Domain: a.domain, ID: closed.ID}}}
-	out, ok := a.output(env, closed, closed.EnrichPath, closed.CloseData)
-	if !ok {
-		return effects, nil // the close is done and its effects must still go out
+	if known == nil {
+		var ok bool
+		if out, ok = a.output(env, closed, closed.EnrichPath, closed.CloseData); !ok {
+			return effects, nil
+		}
 	}
 	if a.outputElement != "" {
 		if err := env.Set(a.outputElement, out); err != nil {
