@@ -51,8 +51,6 @@ var (
 	startLua string
 	//go:embed scripts/close.lua
 	closeLua string
-	//go:embed scripts/close_many.lua
-	closeManyLua string
 	//go:embed scripts/ack.lua
 	ackLua string
 	//go:embed scripts/watermark.lua
@@ -64,7 +62,6 @@ var (
 	// script bodies cross the network once per server.
 	startScript     = redis.NewScript(startLua)
 	closeScript     = redis.NewScript(closeLua)
-	closeManyScript = redis.NewScript(closeManyLua)
 	ackScript       = redis.NewScript(ackLua)
 	watermarkScript = redis.NewScript(watermarkLua)
 	listScript      = redis.NewScript(listLua)
@@ -288,39 +285,12 @@ func (s *RedisStore) Close(ctx context.Context, c Close) (*Task, bool, error) {
 	if c.ID == "" {
 		return nil, false, fmt.Errorf("%w: empty id", ErrNotFound)
 	}
-	switch c.Status {
-	case StatusCompleted, StatusTimeout, StatusCancelled:
-	default:
-		return nil, false, fmt.Errorf("statemanager: close %q: invalid status %q", c.ID, c.Status)
-	}
-	at := c.At
-	if at == 0 {
-		at = time.Now().UnixMilli()
-	}
-	k := s.keysOf(c.ID)
-	res, err := s.pipe.script(ctx, closeScript,
-		[]string{k.task + c.ID, k.due, k.waiting, k.pending, k.closed},
-		k.prefix, c.ID, c.Status, strconv.FormatInt(at, 10), c.By, []byte(c.Data), c.Key, c.EnrichPath,
-		strconv.FormatInt(at-s.closedTTL.Milliseconds(), 10),
-	)
+	// One script serves one close and many: a single close is a batch of one.
+	res, err := s.CloseMany(ctx, []string{c.ID}, c)
 	if err != nil {
-		return nil, false, fmt.Errorf("statemanager: redis close %q: %w", c.ID, err)
+		return nil, false, fmt.Errorf("statemanager: close %q: %w", c.ID, err)
 	}
-	outcome, fields, err := scriptReply(res)
-	if err != nil {
-		return nil, false, fmt.Errorf("statemanager: redis close %q: %w", c.ID, err)
-	}
-	switch outcome {
-	case "ok":
-		return s.decode(fields), false, nil
-	case "replay":
-		return s.decode(fields), true, nil
-	case "closed":
-		return s.decode(fields), false, fmt.Errorf("%w: %q", ErrClosed, c.ID)
-	case "notfound":
-		return nil, false, fmt.Errorf("%w: %q", ErrNotFound, c.ID)
-	}
-	return nil, false, fmt.Errorf("statemanager: redis close %q: unexpected reply %q", c.ID, outcome)
+	return res[0].Task, res[0].Replay, res[0].Err
 }
 
 var _ BatchCloser = (*RedisStore)(nil)
@@ -331,7 +301,7 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 	switch c.Status {
 	case StatusCompleted, StatusTimeout, StatusCancelled:
 	default:
-		return nil, fmt.Errorf("statemanager: close many: invalid status %q", c.Status)
+		return nil, fmt.Errorf("statemanager: close: invalid status %q", c.Status)
 	}
 	at := c.At
 	if at == 0 {
@@ -353,7 +323,7 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 		sc := byShard[shard]
 		if sc == nil {
 			k := &s.shard[shard]
-			sc = &shardCall{call: &call{ctx: ctx, script: closeManyScript,
+			sc = &shardCall{call: &call{ctx: ctx, script: closeScript,
 				keys: []string{k.due, k.waiting, k.pending, k.closed},
 				args: []interface{}{k.prefix, c.Status, strconv.FormatInt(at, 10), c.By, []byte(c.Data),
 					c.Key, c.EnrichPath, strconv.FormatInt(at-s.closedTTL.Milliseconds(), 10)}}}
