@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,8 +15,9 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/sagarunner/sagarunner/internal/redisserver"
 )
 
 // startBroker starts the embedded Kafka-protocol broker in this process.
@@ -35,8 +35,7 @@ func startBroker(partitions int) (*kfake.Cluster, error) {
 // falls back to an embedded miniredis, which is much slower and says
 // nothing about production: the caller reports which one it got.
 func startRedis(log io.Writer) (addr, kind string, pid int, stop func(), err error) {
-	bin, lerr := exec.LookPath("redis-server")
-	if lerr != nil {
+	if _, lerr := exec.LookPath("redis-server"); lerr != nil {
 		fmt.Fprintln(log, "bench: redis-server is not on PATH; falling back to an embedded miniredis "+
 			"(figures will not reflect a real Redis; install redis-server or pass --redis)")
 		mr := miniredis.NewMiniRedis()
@@ -45,66 +44,11 @@ func startRedis(log io.Writer) (addr, kind string, pid int, stop func(), err err
 		}
 		return mr.Addr(), "miniredis", 0, mr.Close, nil
 	}
-	dir, err := os.MkdirTemp("", "sagarunner-bench-redis")
+	srv, err := redisserver.Start()
 	if err != nil {
-		return "", "", 0, nil, err
+		return "", "", 0, nil, fmt.Errorf("bench: %w", err)
 	}
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		port, err := freePort()
-		if err != nil {
-			return "", "", 0, nil, err
-		}
-		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir,
-			"--logfile", filepath.Join(dir, "redis.log"))
-		if err := cmd.Start(); err != nil {
-			os.RemoveAll(dir)
-			return "", "", 0, nil, fmt.Errorf("bench: start redis-server: %w", err)
-		}
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		stop := func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			os.RemoveAll(dir)
-		}
-		if err := pingRedis(addr, 5*time.Second); err != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			lastErr = err
-			continue
-		}
-		return addr, "redis-server", cmd.Process.Pid, stop, nil
-	}
-	os.RemoveAll(dir)
-	return "", "", 0, nil, fmt.Errorf("bench: redis-server did not start: %w", lastErr)
-}
-
-func pingRedis(addr string, within time.Duration) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-	defer c.Close()
-	deadline := time.Now().Add(within)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return srv.Addr, "redis-server", srv.Pid(), srv.Stop, nil
 }
 
 // child is the runner under test, running as a process of its own.
@@ -140,7 +84,7 @@ func startChild(s childSpec) (*child, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := redisserver.FreePort()
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
