@@ -327,59 +327,18 @@ func (e *Engine) FireDue(ctx context.Context, domain string, shard, limit int) (
 	if err != nil {
 		return Output{}, 0, fmt.Errorf("%w: due tasks of %q shard %d: %w", ErrRetry, domain, shard, err)
 	}
-	if bc, ok := store.(statemanager.BatchCloser); ok && len(due) > 1 {
-		return e.fireMany(ctx, bc, domain, shard, due, now)
-	}
-	x := &actions.Exec{Stores: e.cfg.Stores, Clock: e.cfg.Clock, Topics: e.cfg.Topics}
-	// The closes are independent: issue them at once so the store can
-	// pipeline them, instead of one round trip after another.
-	recs := make([][]envelope.Record, len(due))
-	errs := make([]error, len(due))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range min(fireConcurrency, len(due)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				_, recs[i], errs[i] = actions.CloseTask(ctx, x, domain, statemanager.Close{
-					ID: due[i].ID, Status: statemanager.StatusTimeout, At: now, Key: actions.TimeoutKey,
-				})
-			}
-		}()
-	}
-	for i := range due {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-
-	var out Output
-	fired := 0
-	for i, d := range due {
-		err := errs[i]
-		if errors.Is(err, statemanager.ErrClosed) || errors.Is(err, statemanager.ErrNotFound) {
-			continue // a proceed or another replica won the race
-		}
-		if err != nil {
-			return Output{}, 0, fmt.Errorf("%w: time out %q in %q: %w", ErrRetry, d.ID, domain, err)
-		}
-		out.Records = append(out.Records, recs[i]...)
-		out.Acks = append(out.Acks, actions.Ack{Domain: domain, ID: d.ID})
-		fired++
-	}
-	return out, fired, nil
+	return e.fireMany(ctx, store, domain, shard, due, now)
 }
 
 // fireMany times out a shard's due tasks in one batch call: they share one
 // decision, so a store that can close many at once pays its per-call cost
 // once instead of per task.
-func (e *Engine) fireMany(ctx context.Context, bc statemanager.BatchCloser, domain string, shard int, due []statemanager.Due, now int64) (Output, int, error) {
+func (e *Engine) fireMany(ctx context.Context, store statemanager.Store, domain string, shard int, due []statemanager.Due, now int64) (Output, int, error) {
 	ids := make([]string, len(due))
 	for i, d := range due {
 		ids[i] = d.ID
 	}
-	res, err := bc.CloseMany(ctx, ids, statemanager.Close{Status: statemanager.StatusTimeout, At: now, Key: actions.TimeoutKey})
+	res, err := statemanager.CloseMany(ctx, store, ids, statemanager.Close{Status: statemanager.StatusTimeout, At: now, Key: actions.TimeoutKey})
 	if err != nil {
 		return Output{}, 0, fmt.Errorf("%w: time out %d tasks of %q shard %d: %w", ErrRetry, len(ids), domain, shard, err)
 	}
@@ -402,9 +361,6 @@ func (e *Engine) fireMany(ctx context.Context, bc statemanager.BatchCloser, doma
 	}
 	return out, fired, nil
 }
-
-// fireConcurrency bounds the closes one FireDue has in flight.
-const fireConcurrency = 32
 
 // Recover: see the contract in api.go.
 func (e *Engine) Recover(ctx context.Context, domain string, shard int, closedBefore int64, limit int) (Output, error) {
@@ -456,16 +412,8 @@ func (e *Engine) ackDomain(ctx context.Context, domain string, ids []string) err
 	if err != nil {
 		return fmt.Errorf("%w: domain %q: %w", ErrRetry, domain, err)
 	}
-	if b, ok := store.(statemanager.BatchAcker); ok && len(ids) > 1 {
-		if err := b.AckMany(ctx, ids); err != nil {
-			return fmt.Errorf("%w: ack %d tasks in %q: %w", ErrRetry, len(ids), domain, err)
-		}
-		return nil
-	}
-	for _, id := range ids {
-		if err := store.Ack(ctx, id); err != nil {
-			return fmt.Errorf("%w: ack %q in %q: %w", ErrRetry, id, domain, err)
-		}
+	if err := statemanager.AckMany(ctx, store, ids); err != nil {
+		return fmt.Errorf("%w: ack %d tasks in %q: %w", ErrRetry, len(ids), domain, err)
 	}
 	return nil
 }

@@ -184,6 +184,38 @@ type BatchCloser interface {
 	CloseMany(ctx context.Context, ids []string, c Close) ([]CloseResult, error)
 }
 
+// CloseMany closes ids with one decision through s's BatchCloser, or with
+// Close per id when s has none; see BatchCloser for the results.
+func CloseMany(ctx context.Context, s Store, ids []string, c Close) ([]CloseResult, error) {
+	if bc, ok := s.(BatchCloser); ok {
+		return bc.CloseMany(ctx, ids, c)
+	}
+	res := make([]CloseResult, len(ids))
+	for i, id := range ids {
+		c.ID = id
+		t, replay, err := s.Close(ctx, c)
+		if err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		res[i] = CloseResult{Task: t, Replay: replay, Err: err}
+	}
+	return res, nil
+}
+
+// AckMany acks ids through s's BatchAcker, or with Ack per id when s has
+// none.
+func AckMany(ctx context.Context, s Store, ids []string) error {
+	if b, ok := s.(BatchAcker); ok {
+		return b.AckMany(ctx, ids)
+	}
+	for _, id := range ids {
+		if err := s.Ack(ctx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // CloseResult is the outcome of closing one id in CloseMany.
 type CloseResult struct {
 	Task   *Task
