@@ -250,6 +250,24 @@ func (r *runnerProcess) ready() error {
 	return nil
 }
 
+// assigned reports whether the runner started last has been given
+// partitions, read from its log since its start marker.
+func (r *runnerProcess) assigned() error {
+	r.mu.Lock()
+	starts := r.starts
+	r.mu.Unlock()
+	b, err := os.ReadFile(r.logPath)
+	if err != nil {
+		return err
+	}
+	marker := []byte(fmt.Sprintf("==== start %d at", starts))
+	i := bytes.LastIndex(b, marker)
+	if i < 0 || !bytes.Contains(b[i:], []byte("runner: partitions assigned")) {
+		return fmt.Errorf("start %d has no partitions yet", starts)
+	}
+	return nil
+}
+
 // dumpLog prints the end of the runner's log.
 func (r *runnerProcess) dumpLog() {
 	b, err := os.ReadFile(r.logPath)
