@@ -28,6 +28,9 @@ type Exec struct {
 	Topics Topics
 	// Partition is the runner partition the event arrived on.
 	Partition int32
+	// AdminRoles are the roles that may act on any task of their tenant
+	// (auth.adminRoles).
+	AdminRoles []string
 }
 
 // Topics names the topics actions produce to.

@@ -58,6 +58,9 @@ type Spec struct {
 	InputElement  Field
 	OutputElement Field
 	Params        []Param
+	// Sweeps says the action acts on many tasks at once (TimeoutBetween):
+	// over HTTP only an admin may start a saga that runs it.
+	Sweeps bool
 	// New builds the action from checked, defaulted, compiled config.
 	New func(c Config) (Action, error)
 }

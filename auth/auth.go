@@ -15,6 +15,9 @@ import (
 type Identity struct {
 	User  string   `json:"user,omitempty"`
 	Roles []string `json:"roles,omitempty"`
+	// Tenant scopes every task and instance the caller sees or touches;
+	// "" is the default tenant.
+	Tenant string `json:"tenant,omitempty"`
 }
 
 // Config configures an Authenticator. With no Tokens and no JWT.Secret

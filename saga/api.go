@@ -16,6 +16,7 @@ type Record struct {
 	Offset    int64
 	Key       []byte
 	Value     []byte
+	Headers   []envelope.Header
 }
 
 // Output is everything one Handle (or timer firing) wants produced. The

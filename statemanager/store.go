@@ -28,6 +28,9 @@ type Task struct {
 	Saga      string   `json:"saga,omitempty"`
 	StepID    string   `json:"stepId,omitempty"`
 	RequestID string   `json:"requestId,omitempty"`
+	// Tenant is the tenant of the request that started the task; only
+	// callers of that tenant see or touch it ("" is the default tenant).
+	Tenant string `json:"tenant,omitempty"`
 	// StartKey identifies the step visit that started the task. A Start
 	// whose StartKey equals a closed task's is a replay (a no-op); one with
 	// another key is a new visit (a saga looping back into the step) and
@@ -88,6 +91,21 @@ type Filter struct {
 	Role   string
 	Status string
 	Limit  int
+	// Tenant restricts the listing to one tenant's tasks ("" is the
+	// default tenant). It applies whenever Viewer is set.
+	Tenant string
+	// Viewer, when set, keeps only the tasks the viewer may act on or has
+	// acted on (see Task.VisibleTo); nil lists as a trusted caller.
+	Viewer *Viewer
+}
+
+// Viewer is who asks to see tasks. An admin sees every task of its tenant;
+// anyone else sees the tasks it is a candidate for (taskUser, one of
+// taskRoles) and those it closed.
+type Viewer struct {
+	User  string
+	Roles []string
+	Admin bool
 }
 
 // Errors returned by Store methods. Both are business outcomes the caller

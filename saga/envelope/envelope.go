@@ -40,6 +40,13 @@ type RequestMeta struct {
 	Roles     []string `json:"roles,omitempty"`
 	ReplyTo   string   `json:"replyTo,omitempty"`
 	CreatedAt int64    `json:"createdAt,omitempty"`
+	// Tenant scopes everything the request starts or touches; it comes
+	// from authentication, like User and Roles.
+	Tenant string `json:"tenant,omitempty"`
+	// Hops counts the replies and published records between the record
+	// that started this chain and this one, so a chain that feeds itself
+	// (a reply into a topic that answers back) is cut off at maxHops.
+	Hops int `json:"hops,omitempty"`
 }
 
 // SagaMeta places the event in a saga instance. An empty Saga means the event
@@ -74,8 +81,15 @@ type Result struct {
 // Record is one Kafka record to produce. The engine returns records instead of
 // producing them so the runner can make them durable before committing.
 type Record struct {
-	Topic string
-	Key   []byte
+	Topic   string
+	Key     []byte
+	Value   []byte
+	Headers []Header
+}
+
+// Header is a Kafka record header.
+type Header struct {
+	Key   string
 	Value []byte
 }
 
