@@ -27,6 +27,23 @@ type Config struct {
 	Tokens map[string]Identity
 	// JWT accepts HS256 JWTs.
 	JWT JWT
+	// AdminRoles are the roles that may act on, and see, every task of
+	// their tenant, read suspended envelopes and start sweeping sagas over
+	// HTTP (auth.adminRoles). Empty: nobody is an admin.
+	AdminRoles []string
+}
+
+// IsAdmin reports whether the identity holds one of adminRoles. With
+// authentication off the gateway trusts every caller and does not ask.
+func (id Identity) IsAdmin(adminRoles []string) bool {
+	for _, r := range id.Roles {
+		for _, a := range adminRoles {
+			if r == a {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // JWT configures HS256 JWT validation. Only HS256 is accepted: a token with
@@ -44,12 +61,53 @@ type JWT struct {
 	// RolesClaim names the claim holding the roles, a JSON array of strings
 	// or one comma-separated string (default "roles").
 	RolesClaim string
+	// TenantClaim names the claim holding the tenant, a string (default
+	// "tenant"); a token without it belongs to the default tenant "".
+	TenantClaim string
+	// OptionalExp accepts tokens without an exp claim. The default (false)
+	// refuses them: a token that never expires cannot be revoked short of
+	// rotating the secret for everyone.
+	OptionalExp bool
+}
+
+// StaticToken is one configured static token and the identity it stands
+// for, in the order the configuration lists them.
+type StaticToken struct {
+	Token    string
+	Identity Identity
+}
+
+// ErrDuplicateToken is returned by TokenMap when one token is listed twice.
+// Two identities behind one token would make the caller's identity depend
+// on which entry won, so start-up refuses it.
+var ErrDuplicateToken = errors.New("auth: static token listed twice")
+
+// TokenMap builds Config.Tokens from a list, refusing a token listed twice
+// with an error that names the positions (0-based) and never the token:
+// configuration errors end up in logs.
+func TokenMap(list []StaticToken) (map[string]Identity, error) {
+	m := make(map[string]Identity, len(list))
+	first := make(map[string]int, len(list))
+	var errs []error
+	for i, t := range list {
+		if j, dup := first[t.Token]; dup {
+			errs = append(errs, fmt.Errorf("%w: tokens[%d] repeats tokens[%d]", ErrDuplicateToken, i, j))
+			continue
+		}
+		first[t.Token] = i
+		m[t.Token] = t.Identity
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // Defaults for JWT claim names.
 const (
-	DefaultUserClaim  = "sub"
-	DefaultRolesClaim = "roles"
+	DefaultUserClaim   = "sub"
+	DefaultRolesClaim  = "roles"
+	DefaultTenantClaim = "tenant"
 )
 
 // Validate checks the config and fills defaults.
@@ -73,6 +131,15 @@ func (c *Config) Validate() error {
 	if c.JWT.RolesClaim == "" {
 		c.JWT.RolesClaim = DefaultRolesClaim
 	}
+	if c.JWT.TenantClaim == "" {
+		c.JWT.TenantClaim = DefaultTenantClaim
+	}
+	for _, r := range c.AdminRoles {
+		if r == "" {
+			errs = append(errs, errors.New("auth: admin roles must not be empty strings"))
+			break
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -89,8 +156,8 @@ var (
 	ErrBadSignature = errors.New("auth: bad token signature")
 	// ErrExpired: the JWT is past its exp (or before its nbf).
 	ErrExpired = errors.New("auth: token expired")
-	// ErrInvalidClaims: the JWT verifies but its issuer, audience or user
-	// claim is wrong or missing.
+	// ErrInvalidClaims: the JWT verifies but its issuer, audience, user or
+	// tenant claim is wrong, or a required claim (user, exp) is missing.
 	ErrInvalidClaims = errors.New("auth: invalid token claims")
 	// ErrUnknownToken: an opaque token that is not a configured static token.
 	ErrUnknownToken = errors.New("auth: unknown token")
@@ -142,6 +209,9 @@ func New(cfg Config) (*Authenticator, error) {
 		if cfg.JWT.Audience != "" {
 			opts = append(opts, jwt.WithAudience(cfg.JWT.Audience))
 		}
+		if !cfg.JWT.OptionalExp {
+			opts = append(opts, jwt.WithExpirationRequired())
+		}
 		a.parser = jwt.NewParser(opts...)
 	}
 	return a, nil
@@ -179,7 +249,7 @@ func (a *Authenticator) AuthenticateToken(token string) (Identity, error) {
 		return Identity{}, nil
 	}
 	if id, ok := a.static[sha256.Sum256([]byte(token))]; ok {
-		return Identity{User: id.User, Roles: append([]string(nil), id.Roles...)}, nil
+		return Identity{User: id.User, Roles: append([]string(nil), id.Roles...), Tenant: id.Tenant}, nil
 	}
 	if a.parser == nil {
 		return Identity{}, ErrUnknownToken
@@ -217,7 +287,15 @@ func (a *Authenticator) parseJWT(token string) (Identity, error) {
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: claim %q: %w", ErrInvalidClaims, a.jwt.RolesClaim, err)
 	}
-	return Identity{User: user, Roles: roles}, nil
+	var tenant string
+	switch v := claims[a.jwt.TenantClaim].(type) {
+	case nil:
+	case string:
+		tenant = v
+	default:
+		return Identity{}, fmt.Errorf("%w: claim %q is not a string", ErrInvalidClaims, a.jwt.TenantClaim)
+	}
+	return Identity{User: user, Roles: roles, Tenant: tenant}, nil
 }
 
 // rolesOf accepts the two shapes identity providers commonly emit: a JSON

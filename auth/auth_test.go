@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,8 +32,11 @@ func forged(header, payload string) string {
 
 func TestAuthenticate(t *testing.T) {
 	a, err := New(Config{
-		Tokens: map[string]Identity{"svc-token": {User: "svc", Roles: []string{"system"}}},
-		JWT:    JWT{Secret: secret, Issuer: "idp", Audience: "sagarunner"},
+		Tokens: map[string]Identity{
+			"svc-token":  {User: "svc", Roles: []string{"system"}},
+			"acme-token": {User: "carol", Roles: []string{"clerk"}, Tenant: "acme"},
+		},
+		JWT: JWT{Secret: secret, Issuer: "idp", Audience: "sagarunner"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +70,10 @@ func TestAuthenticate(t *testing.T) {
 		{"scheme is case insensitive", "bearer svc-token", Identity{User: "svc", Roles: []string{"system"}}, nil},
 		{"valid jwt", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), valid), Identity{User: "alice", Roles: []string{"manager", "admin"}}, nil},
 		{"roles as comma string", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("roles", "a, b")), Identity{User: "alice", Roles: []string{"a", "b"}}, nil},
+		{"tenant from a static token", "Bearer acme-token", Identity{User: "carol", Roles: []string{"clerk"}, Tenant: "acme"}, nil},
+		{"tenant from the jwt", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("tenant", "acme")), Identity{User: "alice", Roles: []string{"manager", "admin"}, Tenant: "acme"}, nil},
+		{"tenant of wrong type", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("tenant", 7)), Identity{}, ErrInvalidClaims},
+		{"exp is required", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("exp", nil)), Identity{}, ErrInvalidClaims},
 		{"no roles", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("roles", nil)), Identity{User: "alice"}, nil},
 		{"missing header", "", Identity{}, ErrMissingToken},
 		{"basic scheme", "Basic dXNlcjpwYXNz", Identity{}, ErrMalformedToken},
@@ -103,16 +111,17 @@ func TestAuthenticate(t *testing.T) {
 }
 
 func TestCustomClaims(t *testing.T) {
-	a, err := New(Config{JWT: JWT{Secret: secret, UserClaim: "preferred_username", RolesClaim: "groups"}})
+	a, err := New(Config{JWT: JWT{Secret: secret, UserClaim: "preferred_username", RolesClaim: "groups", TenantClaim: "org"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok := sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"preferred_username": "bob", "sub": "x", "groups": []string{"ops"}})
+	tok := sign(t, jwt.SigningMethodHS256, []byte(secret), jwt.MapClaims{"preferred_username": "bob", "sub": "x", "groups": []string{"ops"},
+		"org": "acme", "tenant": "other", "exp": time.Now().Add(time.Hour).Unix()})
 	got, err := a.AuthenticateToken(tok)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (Identity{User: "bob", Roles: []string{"ops"}}); !reflect.DeepEqual(got, want) {
+	if want := (Identity{User: "bob", Roles: []string{"ops"}, Tenant: "acme"}); !reflect.DeepEqual(got, want) {
 		t.Fatalf("identity = %+v, want %+v", got, want)
 	}
 	if _, err := a.AuthenticateToken("opaque"); !errors.Is(err, ErrMalformedToken) {
@@ -162,6 +171,7 @@ func TestValidate(t *testing.T) {
 		{"empty token", Config{Tokens: map[string]Identity{"": {User: "u"}}}, true},
 		{"issuer without secret", Config{JWT: JWT{Issuer: "idp"}}, true},
 		{"jwt", Config{JWT: JWT{Secret: "s", Issuer: "idp"}}, false},
+		{"empty admin role", Config{AdminRoles: []string{""}}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -169,8 +179,89 @@ func TestValidate(t *testing.T) {
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
 			}
-			if err == nil && (tt.cfg.JWT.UserClaim != "sub" || tt.cfg.JWT.RolesClaim != "roles") {
+			if err == nil && (tt.cfg.JWT.UserClaim != "sub" || tt.cfg.JWT.RolesClaim != "roles" || tt.cfg.JWT.TenantClaim != "tenant") {
 				t.Fatalf("defaults not filled: %+v", tt.cfg.JWT)
+			}
+		})
+	}
+}
+
+func TestOptionalExp(t *testing.T) {
+	noExp := jwt.MapClaims{"sub": "alice"}
+	for _, tc := range []struct {
+		name     string
+		optional bool
+		wantErr  error
+	}{
+		{"required by default", false, ErrInvalidClaims},
+		{"accepted when configured optional", true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := New(Config{JWT: JWT{Secret: secret, OptionalExp: tc.optional}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = a.AuthenticateToken(sign(t, jwt.SigningMethodHS256, []byte(secret), noExp))
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tc.wantErr)
+			}
+			// An expired token stays refused either way.
+			expired := jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix()}
+			if _, err := a.AuthenticateToken(sign(t, jwt.SigningMethodHS256, []byte(secret), expired)); !errors.Is(err, ErrExpired) {
+				t.Fatalf("expired: err = %v", err)
+			}
+		})
+	}
+}
+
+func TestTokenMap(t *testing.T) {
+	const secretToken = "tok-Secret-123"
+	tests := []struct {
+		name    string
+		list    []StaticToken
+		wantErr string
+		wantLen int
+	}{
+		{"distinct", []StaticToken{{"a", Identity{User: "u1"}}, {"b", Identity{User: "u2", Tenant: "acme"}}}, "", 2},
+		{"duplicate", []StaticToken{{secretToken, Identity{User: "u1"}}, {"b", Identity{User: "u2"}}, {secretToken, Identity{User: "root"}}},
+			"tokens[2] repeats tokens[0]", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := TokenMap(tt.list)
+			if tt.wantErr == "" {
+				if err != nil || len(m) != tt.wantLen {
+					t.Fatalf("map %v err %v", m, err)
+				}
+				if m["b"].Tenant != "acme" {
+					t.Fatalf("tenant lost: %+v", m["b"])
+				}
+				return
+			}
+			if !errors.Is(err, ErrDuplicateToken) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			if strings.Contains(err.Error(), secretToken) {
+				t.Fatalf("the error prints the token: %v", err)
+			}
+		})
+	}
+}
+
+func TestIsAdmin(t *testing.T) {
+	id := Identity{User: "alice", Roles: []string{"clerk", "ops"}}
+	for _, tc := range []struct {
+		name  string
+		roles []string
+		want  bool
+	}{
+		{"holds one", []string{"admin", "ops"}, true},
+		{"holds none", []string{"admin"}, false},
+		{"no admin roles configured", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := id.IsAdmin(tc.roles); got != tc.want {
+				t.Fatalf("IsAdmin(%v) = %v", tc.roles, got)
 			}
 		})
 	}

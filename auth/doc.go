@@ -3,5 +3,6 @@
 // actions compare it with a task's taskUser and taskRoles, so authentication
 // lives here and authorization stays with the task. Static tokens suit
 // service accounts; HS256 JWTs suit users of an existing login. With neither
-// configured every caller is trusted, which is the dev default.
+// configured every caller is trusted, which is the dev default. A caller is a user, roles
+// and a tenant; IsAdmin asks whether it holds one of the configured admin roles.
 package auth
