@@ -65,6 +65,11 @@ type Kafka struct {
 	// RebalanceTimeout bounds how long a rebalance waits for members to
 	// finish in-flight records and commit (default 60s).
 	RebalanceTimeout time.Duration `mapstructure:"rebalanceTimeout"`
+	// InstanceID, when set, makes this runner a static member of the group:
+	// restarted with the same id it takes its old place without a
+	// rebalance. Each runner of a deployment needs its own (default "":
+	// dynamic membership).
+	InstanceID string `mapstructure:"instanceId"`
 }
 
 // Topics names the topics and how missing ones are created.
@@ -81,6 +86,12 @@ type Topics struct {
 	// DeadLetter receives records that cannot be processed (default
 	// "sagarunner-dead-letter").
 	DeadLetter string `mapstructure:"deadLetter"`
+	// TaskEvents receives task lifecycle events (default
+	// "sagarunner-task-events").
+	TaskEvents string `mapstructure:"taskEvents"`
+	// Audit receives the audit trail of decisions (default
+	// "sagarunner-audit").
+	Audit string `mapstructure:"audit"`
 	// Create makes the runner create missing topics at start (default true).
 	Create bool `mapstructure:"create"`
 	// Partitions of created topics (default 16).
@@ -102,6 +113,10 @@ type Redis struct {
 	// Shards of the deadline index (default 16); keep it equal to the
 	// partitions of the requests topic so each partition owns one shard.
 	Shards int `mapstructure:"shards"`
+	// MaxDomains bounds how many domains' stores are kept open at once
+	// (default 1024), so requests naming ever new domains cannot grow
+	// memory without bound. Only the default section reads it.
+	MaxDomains int `mapstructure:"maxDomains"`
 	// ClosedTTL is how long a closed task's decision is kept for replays
 	// and look-ups (default 168h).
 	ClosedTTL time.Duration `mapstructure:"closedTTL"`
@@ -126,6 +141,23 @@ type HTTP struct {
 	// PublishRoles, with auth on, limits POST /topics/{topic} to callers
 	// holding one of these roles (default: any authenticated caller).
 	PublishRoles []string `mapstructure:"publishRoles"`
+	// PublishTopics are the only topics POST /topics/{topic} publishes to
+	// (default none; `dev` adds the loaded sagas' trigger topics). Internal
+	// topics may not be listed.
+	PublishTopics []string `mapstructure:"publishTopics"`
+	// ReadTimeout bounds reading a whole request, body included, so slow
+	// uploads cannot hold connections (default 30s). Go's server keeps this
+	// deadline on the connection while the handler runs and cancels the
+	// request when it passes, so it must exceed Timeout too.
+	ReadTimeout time.Duration `mapstructure:"readTimeout"`
+	// WriteTimeout bounds a request from the end of its headers to the
+	// end of its answer; it must exceed Timeout, or synchronous requests
+	// are cut before their 504 (default 20s).
+	WriteTimeout time.Duration `mapstructure:"writeTimeout"`
+	// IdleTimeout closes keep-alive connections idle this long (default 60s).
+	IdleTimeout time.Duration `mapstructure:"idleTimeout"`
+	// MaxHeaderBytes bounds the request line and headers (default 65536).
+	MaxHeaderBytes int `mapstructure:"maxHeaderBytes"`
 }
 
 // Auth configures bearer-token authentication. With neither tokens nor a
@@ -136,6 +168,9 @@ type Auth struct {
 	Tokens []Token `mapstructure:"tokens"`
 	// JWT accepts HS256 tokens signed with Secret.
 	JWT JWT `mapstructure:"jwt"`
+	// AdminRoles may act on and see every task of their tenant, read
+	// suspended envelopes and start sweeping sagas over HTTP (default none).
+	AdminRoles []string `mapstructure:"adminRoles"`
 }
 
 // Token is a static bearer token and the identity it stands for.
@@ -143,6 +178,9 @@ type Token struct {
 	Token string   `mapstructure:"token"`
 	User  string   `mapstructure:"user"`
 	Roles []string `mapstructure:"roles"`
+	// Tenant scopes what the token's caller sees and touches ("" is the
+	// default tenant).
+	Tenant string `mapstructure:"tenant"`
 }
 
 // JWT configures HS256 JWT validation.
@@ -152,6 +190,10 @@ type JWT struct {
 	Audience   string `mapstructure:"audience"`
 	UserClaim  string `mapstructure:"userClaim"`
 	RolesClaim string `mapstructure:"rolesClaim"`
+	// TenantClaim names the claim holding the tenant (default "tenant").
+	TenantClaim string `mapstructure:"tenantClaim"`
+	// RequireExp refuses tokens without an exp claim (default true).
+	RequireExp bool `mapstructure:"requireExp"`
 }
 
 // Runner tunes record handling; the defaults suit most deployments.
@@ -166,6 +208,26 @@ type Runner struct {
 	// MaxInFlight is how many polled records one partition may queue before
 	// its fetching pauses (default 2000).
 	MaxInFlight int `mapstructure:"maxInFlight"`
+	// MaxAttempts is how often a record failing with an error known to be
+	// neither transient nor permanent is tried before it is dead-lettered
+	// (default 5).
+	MaxAttempts int `mapstructure:"maxAttempts"`
+	// MaxHops is how many replies and published records may follow one
+	// another from one request before the next is dead-lettered, so no
+	// record loops for ever (default 32).
+	MaxHops int `mapstructure:"maxHops"`
+	// MaxRecordBytes is the largest record the runner produces; a larger
+	// output is dead-lettered, a larger dead letter cut to fit (default
+	// 1000000, the broker's default message.max.bytes).
+	MaxRecordBytes int `mapstructure:"maxRecordBytes"`
+	// StuckAfter is how long a partition's oldest uncommitted record may
+	// wait before /readyz reports the partition stuck (default 2m).
+	StuckAfter time.Duration `mapstructure:"stuckAfter"`
+	// SigningKey signs the continuations runners produce, so a forged one
+	// is dead-lettered; at least 32 bytes. Empty (the default): one key is
+	// drawn at random and kept in the default Redis, shared by every runner
+	// that uses it.
+	SigningKey string `mapstructure:"signingKey"`
 }
 
 // Timers configures automatic timeouts.
@@ -194,10 +256,13 @@ var defaults = map[string]any{
 	"kafka.clientId":           "sagarunner",
 	"kafka.sessionTimeout":     "10s",
 	"kafka.rebalanceTimeout":   "60s",
+	"kafka.instanceId":         "",
 	"topics.requests":          "sagarunner-requests",
 	"topics.replies":           "sagarunner-replies",
 	"topics.notifications":     "HTM_TASK_CLOSED_NOTIFICATION",
 	"topics.deadLetter":        "sagarunner-dead-letter",
+	"topics.taskEvents":        "sagarunner-task-events",
+	"topics.audit":             "sagarunner-audit",
 	"topics.create":            true,
 	"topics.partitions":        16,
 	"topics.replicationFactor": -1,
@@ -205,16 +270,28 @@ var defaults = map[string]any{
 	"redis.db":                 0,
 	"redis.shards":             16,
 	"redis.closedTTL":          "168h",
+	"redis.maxDomains":         1024,
 	"http.addr":                ":8080",
 	"http.timeout":             "10s",
 	"http.maxBody":             1 << 20,
+	"http.readTimeout":         "30s",
+	"http.writeTimeout":        "20s",
+	"http.idleTimeout":         "60s",
+	"http.maxHeaderBytes":      1 << 16,
 	"runner.batchSize":         500,
 	"runner.keyConcurrency":    8,
 	"runner.maxInFlight":       2000,
+	"runner.maxAttempts":       5,
+	"runner.maxHops":           32,
+	"runner.maxRecordBytes":    1000000,
+	"runner.stuckAfter":        "2m",
+	"runner.signingKey":        "",
 	"timers.pollInterval":      "10ms",
 	"timers.batchSize":         500,
 	"auth.jwt.userClaim":       "sub",
 	"auth.jwt.rolesClaim":      "roles",
+	"auth.jwt.tenantClaim":     "tenant",
+	"auth.jwt.requireExp":      true,
 	"log.level":                "info",
 	"log.format":               "text",
 }
@@ -300,7 +377,7 @@ var known = func() map[string]bool {
 		m[strings.ToLower(k)] = true
 	}
 	for _, k := range []string{"kafka.tls", "kafka.saslMechanism", "kafka.saslUser", "kafka.saslPassword",
-		"redis.username", "redis.password", "http.publishRoles", "redis.prefix", "auth.jwt.secret", "auth.jwt.issuer",
+		"redis.username", "redis.password", "http.publishRoles", "http.publishTopics", "auth.adminRoles", "redis.prefix", "auth.jwt.secret", "auth.jwt.issuer",
 		"auth.jwt.audience", "timers.domains"} {
 		m[strings.ToLower(k)] = true
 	}
@@ -313,7 +390,7 @@ func checkKeys(v *viper.Viper, file string) error {
 		switch {
 		case known[k]:
 		case k == "auth.tokens":
-			errs = append(errs, listKeys(v.Get(k), file, k, "token", "user", "roles")...)
+			errs = append(errs, listKeys(v.Get(k), file, k, "token", "user", "roles", "tenant")...)
 		case k == "statemanagers":
 			errs = append(errs, listKeys(v.Get(k), file, k, "domain", "addr", "db", "username", "password",
 				"prefix", "shards", "closedttl")...)
@@ -367,7 +444,8 @@ func (c *Config) Validate() error {
 		add("group: must not be empty")
 	}
 	for name, t := range map[string]string{"topics.requests": c.Topics.Requests, "topics.replies": c.Topics.Replies,
-		"topics.notifications": c.Topics.Notifications, "topics.deadLetter": c.Topics.DeadLetter} {
+		"topics.notifications": c.Topics.Notifications, "topics.deadLetter": c.Topics.DeadLetter,
+		"topics.taskEvents": c.Topics.TaskEvents, "topics.audit": c.Topics.Audit} {
 		if t == "" {
 			add("%s: must not be empty", name)
 		}
@@ -404,12 +482,35 @@ func (c *Config) Validate() error {
 		seen[sm.Domain] = true
 		checkRedis(name, sm.Redis)
 	}
+	firstToken := map[string]int{}
 	for i, t := range c.Auth.Tokens {
 		if t.Token == "" {
 			add("auth.tokens[%d].token: must not be empty", i)
 		}
 		if t.User == "" {
 			add("auth.tokens[%d].user: must not be empty", i)
+		}
+		// Never print the token: configuration errors end up in logs.
+		if j, dup := firstToken[t.Token]; dup && t.Token != "" {
+			add("auth.tokens[%d].token: same token as auth.tokens[%d]; each token must stand for one identity", i, j)
+		} else {
+			firstToken[t.Token] = i
+		}
+	}
+	for i, r := range c.Auth.AdminRoles {
+		if r == "" {
+			add("auth.adminRoles[%d]: must not be empty", i)
+		}
+	}
+	internal := c.InternalTopics()
+	for i, t := range c.HTTP.PublishTopics {
+		switch {
+		case t == "":
+			add("http.publishTopics[%d]: must not be empty", i)
+		case strings.HasPrefix(t, "__"):
+			add("http.publishTopics[%d]: %q is a broker-internal topic", i, t)
+		case internal[t] != "":
+			add("http.publishTopics[%d]: %q is the %s topic; internal topics are never publishable over HTTP", i, t, internal[t])
 		}
 	}
 	if c.Kafka.SessionTimeout <= 0 || c.Kafka.RebalanceTimeout <= 0 {
@@ -421,8 +522,38 @@ func (c *Config) Validate() error {
 	if c.HTTP.MaxBody <= 0 {
 		add("http.maxBody: must be positive")
 	}
+	if c.HTTP.IdleTimeout <= 0 {
+		add("http.idleTimeout: must be positive")
+	}
+	for name, d := range map[string]time.Duration{"http.readTimeout": c.HTTP.ReadTimeout, "http.writeTimeout": c.HTTP.WriteTimeout} {
+		if d <= c.HTTP.Timeout {
+			add("%s: must exceed http.timeout (%v), or synchronous requests are cut before they answer, got %v", name, c.HTTP.Timeout, d)
+		}
+	}
+	if c.HTTP.MaxHeaderBytes < 1024 {
+		add("http.maxHeaderBytes: must be at least 1024, got %d", c.HTTP.MaxHeaderBytes)
+	}
 	if c.Runner.BatchSize < 1 || c.Runner.KeyConcurrency < 1 || c.Runner.MaxInFlight < c.Runner.BatchSize {
 		add("runner: batchSize and keyConcurrency must be at least 1 and maxInFlight at least batchSize")
+	}
+	if c.Runner.MaxAttempts < 1 {
+		add("runner.maxAttempts: must be at least 1, got %d", c.Runner.MaxAttempts)
+	}
+	if c.Runner.MaxHops < 1 {
+		add("runner.maxHops: must be at least 1, got %d", c.Runner.MaxHops)
+	}
+	if c.Runner.MaxRecordBytes < 1024 {
+		add("runner.maxRecordBytes: must be at least 1024, got %d", c.Runner.MaxRecordBytes)
+	}
+	if c.Runner.StuckAfter <= 0 {
+		add("runner.stuckAfter: must be positive")
+	}
+	if k := c.Runner.SigningKey; k != "" && len(k) < MinSigningKeyBytes {
+		// The length only: the key is a secret.
+		add("runner.signingKey: must be at least %d bytes, got %d (leave it empty to share a random key through Redis)", MinSigningKeyBytes, len(k))
+	}
+	if c.Redis.MaxDomains < 1 {
+		add("redis.maxDomains: must be at least 1, got %d", c.Redis.MaxDomains)
 	}
 	if c.Timers.PollInterval <= 0 {
 		add("timers.pollInterval: must be positive")
@@ -446,6 +577,27 @@ func (c *Config) Validate() error {
 		add("log.format: want text or json, got %q", c.Log.Format)
 	}
 	return errors.Join(errs...)
+}
+
+// MinSigningKeyBytes is the shortest runner.signingKey accepted: an HMAC
+// key shorter than its hash's output weakens it.
+const MinSigningKeyBytes = 32
+
+// InternalTopics maps each topic the runners own (requests, replies,
+// notifications, task events, audit, dead letter) to what it is. None of
+// them may be published to over HTTP: a record there would be read as the
+// runners' own.
+func (c *Config) InternalTopics() map[string]string {
+	m := map[string]string{}
+	for _, t := range []struct{ name, topic string }{
+		{"dead-letter", c.Topics.DeadLetter}, {"audit", c.Topics.Audit}, {"task-event", c.Topics.TaskEvents},
+		{"notification", c.Topics.Notifications}, {"reply", c.Topics.Replies}, {"request", c.Topics.Requests},
+	} {
+		if t.topic != "" {
+			m[t.topic] = t.name
+		}
+	}
+	return m
 }
 
 // AuthEnabled reports whether any authentication is configured.

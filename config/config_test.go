@@ -37,6 +37,66 @@ func TestDefaults(t *testing.T) {
 	if c.AuthEnabled() {
 		t.Error("auth enabled by default")
 	}
+	for _, tc := range []struct {
+		name      string
+		got, want any
+	}{
+		{"topics.taskEvents", c.Topics.TaskEvents, "sagarunner-task-events"},
+		{"topics.audit", c.Topics.Audit, "sagarunner-audit"},
+		{"auth.jwt.tenantClaim", c.Auth.JWT.TenantClaim, "tenant"},
+		{"auth.jwt.requireExp", c.Auth.JWT.RequireExp, true},
+		{"http.readTimeout", c.HTTP.ReadTimeout, 30 * time.Second},
+		{"http.writeTimeout", c.HTTP.WriteTimeout, 20 * time.Second},
+		{"http.idleTimeout", c.HTTP.IdleTimeout, time.Minute},
+		{"http.maxHeaderBytes", c.HTTP.MaxHeaderBytes, 65536},
+		{"runner.maxAttempts", c.Runner.MaxAttempts, 5},
+		{"runner.maxHops", c.Runner.MaxHops, 32},
+		{"runner.maxRecordBytes", c.Runner.MaxRecordBytes, 1000000},
+		{"runner.stuckAfter", c.Runner.StuckAfter, 2 * time.Minute},
+		{"runner.signingKey", c.Runner.SigningKey, ""},
+		{"kafka.instanceId", c.Kafka.InstanceID, ""},
+		{"redis.maxDomains", c.Redis.MaxDomains, 1024},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.got != tc.want {
+				t.Errorf("got %v, want %v", tc.got, tc.want)
+			}
+		})
+	}
+}
+
+func TestInternalTopics(t *testing.T) {
+	c, err := Load("", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.InternalTopics()
+	for _, topic := range []string{"sagarunner-requests", "sagarunner-replies", "HTM_TASK_CLOSED_NOTIFICATION",
+		"sagarunner-task-events", "sagarunner-audit", "sagarunner-dead-letter"} {
+		if got[topic] == "" {
+			t.Errorf("%s is not internal: %v", topic, got)
+		}
+	}
+}
+
+func TestSecurityKeys(t *testing.T) {
+	c, err := Load(writeFile(t, `
+auth:
+  adminRoles: [ops]
+  tokens:
+    - {token: t1, user: alice, tenant: acme}
+  jwt: {secret: s, tenantClaim: org, requireExp: false}
+http: {publishTopics: [job-posts]}
+runner: {signingKey: "0123456789abcdef0123456789abcdef"}
+kafka: {instanceId: runner-1}
+`), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Auth.Tokens[0].Tenant != "acme" || c.Auth.AdminRoles[0] != "ops" || c.Auth.JWT.TenantClaim != "org" || c.Auth.JWT.RequireExp ||
+		c.HTTP.PublishTopics[0] != "job-posts" || len(c.Runner.SigningKey) != 32 || c.Kafka.InstanceID != "runner-1" {
+		t.Fatalf("config %+v", c)
+	}
 }
 
 func TestPrecedence(t *testing.T) {
@@ -103,6 +163,18 @@ func TestErrors(t *testing.T) {
 		{"bad values", "topics: {partitions: 0}\nlog: {level: loud}\ntimers: {batchSize: 0}\n",
 			[]string{"topics.partitions", "log.level", "timers.batchSize"}},
 		{"duplicate domain", "stateManagers: [{domain: a}, {domain: a}]\n", []string{`"a" is listed twice`}},
+		{"duplicate token", "auth: {tokens: [{token: Tok-Secret, user: a}, {token: x, user: b}, {token: Tok-Secret, user: c}]}\n",
+			[]string{"auth.tokens[2].token: same token as auth.tokens[0]"}},
+		{"internal topic publishable", "http: {publishTopics: [sagarunner-requests, HTM_TASK_CLOSED_NOTIFICATION, sagarunner-audit, __consumer_offsets, x]}\n",
+			[]string{"publishTopics[0]: \"sagarunner-requests\" is the request topic", "publishTopics[1]: \"HTM_TASK_CLOSED_NOTIFICATION\" is the notification topic",
+				"publishTopics[2]: \"sagarunner-audit\" is the audit topic", "publishTopics[3]: \"__consumer_offsets\" is a broker-internal topic"}},
+		{"renamed internal topic", "topics: {deadLetter: dl}\nhttp: {publishTopics: [dl]}\n", []string{"\"dl\" is the dead-letter topic"}},
+		{"http bounds", "http: {timeout: 30s, maxHeaderBytes: 10, idleTimeout: 0s}\n",
+			[]string{"http.readTimeout: must exceed http.timeout", "http.writeTimeout: must exceed http.timeout", "http.maxHeaderBytes", "http.idleTimeout"}},
+		{"short signing key", "runner: {signingKey: Short-Secret}\n", []string{"runner.signingKey: must be at least 32 bytes, got 12"}},
+		{"runner bounds", "runner: {maxAttempts: 0, maxHops: 0, maxRecordBytes: 10, stuckAfter: 0s}\nredis: {maxDomains: 0}\n",
+			[]string{"runner.maxAttempts", "runner.maxHops", "runner.maxRecordBytes", "runner.stuckAfter", "redis.maxDomains"}},
+		{"empty admin role", "auth: {adminRoles: [\"\"]}\n", []string{"auth.adminRoles[0]"}},
 		{"bad yaml", "brokers: [\n", []string{"read"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,6 +185,11 @@ func TestErrors(t *testing.T) {
 			for _, w := range tc.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			for _, secret := range []string{"Tok-Secret", "Short-Secret"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error %q prints a secret", err)
 				}
 			}
 		})
