@@ -2,6 +2,8 @@ package actions
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 
 	"github.com/jmespath/go-jmespath"
 
@@ -19,7 +21,11 @@ func init() {
 			{Name: "key", Type: Path, Doc: "Path of the record key in the payload (\"$.\" for the envelope root); default: the requestId", Example: "parameters.productId"},
 		},
 		New: func(c Config) (Action, error) {
-			return &publish{topic: c.String("topic"), pattern: c.Pattern("pattern"), raw: c.Raw["pattern"], key: c.String("key")}, nil
+			topic := c.String("topic")
+			if err := ValidTopic(topic); err != nil {
+				return nil, fmt.Errorf("parameter \"topic\": %w", err)
+			}
+			return &publish{topic: topic, pattern: c.Pattern("pattern"), raw: c.Raw["pattern"], key: c.String("key")}, nil
 		},
 	})
 	Default.Register(&Spec{
@@ -36,6 +42,43 @@ func init() {
 	})
 }
 
+// CodeReservedTopic fails a step that would produce to a topic of the
+// runner's own (its request, notification or dead-letter topic): a record
+// there would be taken for the runner's own, or loop.
+const CodeReservedTopic = "RESERVED_TOPIC"
+
+// HopsHeader carries the hop count of a published record or a reply, so a
+// Publish whose pattern drops the envelope still counts towards the
+// runner's maxHops when its record comes back.
+const HopsHeader = "sagarunner-hops"
+
+// TopicWriter is implemented by built actions that produce to topics their
+// configuration names, so the engine can refuse one aimed at the runner's
+// own topics when a saga loads or a direct action is built, before any
+// record runs it.
+type TopicWriter interface {
+	// WritesTo returns the topics the action may produce to.
+	WritesTo() []string
+}
+
+var _ TopicWriter = (*publish)(nil)
+
+// ValidTopic checks a Kafka topic name: 1 to 249 characters of
+// [A-Za-z0-9._-], neither "." nor "..". A record aimed at any other name
+// can never be produced, and would be retried for ever.
+func ValidTopic(name string) error {
+	if name == "" || name == "." || name == ".." || len(name) > 249 {
+		return fmt.Errorf("%q is not a valid topic name", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("topic name %q: only letters, digits, '.', '_' and '-' are allowed", name)
+		}
+	}
+	return nil
+}
+
 type publish struct {
 	topic   string
 	pattern *jmespath.JMESPath
@@ -43,9 +86,19 @@ type publish struct {
 	key     string
 }
 
+func (a *publish) WritesTo() []string { return []string{a.topic} }
+
 // Execute returns the record instead of producing it, so it becomes durable
-// with the step's other effects before the offset is committed.
-func (a *publish) Execute(_ context.Context, _ *Exec, env *envelope.Envelope) (Outcome, error) {
+// with the step's other effects before the offset is committed. The record
+// is one hop further than the event: whole envelopes say so in
+// requestMeta.hops, every record in HopsHeader.
+func (a *publish) Execute(_ context.Context, x *Exec, env *envelope.Envelope) (Outcome, error) {
+	// The engine refuses these when the action is built; this holds for
+	// callers that build actions themselves.
+	if x != nil && (a.topic == x.Topics.Continuations || a.topic == x.Topics.Notifications) {
+		env.Fail(CodeReservedTopic, "Publish to %q: the runner's own topic", a.topic)
+		return Outcome{Env: env}, nil
+	}
 	key := env.RequestMeta.RequestID
 	if a.key != "" {
 		k, ok, err := scalarString(env.Get(a.key))
@@ -69,10 +122,13 @@ func (a *publish) Execute(_ context.Context, _ *Exec, env *envelope.Envelope) (O
 			return Outcome{Env: env}, nil
 		}
 	} else {
+		env.RequestMeta.Hops++
 		value = env.Encode()
+		env.RequestMeta.Hops--
 	}
 	env.Succeed()
-	return Outcome{Env: env, Records: []envelope.Record{{Topic: a.topic, Key: []byte(key), Value: value}}}, nil
+	hops := []envelope.Header{{Key: HopsHeader, Value: strconv.AppendInt(nil, int64(env.RequestMeta.Hops+1), 10)}}
+	return Outcome{Env: env, Records: []envelope.Record{{Topic: a.topic, Key: []byte(key), Value: value, Headers: hops}}}, nil
 }
 
 type transform struct {

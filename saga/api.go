@@ -2,6 +2,7 @@ package saga
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/clock"
@@ -22,11 +23,19 @@ type Record struct {
 // Output is everything one Handle (or timer firing) wants produced. The
 // runner produces Records, waits for their acks, calls Engine.Ack with Acks,
 // and only then commits the offset of the record that caused them.
+//
+// The counters are for metrics, filled where the records are made, so the
+// runner never parses what it produces.
 type Output struct {
 	Records []envelope.Record
 	Acks    []actions.Ack
-	// Started counts tasks newly started (for metrics).
+	// Started counts tasks newly started.
 	Started int
+	// Closed counts the task-closed notifications in Records by status
+	// (COMPLETED, TIMEOUT, CANCELLED).
+	Closed map[string]int
+	// DeadLetters counts the dead letters in Records.
+	DeadLetters int
 }
 
 // Append adds o2 to o.
@@ -34,6 +43,17 @@ func (o *Output) Append(o2 Output) {
 	o.Records = append(o.Records, o2.Records...)
 	o.Acks = append(o.Acks, o2.Acks...)
 	o.Started += o2.Started
+	for st, n := range o2.Closed {
+		o.countClosed(st, n)
+	}
+	o.DeadLetters += o2.DeadLetters
+}
+
+func (o *Output) countClosed(status string, n int) {
+	if o.Closed == nil {
+		o.Closed = make(map[string]int, 1)
+	}
+	o.Closed[status] += n
 }
 
 // Config configures an Engine.
@@ -53,6 +73,24 @@ type Config struct {
 	// named after its position, topic-partition-offset, so replays of it
 	// get the same id.
 	NewID func() string
+	// MaxRecordBytes bounds the key and value of every record the engine
+	// returns: a larger output is replaced by a dead letter naming it, and
+	// dead letters are cut to fit. Default DefaultMaxRecordBytes, the
+	// broker's default message size less the batch overhead; set it to
+	// what the producer and broker accept.
+	MaxRecordBytes int
+	// SigningKey signs continuations (SignatureHeader) so that only the
+	// runners produce records that resume an instance. The runners of one
+	// deployment share one key, which the app supplies; when empty,
+	// NewEngine draws a random one, which suits an engine running alone.
+	SigningKey []byte
+	// MaxHops dead-letters a record whose requestMeta.hops reaches it, so
+	// a chain of replies and published records that feeds itself ends.
+	// Default DefaultMaxHops.
+	MaxHops int
+	// AdminRoles are the roles that may act on any task of their tenant
+	// (auth.adminRoles); actions see them in Exec.AdminRoles.
+	AdminRoles []string
 }
 
 // Validate checks the config and fills defaults.
@@ -75,26 +113,83 @@ func (c *Config) Validate() error {
 	if c.Registry == nil {
 		c.Registry = actions.Default
 	}
-	return nil
+	if c.MaxRecordBytes == 0 {
+		c.MaxRecordBytes = DefaultMaxRecordBytes
+	}
+	if c.MaxHops == 0 {
+		c.MaxHops = DefaultMaxHops
+	}
+	var errs []error
+	if c.MaxRecordBytes < minRecordBytes {
+		errs = append(errs, fmt.Errorf("saga: Config.MaxRecordBytes %d is below %d", c.MaxRecordBytes, minRecordBytes))
+	}
+	if c.MaxHops < 1 {
+		errs = append(errs, fmt.Errorf("saga: Config.MaxHops %d: must be at least 1", c.MaxHops))
+	}
+	// The three are told apart by topic: a shared name would make
+	// notifications or dead letters look like continuations.
+	named := map[string]string{}
+	for _, t := range []struct{ what, topic string }{
+		{"Topics.Continuations", c.Topics.Continuations},
+		{"Topics.Notifications", c.Topics.Notifications},
+		{"DeadLetter", c.DeadLetter},
+	} {
+		if err := actions.ValidTopic(t.topic); err != nil {
+			errs = append(errs, fmt.Errorf("saga: Config.%s: %w", t.what, err))
+		}
+		if other, dup := named[t.topic]; dup {
+			errs = append(errs, fmt.Errorf("saga: Config.%s and Config.%s are both %q", other, t.what, t.topic))
+		}
+		named[t.topic] = t.what
+	}
+	return errors.Join(errs...)
 }
 
-// Default topic names.
+// Defaults.
 const (
 	DefaultNotificationTopic = "HTM_TASK_CLOSED_NOTIFICATION"
 	DefaultDeadLetterTopic   = "sagarunner-dead-letter"
+	// DefaultMaxRecordBytes is the broker's default message.max.bytes
+	// (1 MiB plus 12) less room for the batch and record framing.
+	DefaultMaxRecordBytes = 1_000_000
+	DefaultMaxHops        = 32
+	// minRecordBytes leaves room for a dead letter's coordinates.
+	minRecordBytes = 4096
 )
 
-// ErrRetry wraps errors from Handle, FireDue, Recover and Ack that come from
-// unavailable infrastructure: nothing was lost, retry the same call later.
-var ErrRetry = errors.New("saga: infrastructure unavailable, retry")
+// Errors, by what the caller does with them. Handle, FireDue, Recover and
+// Ack return nil or an error wrapping ErrRetry when a store call failed or
+// an action reported actions.ErrRetryable; any other error they return is
+// unclassified: the caller retries it a bounded number of times, then
+// dead-letters the record. Bad input never is an error: it is a dead letter
+// in Output. The engine never returns ErrPermanent itself; it is what the
+// runner's stages (producing, middleware) wrap errors in that no retry can
+// cure.
+var (
+	// ErrRetry: infrastructure unavailable (Redis or a broker unreachable,
+	// a timeout); nothing was lost, retry the same call later, with
+	// backoff, for as long as it lasts.
+	ErrRetry = errors.New("saga: infrastructure unavailable, retry")
+	// ErrPermanent: the record can never be processed (a record too large,
+	// a topic that does not exist, a value the store refuses);
+	// dead-letter it at once and move on.
+	ErrPermanent = errors.New("saga: permanent failure, dead-letter the record")
+)
 
 // Handle processes one consumed record: it starts, resumes or runs a direct
 // action, walking the saga's steps until the instance waits, finishes or
 // fails, and returns what to produce. A record that cannot be processed (bad
-// JSON, unknown saga or action, a bad pattern or element) yields a dead-letter
-// record in Output with the reason, never an error. A non-nil error wraps
-// ErrRetry; Handle is safe to call again with the same record (replays are
-// idempotent).
+// JSON, unknown saga or action, a bad pattern or element, a forged
+// continuation, too many hops, a bad replyTo, an output too large) yields a
+// dead-letter record in Output with the reason, never an error. Errors are
+// as the Errors block says; Handle is safe to call again with the same
+// record (replays are idempotent). A panicking action or condition panics
+// out of Handle: the runner's recovery middleware dead-letters the record.
+//
+// Trust (SPEC §11): a record that resumes an instance runs only when it
+// carries the signature the engine puts on every continuation it returns
+// (SignatureHeader); starts and direct actions need none. A reply carries
+// the record's hop count plus one; continuations keep the instance's.
 //
 // Record kinds (SPEC §3): sagaMeta.saga and sagaMeta.stepId set: a
 // continuation, routed from that step on result.status; a record on a trigger

@@ -3,13 +3,17 @@ package saga
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/tidwall/gjson"
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/clock"
@@ -24,9 +28,15 @@ type Engine struct {
 	cfg     Config
 	domains []string
 	direct  *actionCache
+	signer  *signer
+	// reserved names the runner's own topics, which no reply or Publish
+	// may target, with what each is for.
+	reserved map[string]string
 }
 
-// NewEngine returns an engine over the loaded sagas.
+// NewEngine returns an engine over the loaded sagas. It refuses, all at
+// once with file:line, sagas whose Publish steps target the runner's own
+// topics.
 func NewEngine(set *Set, cfg Config) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -34,18 +44,50 @@ func NewEngine(set *Set, cfg Config) (*Engine, error) {
 	if set == nil {
 		set = &Set{}
 	}
+	if len(cfg.SigningKey) == 0 {
+		cfg.SigningKey = newSigningKey()
+	} else {
+		cfg.SigningKey = append([]byte(nil), cfg.SigningKey...)
+	}
+	e := &Engine{set: set, cfg: cfg, signer: newSigner(cfg.SigningKey), reserved: map[string]string{
+		cfg.Topics.Continuations: "request",
+		cfg.Topics.Notifications: "notification",
+		cfg.DeadLetter:           "dead-letter",
+	}}
 	seen := map[string]bool{}
-	var domains []string
+	var errs []error
 	for _, g := range set.Sagas {
 		for _, st := range g.Steps {
 			if st.Action != nil && st.Domain != "" && !seen[st.Domain] {
 				seen[st.Domain] = true
-				domains = append(domains, st.Domain)
+				e.domains = append(e.domains, st.Domain)
+			}
+			if reason := e.refuseWriter(st.Action); reason != "" {
+				errs = append(errs, fmt.Errorf("%s:%d: saga %q step %q: %s", g.File, st.Line, g.Name, st.ID, reason))
 			}
 		}
 	}
-	sort.Strings(domains)
-	return &Engine{set: set, cfg: cfg, domains: domains, direct: newActionCache(cfg.Registry, directCacheSize)}, nil
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	sort.Strings(e.domains)
+	e.direct = newActionCache(cfg.Registry, directCacheSize, e.refuseWriter)
+	return e, nil
+}
+
+// refuseWriter says why an action may not run here (it produces to one of
+// the runner's own topics), or "".
+func (e *Engine) refuseWriter(a actions.Action) string {
+	w, ok := a.(actions.TopicWriter)
+	if !ok {
+		return ""
+	}
+	for _, t := range w.WritesTo() {
+		if what, ok := e.reserved[t]; ok {
+			return fmt.Sprintf("it produces to %q, the runner's %s topic", t, what)
+		}
+	}
+	return ""
 }
 
 // Sagas returns the loaded sagas.
@@ -62,78 +104,65 @@ func (e *Engine) Domains() []string { return append([]string(nil), e.domains...)
 // the record is dead-lettered instead of pinning a partition forever.
 const maxStepsPerRecord = 1000
 
-// Dead-letter codes, in DeadLetter.Code, besides the result codes of a failed
-// instance (actions.CodeBadInput, actions.CodePattern).
-const (
-	DeadUndecodable   = "UNDECODABLE"        // the value is not a JSON object
-	DeadUnknownSaga   = "UNKNOWN_SAGA"       // sagaMeta.saga names no loaded saga
-	DeadUnknownStep   = "UNKNOWN_STEP"       // sagaMeta.stepId names no step of the saga
-	DeadUnknownAction = "UNKNOWN_ACTION"     // eventMeta.action names no registered action
-	DeadBadConfig     = "BAD_ACTION_CONFIG"  // a direct action's eventMeta does not check
-	DeadNoKind        = "NOT_ROUTABLE"       // neither a start, a continuation nor an action
-	DeadStepBudget    = "STEP_BUDGET"        // too many steps for one record
-	DeadPanic         = "PANIC"              // an action or condition panicked
-	deadReasonMissing = "no reason recorded" // never empty, so a reader always sees why
-)
-
-// DeadLetter is the JSON value of a dead-letter record: why the record could
-// not be processed and where it came from, with the original value (as a JSON
-// string when it was not JSON) so an operator can fix and replay it.
-type DeadLetter struct {
-	Error     string          `json:"error"`
-	Code      string          `json:"code"`
-	Topic     string          `json:"topic"`
-	Partition int32           `json:"partition"`
-	Offset    int64           `json:"offset"`
-	Saga      string          `json:"saga,omitempty"`
-	StepID    string          `json:"stepId,omitempty"`
-	RequestID string          `json:"requestId,omitempty"`
-	Value     json.RawMessage `json:"value"`
-}
-
-func (e *Engine) deadLetter(rec Record, env *envelope.Envelope, code, reason string) envelope.Record {
-	if reason == "" {
-		reason = deadReasonMissing
-	}
-	d := DeadLetter{Error: reason, Code: code, Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
-	if env != nil {
-		d.Saga, d.StepID, d.RequestID = env.SagaMeta.Saga, env.SagaMeta.StepID, env.RequestMeta.RequestID
-	}
-	if json.Valid(rec.Value) {
-		d.Value = rec.Value
-	} else {
-		d.Value, _ = json.Marshal(string(rec.Value))
-	}
-	b, err := json.Marshal(d)
-	if err != nil {
-		// Only Value could fail, and it is checked or marshalled above.
-		panic(fmt.Sprintf("saga: dead letter: %v", err))
-	}
-	return envelope.Record{Topic: e.cfg.DeadLetter, Key: rec.Key, Value: b}
-}
-
-func (e *Engine) deadOutput(rec Record, env *envelope.Envelope, code, reason string) Output {
-	return Output{Records: []envelope.Record{e.deadLetter(rec, env, code, reason)}}
-}
-
-// Handle: see the contract in api.go.
-func (e *Engine) Handle(ctx context.Context, rec Record) (out Output, err error) {
-	defer func() {
-		// A panicking action must not take the partition down with it: the
-		// record is dead-lettered and nothing partial is produced.
-		if p := recover(); p != nil {
-			out, err = e.deadOutput(rec, nil, DeadPanic, fmt.Sprintf("panic: %v", p)), nil
-		}
-	}()
+// Handle: see the contract in api.go. There is no recover here on purpose:
+// the runner wraps every handler in one recovery middleware, which
+// dead-letters the record with DeadPanic.
+func (e *Engine) Handle(ctx context.Context, rec Record) (Output, error) {
 	// Output.Started counts tasks newly stored, not replayed starts, which
 	// only StartTask itself can tell apart.
 	started := 0
 	ctx = actions.WithStartedHook(ctx, func(*statemanager.Task) { started++ })
-	out, err = e.handle(ctx, rec)
-	if err == nil {
-		out.Started = started
+	out, env, err := e.handle(ctx, rec)
+	if err != nil {
+		return Output{}, err
 	}
-	return out, err
+	out.Started = started
+	for i, r := range out.Records {
+		if size := e.recordSize(r); size > e.cfg.MaxRecordBytes {
+			d := NewDeadLetter(rec, env, DeadTooLarge, fmt.Sprintf("output to %q is %d bytes, more than the %d allowed", r.Topic, size, e.cfg.MaxRecordBytes))
+			d.Target = r.Topic
+			out.Records[i] = d.Record(e.cfg.DeadLetter, e.cfg.MaxRecordBytes)
+		}
+	}
+	// The closes happened in actions, which report them only as
+	// notification records.
+	for _, r := range out.Records {
+		if r.Topic == e.cfg.Topics.Notifications {
+			if st := gjson.GetBytes(r.Value, "status").String(); st != "" {
+				out.countClosed(st, 1)
+			}
+		}
+	}
+	e.seal(&out)
+	return out, nil
+}
+
+// recordSize is what a record weighs against MaxRecordBytes, counting the
+// signature a continuation is about to get.
+func (e *Engine) recordSize(r envelope.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	if r.Topic == e.cfg.Topics.Continuations {
+		n += len(SignatureHeader) + 2*sha256.Size
+	}
+	return n
+}
+
+// seal is the one place outputs leave the engine (Handle, FireDue,
+// Recover): every continuation is signed here, whichever action or task
+// made it, and the dead letters are counted.
+func (e *Engine) seal(out *Output) {
+	out.DeadLetters = 0
+	for i := range out.Records {
+		switch out.Records[i].Topic {
+		case e.cfg.Topics.Continuations:
+			e.signer.sign(&out.Records[i])
+		case e.cfg.DeadLetter:
+			out.DeadLetters++
+		}
+	}
 }
 
 // requestID names a record that carries none. The record key is the
@@ -149,46 +178,103 @@ func (e *Engine) requestID(rec Record) string {
 	return fmt.Sprintf("%s-%d-%d", rec.Topic, rec.Partition, rec.Offset)
 }
 
-func (e *Engine) handle(ctx context.Context, rec Record) (Output, error) {
+// handle routes one record. It also returns the envelope as decoded (nil
+// when it did not decode), for the dead letters Handle may still make.
+func (e *Engine) handle(ctx context.Context, rec Record) (Output, *envelope.Envelope, error) {
 	env, derr := envelope.Decode(rec.Value, func() string { return e.requestID(rec) })
 	if derr != nil {
-		return e.deadOutput(rec, nil, DeadUndecodable, derr.Error()), nil
+		return e.deadOutput(rec, nil, DeadUndecodable, derr.Error()), nil, nil
 	}
-	x := &actions.Exec{Stores: e.cfg.Stores, Clock: e.cfg.Clock, Topics: e.cfg.Topics, Partition: rec.Partition}
+	// Loop and reply rules come before anything runs: a record that would
+	// feed itself must not leave a single effect behind.
+	rm := &env.RequestMeta
+	rm.Hops = max(rm.Hops, headerHops(rec))
+	if rm.Hops >= e.cfg.MaxHops {
+		return e.deadOutput(rec, env, DeadMaxHops, fmt.Sprintf("requestMeta.hops is %d: the record went through %d replies or publishes, the limit is %d", rm.Hops, rm.Hops, e.cfg.MaxHops)), env, nil
+	}
+	if reason := e.badReplyTo(rec, rm.ReplyTo); reason != "" {
+		return e.deadOutput(rec, env, DeadBadReplyTo, reason), env, nil
+	}
+	x := &actions.Exec{Stores: e.cfg.Stores, Clock: e.cfg.Clock, Topics: e.cfg.Topics, Partition: rec.Partition, AdminRoles: e.cfg.AdminRoles}
 
 	// A record on a saga's own trigger topic always starts it, whatever
 	// sagaMeta it carries: a Publish step may forward a whole envelope of
 	// another instance to that topic.
 	if rec.Topic != e.cfg.Topics.Continuations {
 		if sagas := e.set.ByTopic(rec.Topic); len(sagas) > 0 {
-			return e.startAll(ctx, x, rec, env, sagas)
+			out, err := e.startAll(ctx, x, rec, env, sagas)
+			return out, env, err
 		}
 	}
+	var out Output
+	var err error
 	sm := env.SagaMeta
 	switch {
 	case sm.Saga != "" && sm.StepID != "":
+		// Only the runners make records that resume an instance; anything
+		// else could push an instance past a step nobody decided.
+		if !e.signer.verify(rec) {
+			return e.deadOutput(rec, env, DeadForged, fmt.Sprintf("resumes saga %s at step %s without a valid %s header: only the runners produce continuations",
+				quoteCut(sm.Saga), quoteCut(sm.StepID), SignatureHeader)), env, nil
+		}
 		g, ok := e.set.ByName(sm.Saga)
 		if !ok {
-			return e.deadOutput(rec, env, DeadUnknownSaga, fmt.Sprintf("unknown saga %q", sm.Saga)), nil
+			return e.deadOutput(rec, env, DeadUnknownSaga, fmt.Sprintf("unknown saga %s", quoteCut(sm.Saga))), env, nil
 		}
 		st, ok := g.Step(sm.StepID)
 		if !ok {
-			return e.deadOutput(rec, env, DeadUnknownStep, fmt.Sprintf("saga %q has no step %q", sm.Saga, sm.StepID)), nil
+			return e.deadOutput(rec, env, DeadUnknownStep, fmt.Sprintf("saga %q has no step %s", sm.Saga, quoteCut(sm.StepID))), env, nil
 		}
-		return e.walk(ctx, x, rec, g, st, env, true)
+		out, err = e.walk(ctx, x, rec, g, st, env, true)
 	case sm.Saga != "":
 		g, ok := e.set.ByName(sm.Saga)
 		if !ok {
-			return e.deadOutput(rec, env, DeadUnknownSaga, fmt.Sprintf("unknown saga %q", sm.Saga)), nil
+			return e.deadOutput(rec, env, DeadUnknownSaga, fmt.Sprintf("unknown saga %s", quoteCut(sm.Saga))), env, nil
 		}
-		return e.start(ctx, x, rec, g, env)
+		out, err = e.start(ctx, x, rec, g, env)
 	case env.EventMeta.Action != "":
-		return e.runDirect(ctx, x, rec, env)
+		out, err = e.runDirect(ctx, x, rec, env)
+	default:
+		out = e.deadOutput(rec, env, DeadNoKind, "record names no saga or action and its topic triggers no saga")
 	}
-	if sagas := e.set.ByTopic(rec.Topic); len(sagas) > 0 {
-		return e.startAll(ctx, x, rec, env, sagas)
+	return out, env, err
+}
+
+// badReplyTo says why a reply may not go to topic, or "" when it may (or
+// there is none). A reply into the runner's own topics would be taken for
+// its own records, and one into the record's own topic would run it again.
+func (e *Engine) badReplyTo(rec Record, topic string) string {
+	if topic == "" {
+		return ""
 	}
-	return e.deadOutput(rec, env, DeadNoKind, "record names no saga or action and its topic triggers no saga"), nil
+	if err := actions.ValidTopic(topic); err != nil {
+		return "requestMeta.replyTo: " + quoteCutErr(err)
+	}
+	if what, ok := e.reserved[topic]; ok {
+		return fmt.Sprintf("requestMeta.replyTo %q is the runner's %s topic", topic, what)
+	}
+	if topic == rec.Topic {
+		return fmt.Sprintf("requestMeta.replyTo %q is the topic the record came from", topic)
+	}
+	return ""
+}
+
+// quoteCutErr bounds an error quoting a hostile value.
+func quoteCutErr(err error) string {
+	s := err.Error()
+	if len(s) > 300 {
+		s = s[:runeCut([]byte(s), 300)] + "…"
+	}
+	return s
+}
+
+// actionError classifies an action's error per the Errors contract: only
+// what the action marks retryable is ErrRetry.
+func actionError(where string, err error) error {
+	if errors.Is(err, actions.ErrRetryable) {
+		return fmt.Errorf("%w: %s: %w", ErrRetry, where, err)
+	}
+	return fmt.Errorf("saga: %s: %w", where, err)
 }
 
 // startAll starts one instance of every saga on a trigger topic.
@@ -241,7 +327,7 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 				env.EventMeta.Parameters = append(json.RawMessage(nil), st.meta.Parameters...)
 				o, err := st.Action.Execute(ctx, x, env)
 				if err != nil {
-					return Output{}, fmt.Errorf("%w: saga %q step %q: %w", ErrRetry, g.Name, st.ID, err)
+					return Output{}, actionError(fmt.Sprintf("saga %q step %q", g.Name, st.ID), err)
 				}
 				out.Records = append(out.Records, o.Records...)
 				out.Acks = append(out.Acks, o.Acks...)
@@ -286,9 +372,17 @@ func (st *Step) route(value string) (string, bool) {
 // failed instance whose data was malformed is also dead-lettered so an
 // operator sees it. Business failures (an unknown or closed task, a refused
 // caller) are answers, not poison: they only produce the response.
+//
+// The response is one hop further than the record: a reply that reaches a
+// topic answering back counts towards MaxHops.
 func (e *Engine) stop(out Output, rec Record, env *envelope.Envelope, failed bool) Output {
 	if to := env.RequestMeta.ReplyTo; to != "" {
-		out.Records = append(out.Records, envelope.Record{Topic: to, Key: []byte(env.RequestMeta.RequestID), Value: env.Encode()})
+		hops := env.RequestMeta.Hops
+		env.RequestMeta.Hops = hops + 1
+		v := env.Encode()
+		env.RequestMeta.Hops = hops
+		out.Records = append(out.Records, envelope.Record{Topic: to, Key: []byte(env.RequestMeta.RequestID), Value: v,
+			Headers: []envelope.Header{{Key: actions.HopsHeader, Value: strconv.AppendInt(nil, int64(hops+1), 10)}}})
 	}
 	if failed && malformed(env.Result.Code) {
 		out.Records = append(out.Records, e.deadLetter(rec, env, env.Result.Code, env.Result.Message))
@@ -296,7 +390,9 @@ func (e *Engine) stop(out Output, rec Record, env *envelope.Envelope, failed boo
 	return out
 }
 
-func malformed(code string) bool { return code == actions.CodeBadInput || code == actions.CodePattern }
+func malformed(code string) bool {
+	return code == actions.CodeBadInput || code == actions.CodePattern || code == actions.CodeReservedTopic
+}
 
 // runDirect runs one action named by the record's eventMeta, the way external
 // systems publish a ProceedTask or a scheduler a TimeoutBetween tick.
@@ -307,7 +403,7 @@ func (e *Engine) runDirect(ctx context.Context, x *actions.Exec, rec Record, env
 	}
 	o, err := a.Execute(ctx, x, env)
 	if err != nil {
-		return Output{}, fmt.Errorf("%w: action %q: %w", ErrRetry, env.EventMeta.Action, err)
+		return Output{}, actionError(fmt.Sprintf("action %q", env.EventMeta.Action), err)
 	}
 	if o.Env != nil {
 		env = o.Env
@@ -351,14 +447,10 @@ func (e *Engine) fireMany(ctx context.Context, store statemanager.Store, domain 
 		if r.Err != nil {
 			return Output{}, 0, fmt.Errorf("%w: time out %q in %q: %w", ErrRetry, ids[i], domain, r.Err)
 		}
-		recs, err := actions.TaskEffects(r.Task, e.cfg.Topics)
-		if err != nil {
-			return Output{}, 0, fmt.Errorf("%w: effects of %q in %q: %w", ErrRetry, ids[i], domain, err)
-		}
-		out.Records = append(out.Records, recs...)
-		out.Acks = append(out.Acks, actions.Ack{Domain: domain, ID: ids[i]})
+		e.closedEffects(&out, domain, r.Task)
 		fired++
 	}
+	e.seal(&out)
 	return out, fired, nil
 }
 
@@ -374,14 +466,48 @@ func (e *Engine) Recover(ctx context.Context, domain string, shard int, closedBe
 	}
 	var out Output
 	for _, t := range pending {
-		recs, err := actions.TaskEffects(t, e.cfg.Topics)
-		if err != nil {
-			return Output{}, fmt.Errorf("%w: effects of %q in %q: %w", ErrRetry, t.ID, domain, err)
-		}
-		out.Records = append(out.Records, recs...)
-		out.Acks = append(out.Acks, actions.Ack{Domain: domain, ID: t.ID})
+		e.closedEffects(&out, domain, t)
 	}
+	e.seal(&out)
 	return out, nil
+}
+
+// closedEffects adds a closed task's effects and ack to out. A task whose
+// effects cannot be built (a corrupt stored envelope) or cannot be produced
+// (too large) is dead-lettered with its stored envelope and acked like the
+// others: retrying could never cure it, and its shard's other deadlines
+// must fire. Its notification still goes out when it can be built, so
+// consumers learn the task closed.
+func (e *Engine) closedEffects(out *Output, domain string, t *statemanager.Task) {
+	out.Acks = append(out.Acks, actions.Ack{Domain: domain, ID: t.ID})
+	recs, err := actions.TaskEffects(t, e.cfg.Topics)
+	if err != nil {
+		out.Records = append(out.Records, e.taskDeadLetter(domain, t, DeadCorruptTask, err.Error(), ""))
+		n, err := actions.NewNotification(t).Record(e.cfg.Topics.Notifications)
+		if err != nil {
+			return
+		}
+		recs = []envelope.Record{n}
+	}
+	for _, r := range recs {
+		if size := e.recordSize(r); size > e.cfg.MaxRecordBytes {
+			r = e.taskDeadLetter(domain, t, DeadTooLarge,
+				fmt.Sprintf("output to %q is %d bytes, more than the %d allowed", r.Topic, size, e.cfg.MaxRecordBytes), r.Topic)
+		} else if r.Topic == e.cfg.Topics.Notifications {
+			out.countClosed(t.Status, 1)
+		}
+		out.Records = append(out.Records, r)
+	}
+}
+
+// taskDeadLetter dead-letters a closed task: there is no consumed record,
+// so the task's domain and id are its coordinates, its stored envelope the
+// value.
+func (e *Engine) taskDeadLetter(domain string, t *statemanager.Task, code, reason, target string) envelope.Record {
+	d := &DeadLetter{Error: fmt.Sprintf("task %s in %q: %s", quoteCut(t.ID), domain, reason), Code: code,
+		Saga: t.Saga, StepID: t.StepID, RequestID: t.RequestID, Domain: domain, TaskID: t.ID, Target: target,
+		key: []byte(t.ID), original: t.Envelope}
+	return d.Record(e.cfg.DeadLetter, e.cfg.MaxRecordBytes)
 }
 
 // Ack: see the contract in api.go.
@@ -430,8 +556,10 @@ const directCacheSize = 4096
 type actionCache struct {
 	reg *actions.Registry
 	max int
-	mu  sync.RWMutex
-	m   map[string]cachedAction
+	// refuse says why a built action may not run here, or "".
+	refuse func(actions.Action) string
+	mu     sync.RWMutex
+	m      map[string]cachedAction
 }
 
 type cachedAction struct {
@@ -439,12 +567,27 @@ type cachedAction struct {
 	code, reason string
 }
 
-func newActionCache(reg *actions.Registry, max int) *actionCache {
-	return &actionCache{reg: reg, max: max, m: make(map[string]cachedAction)}
+func newActionCache(reg *actions.Registry, max int, refuse func(actions.Action) string) *actionCache {
+	return &actionCache{reg: reg, max: max, refuse: refuse, m: make(map[string]cachedAction)}
 }
+
+// maxCachedConfig bounds the size of a config the cache keeps: the few
+// configs that recur are small, and a large one cached 4096 times over would
+// hold gigabytes.
+const maxCachedConfig = 4096
 
 // get returns the action for m, or nil with a dead-letter code and reason.
 func (c *actionCache) get(m *envelope.EventMeta) (actions.Action, string, string) {
+	// Checked before the cache so a hostile domain costs nothing kept.
+	if m.Domain != "" {
+		if err := ValidDomain(m.Domain); err != nil {
+			return nil, DeadBadConfig, fmt.Sprintf("action %s: eventMeta.domain: %v", quoteCut(m.Action), err)
+		}
+	}
+	if len(m.Action)+len(m.Domain)+len(m.InputElement)+len(m.OutputElement)+len(m.Parameters) > maxCachedConfig {
+		ca := c.build(m)
+		return ca.action, ca.code, ca.reason
+	}
 	var buf [256]byte
 	key := append(buf[:0], m.Action...)
 	key = append(append(key, 0), m.Domain...)
@@ -473,7 +616,7 @@ func (c *actionCache) get(m *envelope.EventMeta) (actions.Action, string, string
 func (c *actionCache) build(m *envelope.EventMeta) cachedAction {
 	spec, ok := c.reg.Lookup(m.Action)
 	if !ok {
-		return cachedAction{code: DeadUnknownAction, reason: fmt.Sprintf("unknown action %q (known: %s)", m.Action, strings.Join(c.reg.Names(), ", "))}
+		return cachedAction{code: DeadUnknownAction, reason: fmt.Sprintf("unknown action %s (known: %s)", quoteCut(m.Action), strings.Join(c.reg.Names(), ", "))}
 	}
 	var params map[string]any
 	if p := m.Parameters; len(p) > 0 && string(p) != "null" {
@@ -490,6 +633,9 @@ func (c *actionCache) build(m *envelope.EventMeta) cachedAction {
 			reasons[i] = pe.Error()
 		}
 		return cachedAction{code: DeadBadConfig, reason: fmt.Sprintf("action %q: %s", m.Action, strings.Join(reasons, "; "))}
+	}
+	if reason := c.refuse(a); reason != "" {
+		return cachedAction{code: actions.CodeReservedTopic, reason: fmt.Sprintf("action %q: %s", m.Action, reason)}
 	}
 	return cachedAction{action: a}
 }

@@ -2,6 +2,9 @@ package saga_test
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +30,19 @@ const (
 	replyTopic   = "responses"
 	testShards   = 4
 )
+
+// signingKey is the key the harness's engine signs continuations with.
+var signingKey = []byte("test-signing-key")
+
+// signed returns the headers of a continuation the runners made: the hex
+// HMAC-SHA256 of key || 0x00 || value, as SPEC §11 lets only them make.
+func signed(key, value string) []envelope.Header {
+	m := hmac.New(sha256.New, signingKey)
+	m.Write([]byte(key))
+	m.Write([]byte{0})
+	m.Write([]byte(value))
+	return []envelope.Header{{Key: saga.SignatureHeader, Value: []byte(hex.EncodeToString(m.Sum(nil)))}}
+}
 
 // start is the fake clock's start: a fixed instant, so deadlines in
 // assertions are exact.
@@ -67,6 +83,7 @@ func newHarnessOn(t *testing.T, client redis.UniversalClient, sagaYAML string) *
 		DeadLetter: deadTopic,
 		Stores:     h.stores,
 		Clock:      h.clock,
+		SigningKey: signingKey,
 		NewID: func() string {
 			h.ids++
 			return "gen-" + strconv.Itoa(h.ids)
@@ -154,7 +171,7 @@ func (h *harness) continuations(res *result, out saga.Output) []saga.Record {
 	var next []saga.Record
 	for _, r := range out.Records {
 		if r.Topic == requestTopic {
-			next = append(next, saga.Record{Topic: r.Topic, Key: r.Key, Value: r.Value})
+			next = append(next, saga.Record{Topic: r.Topic, Key: r.Key, Value: r.Value, Headers: r.Headers})
 			continue
 		}
 		res.records = append(res.records, r)
