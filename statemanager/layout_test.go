@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -32,7 +33,7 @@ func TestRedisKeyLayout(t *testing.T) {
 	if _, _, err := s.Start(ctx, task); err != nil {
 		t.Fatal(err)
 	}
-	zsets := []string{p + "due", p + "waiting", p + "u:alice", p + "r:admin", p + "r:manager", p + "pending", p + "closed"}
+	zsets := []string{p + "due", p + "waiting", p + "u:alice", p + "r:admin", p + "r:manager", p + "pending", p + "closed:TIMEOUT"}
 	member := func(key string) bool {
 		t.Helper()
 		ok, err := client.ZScore(ctx, key, id).Result()
@@ -57,7 +58,7 @@ func TestRedisKeyLayout(t *testing.T) {
 	if _, _, err := s.Close(ctx, statemanager.Close{ID: id, Status: statemanager.StatusTimeout, At: 6000, Key: "k"}); err != nil {
 		t.Fatal(err)
 	}
-	check("closed", map[string]bool{p + "pending": true, p + "closed": true})
+	check("closed", map[string]bool{p + "pending": true, p + "closed:TIMEOUT": true})
 	m.FastForward(30 * 24 * time.Hour)
 	if _, err := s.Get(ctx, id); err != nil {
 		t.Fatalf("an unacked decision expired: %v", err)
@@ -73,7 +74,7 @@ func TestRedisKeyLayout(t *testing.T) {
 	if err := s.Ack(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	check("acked", map[string]bool{p + "closed": true})
+	check("acked", map[string]bool{p + "closed:TIMEOUT": true})
 	if ttl := m.TTL(p + "t:" + id); ttl != time.Hour {
 		t.Errorf("TTL after Ack = %v, want ClosedTTL", ttl)
 	}
@@ -88,6 +89,77 @@ func TestRedisKeyLayout(t *testing.T) {
 	if _, created, err := s.Start(ctx, task); err != nil || !created {
 		t.Errorf("Start after expiry: created=%v err=%v", created, err)
 	}
+}
+
+// TestRedisTenantKeyLayout pins where another tenant's indexes live (under
+// its own length-qualified prefix, never in the default tenant's keys), the
+// per-closer index and its expiry, and that a listing drops the entries of
+// decisions that expired.
+func TestRedisTenantKeyLayout(t *testing.T) {
+	ctx := context.Background()
+	m := miniredis.RunT(t)
+	client := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { client.Close() })
+	s, err := statemanager.NewRedisStore(client, "workflow", statemanager.RedisConfig{Prefix: "wf", Shards: 4, ClosedTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "product-1"
+	p := fmt.Sprintf("{wf:%d}:", s.ShardOf(id))
+	tp := p + "n6:acme:x:" // tenant "acme:x"
+	task := &statemanager.Task{ID: id, Tenant: "acme:x", User: "alice", Roles: []string{"manager"}, StartedAt: 1000, RequestID: "r-1"}
+	if _, _, err := s.Start(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	zsets := []string{p + "waiting", p + "u:alice", p + "r:manager", p + "closed:COMPLETED", p + "cb:COMPLETED:bob",
+		tp + "waiting", tp + "u:alice", tp + "r:manager", tp + "closed:COMPLETED", tp + "cb:COMPLETED:bob"}
+	check := func(stage string, want ...string) {
+		t.Helper()
+		for _, k := range zsets {
+			_, err := client.ZScore(ctx, k, id).Result()
+			if got := err == nil; got != slices.Contains(want, k) {
+				t.Errorf("%s: %s in %s = %v", stage, id, k, got)
+			}
+		}
+	}
+	check("waiting", tp+"waiting", tp+"u:alice", tp+"r:manager")
+	if got := mustGetTask(t, s, id); got.Tenant != "acme:x" {
+		t.Errorf("Get: tenant %q", got.Tenant)
+	}
+	if _, _, err := s.Close(ctx, statemanager.Close{ID: id, Status: statemanager.StatusCompleted, At: 2000, By: "bob", Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	check("closed", tp+"closed:COMPLETED", tp+"cb:COMPLETED:bob")
+	if ttl := m.TTL(tp + "cb:COMPLETED:bob"); ttl != time.Hour {
+		t.Errorf("per-closer index TTL = %v, want ClosedTTL", ttl)
+	}
+	if err := s.Ack(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	m.FastForward(30 * time.Minute)
+	f := statemanager.Filter{Tenant: "acme:x", Status: statemanager.StatusCompleted}
+	if l, err := s.List(ctx, f); err != nil || len(l) != 1 {
+		t.Fatalf("List before expiry = %d tasks, %v", len(l), err)
+	}
+	m.FastForward(time.Hour)
+	if l, err := s.List(ctx, f); err != nil || len(l) != 0 {
+		t.Errorf("List after expiry = %d tasks, %v", len(l), err)
+	}
+	if n, _ := client.ZCard(ctx, tp+"closed:COMPLETED").Result(); n != 0 {
+		t.Errorf("the listing left %d expired entries in the closed index", n)
+	}
+	if n, _ := client.Exists(ctx, tp+"cb:COMPLETED:bob").Result(); n != 0 {
+		t.Errorf("an idle per-closer index outlived ClosedTTL")
+	}
+}
+
+func mustGetTask(t *testing.T, s statemanager.Store, id string) *statemanager.Task {
+	t.Helper()
+	got, err := s.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
 
 // TestRedisErrorsAreInfrastructure checks that a Redis outage is not

@@ -5,15 +5,29 @@ package statemanager
 // touches a single Redis Cluster hash slot and runs atomically on one node:
 //
 //	{P:s}:t:<id>      hash: the task fields, its data and envelope, and once
-//	                  closed the decision (field names in taskField*)
+//	                  closed the decision (field names in field*)
 //	{P:s}:due         zset deadline -> id of waiting tasks that have a deadline
-//	{P:s}:waiting     zset startedAt -> id of every waiting task (the inbox)
-//	{P:s}:u:<user>    zset startedAt -> id of waiting tasks of one taskUser
-//	{P:s}:r:<role>    zset startedAt -> id of waiting tasks offered to one role
 //	{P:s}:pending     zset closedAt -> id of closed tasks whose effects are not acked
-//	{P:s}:closed      zset closedAt -> id of closed tasks, trimmed to ClosedTTL,
-//	                  so closed tasks stay listable by status while kept
 //	P:watermark       string: the end of the last TimeoutBetween range
+//
+// and the listing indexes of each tenant, under the tenant prefix T: {P:s}:
+// itself for the default tenant "" (a single-tenant store writes exactly the
+// keys it always did), {P:s}:n<len>:<tenant>: for any other, the length
+// keeping a tenant with ':' in its name out of another tenant's keys:
+//
+//	T waiting         zset startedAt -> id of the tenant's waiting tasks (the inbox)
+//	T u:<user>        zset startedAt -> id of waiting tasks of one taskUser
+//	T r:<role>        zset startedAt -> id of waiting tasks offered to one role
+//	T closed:<status> zset closedAt -> id of closed tasks of one status
+//	T cb:<status>:<user>
+//	                  zset closedAt -> id of tasks of one status closed by user
+//
+// A listing reads the few indexes that hold exactly what it asks for (see
+// Filter), never a larger one filtered. The closed indexes are trimmed to
+// ClosedTTL by every close that writes them, a per-closer index also expires
+// ClosedTTL after its last write (people come and go), and a listing drops
+// the entries of decisions that expired meanwhile, so no index keeps dead
+// entries to be read again.
 //
 // A closed task's hash has no TTL until Ack: the decision must survive until
 // its effects are durable, however late that is. Ack sets ClosedTTL on it, so
@@ -24,6 +38,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -39,9 +54,6 @@ const (
 	// DefaultLimit is used by Due, Between, Pending and List when the caller
 	// passes a limit <= 0, so an unbounded read cannot stall Redis.
 	DefaultLimit = 1000
-	// listScanLimit bounds how many index entries one shard's List scans,
-	// so a filtered listing of closed tasks cannot block Redis for long.
-	listScanLimit = 10000
 	// roleSep joins roles in the task hash; it cannot appear in a role.
 	roleSep = "\x1f"
 )
@@ -155,9 +167,16 @@ type shardKeys struct {
 	prefix  string // "{P:s}:"
 	task    string // "{P:s}:t:"
 	due     string
-	waiting string
 	pending string
-	closed  string
+}
+
+// tenantPrefix is the prefix of a tenant's listing indexes in the shard of
+// prefix p; the scripts compute the same (see the key layout above).
+func tenantPrefix(p, tenant string) string {
+	if tenant == "" {
+		return p
+	}
+	return p + "n" + strconv.Itoa(len(tenant)) + ":" + tenant + ":"
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -189,10 +208,7 @@ func NewRedisStore(client redis.UniversalClient, domain string, cfg RedisConfig)
 	}
 	for i := range s.shard {
 		p := "{" + cfg.Prefix + ":" + strconv.Itoa(i) + "}:"
-		s.shard[i] = shardKeys{
-			prefix: p, task: p + "t:", due: p + "due", waiting: p + "waiting",
-			pending: p + "pending", closed: p + "closed",
-		}
+		s.shard[i] = shardKeys{prefix: p, task: p + "t:", due: p + "due", pending: p + "pending"}
 	}
 	return s, nil
 }
@@ -220,6 +236,9 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 			return nil, false, fmt.Errorf("statemanager: start %q: role %q holds a control character", t.ID, r)
 		}
 	}
+	if strings.Contains(t.User, roleSep) {
+		return nil, false, fmt.Errorf("statemanager: start %q: user %q holds a control character", t.ID, t.User)
+	}
 	stored := *t
 	stored.Domain = s.domain
 	stored.Status = StatusWaiting
@@ -233,10 +252,10 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 
 	k := s.keysOf(t.ID)
 	res, err := s.pipe.script(ctx, startScript,
-		[]string{k.task + t.ID, k.due, k.waiting, k.pending, k.closed},
+		[]string{k.task + t.ID, k.due, k.pending},
 		k.prefix, t.ID, t.Name, t.Spec, t.Action, joinRoles(t.Roles), t.User, t.Saga, t.StepID,
 		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(stored.Deadline, 10),
-		[]byte(t.Data), []byte(t.Envelope), t.StartKey,
+		[]byte(t.Data), []byte(t.Envelope), t.StartKey, t.Tenant,
 	)
 	if err != nil {
 		return nil, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
@@ -324,9 +343,10 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 		if sc == nil {
 			k := &s.shard[shard]
 			sc = &shardCall{call: &call{ctx: ctx, script: closeScript,
-				keys: []string{k.due, k.waiting, k.pending, k.closed},
+				keys: []string{k.due, k.pending},
 				args: []interface{}{k.prefix, c.Status, strconv.FormatInt(at, 10), c.By, []byte(c.Data),
-					c.Key, c.EnrichPath, strconv.FormatInt(at-s.closedTTL.Milliseconds(), 10)}}}
+					c.Key, c.EnrichPath, strconv.FormatInt(at-s.closedTTL.Milliseconds(), 10),
+					s.closedTTL.Milliseconds()}}}
 			byShard[shard] = sc
 			calls = append(calls, sc)
 		}
@@ -541,37 +561,120 @@ func (s *RedisStore) SetWatermark(ctx context.Context, ms int64) error {
 	return nil
 }
 
-// List returns up to f.Limit (DefaultLimit if <= 0) tasks matching f, oldest
-// first: waiting tasks by StartedAt, closed ones by ClosedAt. Closed tasks are
-// listed while kept (ClosedTTL after close); a filtered listing of closed
-// tasks scans at most listScanLimit entries per shard.
+// List returns up to f.Limit (DefaultLimit if <= 0) tasks of f.Tenant
+// matching f, oldest first: waiting tasks by StartedAt, closed ones by
+// ClosedAt; see Filter. Closed tasks are listed while kept (ClosedTTL after
+// close). Each shard runs one script over the few indexes the filter names
+// (see listPlan), reading about f.Limit entries of each.
 func (s *RedisStore) List(ctx context.Context, f Filter) ([]*Task, error) {
-	return s.list(ctx, f, false)
+	plan, err := planList(f, s.closedTTL)
+	if err != nil {
+		return nil, err
+	}
+	if len(plan.indexes) == 0 {
+		return nil, nil
+	}
+	return s.list(ctx, f, plan, false)
 }
 
-func (s *RedisStore) list(ctx context.Context, f Filter, retried bool) ([]*Task, error) {
-	status := f.Status
-	if status == "" {
-		status = StatusWaiting
+// listPlan is what one listing reads in every shard: indexes, named
+// relative to the tenant prefix, and the secondary filters the script
+// applies to their entries.
+type listPlan struct {
+	status  string
+	limit   int
+	indexes []string
+	// user and role filter on taskUser and taskRoles ("" = any).
+	user, role string
+	// window is ClosedTTL for closed indexes (see list.lua), 0 for waiting.
+	window int64
+}
+
+// planList picks the indexes holding exactly what f asks for. No plan reads
+// an index of another tenant, or one a viewer could not see all of.
+func planList(f Filter, closedTTL time.Duration) (listPlan, error) {
+	p := listPlan{status: f.Status, limit: orDefault(f.Limit)}
+	if p.status == "" {
+		p.status = StatusWaiting
 	}
-	limit := orDefault(f.Limit)
-	index := func(k *shardKeys) string {
-		switch {
-		case status != StatusWaiting:
-			return k.closed
-		case f.User != "":
-			return k.prefix + "u:" + f.User
-		case f.Role != "":
-			return k.prefix + "r:" + f.Role
+	switch p.status {
+	case StatusWaiting, StatusCompleted, StatusTimeout, StatusCancelled:
+	default:
+		return p, fmt.Errorf("%w: unknown status %q", ErrInvalidFilter, f.Status)
+	}
+	v := f.Viewer
+	all := v == nil || v.Admin
+	add := func(idx string) {
+		if !slices.Contains(p.indexes, idx) {
+			p.indexes = append(p.indexes, idx)
 		}
-		return k.waiting
 	}
+	if p.status == StatusWaiting {
+		p.user, p.role = f.User, f.Role
+		switch {
+		case all && f.User != "":
+			add("u:" + f.User)
+			p.user = "" // the index is the filter
+		case all && f.Role != "":
+			add("r:" + f.Role)
+			p.role = ""
+		case all:
+			add("waiting")
+		case v.User != "" && f.User == v.User:
+			add("u:" + v.User)
+			p.user = ""
+		case f.Role != "" && slices.Contains(v.Roles, f.Role):
+			add("r:" + f.Role)
+			p.role = ""
+		default:
+			// The viewer's own inbox: its user's tasks and its roles'.
+			if v.User != "" {
+				add("u:" + v.User)
+			}
+			for _, r := range v.Roles {
+				if r != "" {
+					add("r:" + r)
+				}
+			}
+		}
+		return p, nil
+	}
+	// Closed tasks are indexed by status and by who closed them.
+	p.window = closedTTL.Milliseconds()
+	p.role = f.Role
+	closer := f.User
+	if !all {
+		if closer != "" && closer != v.User {
+			return p, nil // another person's history is not the viewer's
+		}
+		closer = v.User
+		if closer == "" {
+			return p, nil
+		}
+	}
+	switch {
+	case closer != "":
+		add("cb:" + p.status + ":" + closer)
+	case f.Role != "":
+		return p, fmt.Errorf("%w: closed tasks are listed by status and by the user who closed them, not by role %q alone", ErrInvalidFilter, f.Role)
+	default:
+		add("closed:" + p.status)
+	}
+	return p, nil
+}
+
+func (s *RedisStore) list(ctx context.Context, f Filter, plan listPlan, retried bool) ([]*Task, error) {
 	cmds := make([]*redis.Cmd, s.shards)
 	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		keys := make([]string, len(plan.indexes))
 		for i := range s.shard {
 			k := &s.shard[i]
-			cmds[i] = listScript.Run(ctx, p, []string{index(k)},
-				k.task, limit, status, f.User, f.Role, listScanLimit)
+			tp := tenantPrefix(k.prefix, f.Tenant)
+			for j, idx := range plan.indexes {
+				keys[j] = tp + idx
+			}
+			cmds[i] = listScript.Run(ctx, p, slices.Clone(keys),
+				k.task, plan.limit, plan.status, plan.user, plan.role, plan.window)
 		}
 		return nil
 	})
@@ -581,7 +684,7 @@ func (s *RedisStore) list(ctx context.Context, f Filter, retried bool) ([]*Task,
 		if err := s.loadListScript(ctx); err != nil {
 			return nil, err
 		}
-		return s.list(ctx, f, true)
+		return s.list(ctx, f, plan, true)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("statemanager: redis list: %w", err)
@@ -591,7 +694,13 @@ func (s *RedisStore) list(ctx context.Context, f Filter, retried bool) ([]*Task,
 		rows, _ := c.Val().([]interface{})
 		for _, r := range rows {
 			fields, _ := r.([]interface{})
-			all = append(all, s.decode(fields))
+			t := s.decode(fields)
+			// The indexes already hold only what the plan may show; this
+			// keeps a hand-edited or stale index from ever widening it.
+			if t.Tenant != f.Tenant || !t.VisibleTo(f.Tenant, f.Viewer) {
+				continue
+			}
+			all = append(all, t)
 		}
 	}
 	order := func(t *Task) int64 {
@@ -607,8 +716,8 @@ func (s *RedisStore) list(ctx context.Context, f Filter, retried bool) ([]*Task,
 		}
 		return all[i].ID < all[j].ID
 	})
-	if len(all) > limit {
-		all = all[:limit]
+	if len(all) > plan.limit {
+		all = all[:plan.limit]
 	}
 	return all, nil
 }
@@ -657,6 +766,7 @@ const (
 	fieldCloseData  = "cd"
 	fieldCloseKey   = "ck"
 	fieldEnrichPath = "ep"
+	fieldTenant     = "tn"
 )
 
 // set assigns one hash field to t; unknown fields are ignored so a newer
@@ -703,6 +813,8 @@ func (t *Task) set(field, v string) {
 		t.CloseKey = v
 	case fieldEnrichPath:
 		t.EnrichPath = v
+	case fieldTenant:
+		t.Tenant = v
 	}
 }
 

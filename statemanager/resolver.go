@@ -1,7 +1,7 @@
 package statemanager
 
 import (
-	"errors"
+	"container/list"
 	"fmt"
 	"sort"
 	"sync"
@@ -16,18 +16,49 @@ type DomainConfig struct {
 	RedisConfig
 }
 
+// DefaultMaxStores is how many domains' stores a RedisResolver keeps by
+// default (WithMaxStores).
+const DefaultMaxStores = 1024
+
 // RedisResolver is the Resolver of RedisStores (the interface already holds
-// the name Resolver in this package). It hands out one RedisStore per domain, created on first use and
-// cached. A domain without an entry uses the default client with the domain
-// name as key prefix, so a new saga needs no configuration change (SPEC §8).
-// It is safe for concurrent use.
+// the name Resolver in this package). It hands out one RedisStore per domain,
+// created on first use and cached. A domain without an entry uses the default
+// client with the domain name as key prefix, so a new saga needs no
+// configuration change (SPEC §8). It is safe for concurrent use.
+//
+// Domain names arrive in requests, so the cache is bounded: past MaxStores
+// the least recently used store is dropped. That is safe at any time: a
+// RedisStore holds no goroutine while idle (its pipeliner runs one only to
+// drain calls already queued, and that one ends with the queue) and no state
+// beyond key names, so a caller still holding a dropped store finishes with
+// it, and the next lookup builds an equivalent one.
 type RedisResolver struct {
-	def      redis.UniversalClient
-	defaults RedisConfig
-	domains  map[string]DomainConfig
+	def       redis.UniversalClient
+	defaults  RedisConfig
+	domains   map[string]DomainConfig
+	maxStores int
 
 	mu     sync.Mutex
-	stores map[string]*RedisStore
+	stores map[string]*list.Element // of *cachedStore, in lru
+	lru    list.List                // front: most recently used
+}
+
+type cachedStore struct {
+	domain string
+	store  *RedisStore
+}
+
+// ResolverOption configures a RedisResolver.
+type ResolverOption func(*RedisResolver)
+
+// WithMaxStores bounds how many domains' stores the resolver keeps at once;
+// default DefaultMaxStores. n <= 0 keeps the default.
+func WithMaxStores(n int) ResolverOption {
+	return func(r *RedisResolver) {
+		if n > 0 {
+			r.maxStores = n
+		}
+	}
 }
 
 var _ Resolver = (*RedisResolver)(nil)
@@ -37,15 +68,22 @@ var _ Resolver = (*RedisResolver)(nil)
 // the shard count and ClosedTTL of every domain whose own config leaves them
 // zero; when defaults.Prefix is set, unconfigured domains use the prefix
 // "<defaults.Prefix>:<domain>" instead of the bare domain name.
-func NewResolver(def redis.UniversalClient, defaults RedisConfig, domains map[string]DomainConfig) *RedisResolver {
+func NewResolver(def redis.UniversalClient, defaults RedisConfig, domains map[string]DomainConfig, opts ...ResolverOption) *RedisResolver {
 	copied := make(map[string]DomainConfig, len(domains))
 	for name, dc := range domains {
 		copied[name] = dc
 	}
-	return &RedisResolver{def: def, defaults: defaults, domains: copied, stores: map[string]*RedisStore{}}
+	r := &RedisResolver{def: def, defaults: defaults, domains: copied, maxStores: DefaultMaxStores,
+		stores: map[string]*list.Element{}}
+	for _, o := range opts {
+		o(r)
+	}
+	return r
 }
 
-// Store returns the domain's store, creating it on first use.
+// Store returns the domain's store, creating it on first use. A name
+// ValidDomain refuses is ErrInvalidDomain (permanent: dead-letter the
+// record), and nothing is created for it.
 func (r *RedisResolver) Store(domain string) (Store, error) {
 	s, err := r.RedisStore(domain)
 	if err != nil {
@@ -57,12 +95,22 @@ func (r *RedisResolver) Store(domain string) (Store, error) {
 // RedisStore is Store with the concrete type, for callers that need it.
 func (r *RedisResolver) RedisStore(domain string) (*RedisStore, error) {
 	if domain == "" {
-		return nil, errors.New("statemanager: empty domain name")
+		return nil, fmt.Errorf("%w: empty domain name", ErrInvalidDomain)
+	}
+	if !ValidDomain(domain) {
+		// Quote at most a prefix: the name may be huge, and the error is
+		// logged and dead-lettered.
+		shown := domain
+		if len(shown) > 80 {
+			shown = shown[:80] + "..."
+		}
+		return nil, fmt.Errorf("%w: %q: want 1 to 64 letters, digits, '.', '_' or '-'", ErrInvalidDomain, shown)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if s, ok := r.stores[domain]; ok {
-		return s, nil
+	if e, ok := r.stores[domain]; ok {
+		r.lru.MoveToFront(e)
+		return e.Value.(*cachedStore).store, nil
 	}
 	client, cfg, err := r.configOf(domain)
 	if err != nil {
@@ -72,8 +120,20 @@ func (r *RedisResolver) RedisStore(domain string) (*RedisStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.stores[domain] = s
+	r.stores[domain] = r.lru.PushFront(&cachedStore{domain: domain, store: s})
+	for r.lru.Len() > r.maxStores {
+		oldest := r.lru.Back()
+		r.lru.Remove(oldest)
+		delete(r.stores, oldest.Value.(*cachedStore).domain)
+	}
 	return s, nil
+}
+
+// Cached is how many stores the resolver holds now (at most MaxStores).
+func (r *RedisResolver) Cached() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lru.Len()
 }
 
 func (r *RedisResolver) configOf(domain string) (redis.UniversalClient, RedisConfig, error) {

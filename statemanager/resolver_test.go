@@ -2,6 +2,8 @@ package statemanager_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -106,6 +108,79 @@ func TestRedisResolver(t *testing.T) {
 		})
 		if _, err := r.Store("bad"); err == nil {
 			t.Error("prefix with braces accepted")
+		}
+	})
+}
+
+// Domain names come from requests: a resolver refuses the ones that could
+// break its keys or pin memory, and keeps at most MaxStores stores whatever
+// the number of names it is asked for.
+func TestRedisResolverBounds(t *testing.T) {
+	def := redis.NewClient(&redis.Options{Addr: miniredis.RunT(t).Addr()})
+	t.Cleanup(func() { def.Close() })
+
+	t.Run("invalid names", func(t *testing.T) {
+		r := statemanager.NewResolver(def, statemanager.RedisConfig{}, nil)
+		for _, d := range []string{"", "a{b}", "a b", "wf:1", "é", strings.Repeat("x", 65), strings.Repeat("y", 300_000)} {
+			if _, err := r.Store(d); !errors.Is(err, statemanager.ErrInvalidDomain) {
+				t.Errorf("Store(%.20q): err = %v, want ErrInvalidDomain", d, err)
+			} else if len(err.Error()) > 200 {
+				t.Errorf("Store(%.20q): error of %d bytes quotes the whole name", d, len(err.Error()))
+			}
+		}
+		if n := r.Cached(); n != 0 {
+			t.Errorf("refused names left %d stores", n)
+		}
+		if _, err := r.Store("Work_flow-1.v2"); err != nil {
+			t.Errorf("valid name: %v", err)
+		}
+	})
+
+	t.Run("least recently used stores are dropped", func(t *testing.T) {
+		const max = 64
+		r := statemanager.NewResolver(def, statemanager.RedisConfig{Shards: 2}, nil, statemanager.WithMaxStores(max))
+		hot, err := r.Store("hot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 5000 {
+			if _, err := r.Store(fmt.Sprintf("d%d", i)); err != nil {
+				t.Fatal(err)
+			}
+			if i%10 == 0 {
+				if s, _ := r.Store("hot"); s != hot {
+					t.Fatal("a store in constant use was dropped")
+				}
+			}
+			if n := r.Cached(); n > max {
+				t.Fatalf("%d stores cached after %d domains, want at most %d", n, i+1, max)
+			}
+		}
+		// A dropped store still works for a caller holding it, and the
+		// domain resolves again to a store over the same keys.
+		old, _ := r.Store("d0")
+		if _, _, err := old.Start(context.Background(), &statemanager.Task{ID: "x"}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range max {
+			r.Store(fmt.Sprintf("e%d", i))
+		}
+		again, _ := r.Store("d0")
+		if again == old {
+			t.Fatal("d0 was never dropped")
+		}
+		if _, err := again.Get(context.Background(), "x"); err != nil {
+			t.Errorf("task started through the dropped store: %v", err)
+		}
+	})
+
+	t.Run("default bound", func(t *testing.T) {
+		r := statemanager.NewResolver(def, statemanager.RedisConfig{Shards: 1}, nil)
+		for i := range statemanager.DefaultMaxStores + 10 {
+			r.Store(fmt.Sprintf("d%d", i))
+		}
+		if n := r.Cached(); n != statemanager.DefaultMaxStores {
+			t.Errorf("%d stores cached, want %d", n, statemanager.DefaultMaxStores)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"hash/crc32"
+	"slices"
 )
 
 // Task statuses. A task is WAITING until exactly one close moves it to one of
@@ -85,17 +86,30 @@ type Due struct {
 }
 
 // Filter selects tasks to list. Empty fields match everything; Status
-// defaults to WAITING.
+// defaults to WAITING. Every listing covers one tenant, Tenant, and reads
+// only indexes of it, so its cost follows the page and not the number of
+// tasks stored:
+//
+//   - WAITING: User selects the tasks offered to that taskUser, Role those
+//     offered to that role (both: the user's, of that role).
+//   - a closed status: User selects the tasks that user closed (ClosedBy),
+//     which is what a person's history is; Role narrows that further. A Role
+//     without a User has no index for closed tasks and is refused with
+//     ErrInvalidFilter.
 type Filter struct {
 	User   string
 	Role   string
 	Status string
 	Limit  int
-	// Tenant restricts the listing to one tenant's tasks ("" is the
-	// default tenant). It applies whenever Viewer is set.
+	// Tenant is the tenant whose tasks are listed ("" is the default
+	// tenant); other tenants' tasks are never listed.
 	Tenant string
 	// Viewer, when set, keeps only the tasks the viewer may act on or has
-	// acted on (see Task.VisibleTo); nil lists as a trusted caller.
+	// acted on; nil lists as a trusted caller. A viewer that is not an
+	// admin sees the waiting tasks offered to its user or one of its roles
+	// and the closed tasks its user closed; an admin sees every task of the
+	// tenant. Filter.User and Role narrow what the viewer sees, never widen
+	// it.
 	Viewer *Viewer
 }
 
@@ -106,6 +120,51 @@ type Viewer struct {
 	User  string
 	Roles []string
 	Admin bool
+}
+
+// VisibleTo reports whether v, a caller of tenant, may see t. A nil viewer
+// is a trusted caller (a Kafka producer, the command line) and sees
+// everything. Anyone else sees only tasks of its own tenant, and of those
+// every one when it is an admin, otherwise the ones it is a candidate for
+// (t.User, one of t.Roles) or closed itself. A task with neither taskUser nor
+// taskRoles is shown to admins only: no index of a person reaches it.
+func (t *Task) VisibleTo(tenant string, v *Viewer) bool {
+	if v == nil {
+		return true
+	}
+	if t.Tenant != tenant {
+		return false
+	}
+	if v.Admin {
+		return true
+	}
+	if v.User != "" && (t.User == v.User || t.ClosedBy == v.User) {
+		return true
+	}
+	for _, r := range v.Roles {
+		if r != "" && slices.Contains(t.Roles, r) {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidDomain reports whether d may name a domain: 1 to 64 ASCII letters,
+// digits, '.', '_' or '-'. A domain becomes a Redis key prefix and a cache
+// entry, so anything else (braces that would break the hash tags, huge
+// names that would pin memory) is refused before it reaches either.
+func ValidDomain(d string) bool {
+	if len(d) == 0 || len(d) > 64 {
+		return false
+	}
+	for i := 0; i < len(d); i++ {
+		switch c := d[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Errors returned by Store methods. Both are business outcomes the caller
@@ -122,6 +181,14 @@ var (
 	// yet. Replacing it could lose them, so the start is refused; it is
 	// transient, and the runner retries it like infrastructure trouble.
 	ErrClosePending = errors.New("statemanager: previous close of the task is not acked yet")
+	// ErrInvalidDomain: a Resolver was asked for a domain name ValidDomain
+	// refuses. It is permanent: the same name is refused on every retry, so
+	// the runner dead-letters the record (and the gateway answers 400).
+	ErrInvalidDomain = errors.New("statemanager: invalid domain name")
+	// ErrInvalidFilter: List was given a filter no index answers (a role
+	// filter on closed tasks without a user). It is the caller's mistake:
+	// answer 400, never retry.
+	ErrInvalidFilter = errors.New("statemanager: invalid task filter")
 )
 
 // Store is one domain's state manager. Implementations are safe for concurrent
@@ -167,7 +234,9 @@ type Store interface {
 	// SetWatermark moves the watermark forward to ms; it never moves back.
 	SetWatermark(ctx context.Context, ms int64) error
 
-	// List returns tasks matching f, oldest first.
+	// List returns tasks of f.Tenant matching f and visible to f.Viewer
+	// (see Filter), oldest first: waiting tasks by StartedAt, closed ones by
+	// ClosedAt. A filter no index answers is ErrInvalidFilter.
 	List(ctx context.Context, f Filter) ([]*Task, error)
 
 	// Shards is the number of deadline shards; ShardOf maps a task id to one.

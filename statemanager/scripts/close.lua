@@ -1,11 +1,19 @@
 -- close: record the one decision of waiting tasks of one shard, atomically per
 -- id. Close sends one id; the timers send a shard's due deadlines together, so
 -- Lua's per-call cost is paid once per batch (see redis.go).
--- KEYS: 1 due, 2 waiting, 3 pending, 4 closed, 5.. the task hashes of the ids
+-- KEYS: 1 due, 2 pending, 3.. the task hashes of the ids
 -- ARGV: 1 shard key prefix "{P:s}:", 2 status, 3 closedAt, 4 closedBy,
---       5 closeData, 6 closeKey, 7 enrichPath, 8 closed-index cutoff, 9.. ids
+--       5 closeData, 6 closeKey, 7 enrichPath, 8 closed-index cutoff,
+--       9 ClosedTTL in ms, 10.. ids
 -- Returns one reply per id, in order: {"notfound"}, {"closed", HGETALL},
 -- {"replay", HGETALL} or {"ok", fields}.
+local function tenantPrefix(p, tn)
+  if tn == nil or tn == '' then
+    return p
+  end
+  return p .. 'n' .. #tn .. ':' .. tn .. ':'
+end
+
 local decision = {'s', ARGV[2], 'ca', ARGV[3]}
 local names = {'cb', 'cd', 'ck', 'ep'}
 for i = 1, #names do
@@ -17,10 +25,12 @@ for i = 1, #names do
 end
 
 local replies = {}
-local closedAny = false
-for n = 9, #ARGV do
+-- The closed indexes written, each trimmed once after the batch; the
+-- per-closer ones also expire when idle, since people come and go.
+local trim, closers, seen = {}, {}, {}
+for n = 10, #ARGV do
   local id = ARGV[n]
-  local h = KEYS[n - 4]
+  local h = KEYS[n - 7]
   local cur = redis.call('HGETALL', h)
   if #cur == 0 then
     replies[#replies + 1] = {'notfound'}
@@ -36,20 +46,34 @@ for n = 9, #ARGV do
         replies[#replies + 1] = {'closed', cur}
       end
     else
+      local tp = tenantPrefix(ARGV[1], f['tn'])
       redis.call('HSET', h, unpack(decision))
       redis.call('ZREM', KEYS[1], id)
-      redis.call('ZREM', KEYS[2], id)
+      redis.call('ZREM', tp .. 'waiting', id)
       if f['u'] then
-        redis.call('ZREM', ARGV[1] .. 'u:' .. f['u'], id)
+        redis.call('ZREM', tp .. 'u:' .. f['u'], id)
       end
       if f['r'] then
         for role in string.gmatch(f['r'], '[^\031]+') do
-          redis.call('ZREM', ARGV[1] .. 'r:' .. role, id)
+          redis.call('ZREM', tp .. 'r:' .. role, id)
         end
       end
-      redis.call('ZADD', KEYS[3], ARGV[3], id)
-      redis.call('ZADD', KEYS[4], ARGV[3], id)
-      closedAny = true
+      redis.call('ZADD', KEYS[2], ARGV[3], id)
+      local ck = tp .. 'closed:' .. ARGV[2]
+      redis.call('ZADD', ck, ARGV[3], id)
+      if not seen[ck] then
+        seen[ck] = true
+        trim[#trim + 1] = ck
+      end
+      if ARGV[4] ~= '' then
+        local cb = tp .. 'cb:' .. ARGV[2] .. ':' .. ARGV[4]
+        redis.call('ZADD', cb, ARGV[3], id)
+        if not seen[cb] then
+          seen[cb] = true
+          trim[#trim + 1] = cb
+          closers[#closers + 1] = cb
+        end
+      end
       for i = 1, #decision do
         cur[#cur + 1] = decision[i]
       end
@@ -57,7 +81,10 @@ for n = 9, #ARGV do
     end
   end
 end
-if closedAny then
-  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[8])
+for i = 1, #trim do
+  redis.call('ZREMRANGEBYSCORE', trim[i], '-inf', '(' .. ARGV[8])
+end
+for i = 1, #closers do
+  redis.call('PEXPIRE', closers[i], ARGV[9])
 end
 return replies

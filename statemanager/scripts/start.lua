@@ -1,9 +1,22 @@
 -- start: store a task as WAITING unless it already exists (see redis.go).
--- KEYS: 1 task hash, 2 due, 3 waiting, 4 pending, 5 closed
+-- KEYS: 1 task hash, 2 due, 3 pending
 -- ARGV: 1 shard key prefix "{P:s}:", 2 id, 3 name, 4 spec, 5 action,
 --       6 roles (joined by \31), 7 user, 8 saga, 9 stepId, 10 requestId,
---       11 startedAt, 12 deadline, 13 data, 14 envelope, 15 start key
+--       11 startedAt, 12 deadline, 13 data, 14 envelope, 15 start key,
+--       16 tenant
 -- Returns {"created"}, {"exists", HGETALL} or {"pending"}.
+--
+-- The listing indexes live under the tenant's prefix: the shard prefix for
+-- the default tenant "" (so its keys are those of a single-tenant store) and
+-- "{P:s}:n<len>:<tenant>:" for others; the length keeps a tenant with ':' in
+-- its name from reaching another tenant's keys.
+local function tenantPrefix(p, tn)
+  if tn == nil or tn == '' then
+    return p
+  end
+  return p .. 'n' .. #tn .. ':' .. tn .. ':'
+end
+
 local h = KEYS[1]
 local id = ARGV[2]
 -- One read serves both the decision and the "exists" reply.
@@ -25,14 +38,19 @@ if #cur > 0 then
   elseif ARGV[10] ~= '' and f['rq'] == ARGV[10] and f['st'] == ARGV[9] then
     return {'exists', cur}
   end
-  if redis.call('ZSCORE', KEYS[4], id) then
+  if redis.call('ZSCORE', KEYS[3], id) then
     return {'pending'}
   end
+  -- The replaced task leaves the closed indexes it was listed in.
+  local old = tenantPrefix(ARGV[1], f['tn'])
   redis.call('DEL', h)
-  redis.call('ZREM', KEYS[5], id)
+  redis.call('ZREM', old .. 'closed:' .. f['s'], id)
+  if f['cb'] then
+    redis.call('ZREM', old .. 'cb:' .. f['s'] .. ':' .. f['cb'], id)
+  end
 end
 
-local names = {'n', 'sp', 'a', 'r', 'u', 'sg', 'st', 'rq', 's0', 'dl', 'd', 'e', 'sk'}
+local names = {'n', 'sp', 'a', 'r', 'u', 'sg', 'st', 'rq', 's0', 'dl', 'd', 'e', 'sk', 'tn'}
 local args = {'id', id, 's', 'WAITING'}
 for i = 1, #names do
   local v = ARGV[i + 2]
@@ -47,11 +65,12 @@ local startedAt = ARGV[11]
 if tonumber(ARGV[12]) > 0 then
   redis.call('ZADD', KEYS[2], ARGV[12], id)
 end
-redis.call('ZADD', KEYS[3], startedAt, id)
+local tp = tenantPrefix(ARGV[1], ARGV[16])
+redis.call('ZADD', tp .. 'waiting', startedAt, id)
 if ARGV[7] ~= '' then
-  redis.call('ZADD', ARGV[1] .. 'u:' .. ARGV[7], startedAt, id)
+  redis.call('ZADD', tp .. 'u:' .. ARGV[7], startedAt, id)
 end
 for role in string.gmatch(ARGV[6], '[^\031]+') do
-  redis.call('ZADD', ARGV[1] .. 'r:' .. role, startedAt, id)
+  redis.call('ZADD', tp .. 'r:' .. role, startedAt, id)
 end
 return {'created'}

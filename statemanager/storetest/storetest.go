@@ -50,7 +50,11 @@ func Run(t *testing.T, newStore func(t *testing.T) statemanager.Store) {
 		{"AckManyAcksEach", testAckMany},
 		{"WatermarkNeverGoesBack", testWatermark},
 		{"ListFilters", testList},
+		{"ListClosedByRoleRefused", testListClosedByRoleRefused},
 		{"ListClosedByStatus", testListClosed},
+		{"TenantScoping", testTenantScoping},
+		{"ViewerVisibility", testViewerVisibility},
+		{"FilteredListingPages", testFilteredPages},
 		{"ShardOfStable", testShardOf},
 		{"ConcurrentProceedVersusTimeout", testCloseRace},
 	}
@@ -674,7 +678,7 @@ func testList(t *testing.T, s statemanager.Store) {
 		task.StartedAt = base + int64(len(seed)-i) // newest first, so the order must come from the store
 		mustStart(t, s, task)
 	}
-	mustClose(t, s, statemanager.Close{ID: "l-closed", Status: statemanager.StatusCancelled, At: base + 100, Key: "k"})
+	mustClose(t, s, statemanager.Close{ID: "l-closed", Status: statemanager.StatusCancelled, At: base + 100, By: "bob", Key: "k"})
 
 	tests := []struct {
 		name   string
@@ -690,8 +694,11 @@ func testList(t *testing.T, s statemanager.Store) {
 		{"role limit", statemanager.Filter{Role: "admin", Limit: 1}, []string{"l-bob-manager"}},
 		{"unknown user", statemanager.Filter{User: "mallory"}, nil},
 		{"closed by status", statemanager.Filter{Status: statemanager.StatusCancelled}, []string{"l-closed"}},
-		{"closed by status and user", statemanager.Filter{Status: statemanager.StatusCancelled, User: "alice", Role: "manager"}, []string{"l-closed"}},
-		{"closed by status, other user", statemanager.Filter{Status: statemanager.StatusCancelled, User: "bob"}, nil},
+		// For closed tasks the user is who closed them.
+		{"closed by status and closer", statemanager.Filter{Status: statemanager.StatusCancelled, User: "bob"}, []string{"l-closed"}},
+		{"closed by status, closer and role", statemanager.Filter{Status: statemanager.StatusCancelled, User: "bob", Role: "manager"}, []string{"l-closed"}},
+		{"closed by status, closer, other role", statemanager.Filter{Status: statemanager.StatusCancelled, User: "bob", Role: "director"}, nil},
+		{"closed by status, other closer", statemanager.Filter{Status: statemanager.StatusCancelled, User: "alice"}, nil},
 		{"other closed status", statemanager.Filter{Status: statemanager.StatusCompleted}, nil},
 	}
 	for _, tc := range tests {
@@ -709,6 +716,19 @@ func testList(t *testing.T, s statemanager.Store) {
 				}
 			}
 		})
+	}
+}
+
+// A role alone does not select closed tasks: no index holds them by role,
+// and the store refuses rather than scan.
+func testListClosedByRoleRefused(t *testing.T, s statemanager.Store) {
+	_, err := s.List(context.Background(), statemanager.Filter{Status: statemanager.StatusCompleted, Role: "admin"})
+	if !errors.Is(err, statemanager.ErrInvalidFilter) {
+		t.Errorf("List(closed, role only): err = %v, want ErrInvalidFilter", err)
+	}
+	_, err = s.List(context.Background(), statemanager.Filter{Status: "DONE"})
+	if !errors.Is(err, statemanager.ErrInvalidFilter) {
+		t.Errorf("List(unknown status): err = %v, want ErrInvalidFilter", err)
 	}
 }
 
@@ -991,5 +1011,203 @@ func testCloseMany(t *testing.T, s statemanager.Store) {
 	}
 	if want := len(waiting) + 2; pending != want {
 		t.Errorf("%d pending, want %d", pending, want)
+	}
+}
+
+// testTenantScoping: a task keeps the tenant of the request that started it,
+// through Start, Get, Close and Pending, and a listing never shows another
+// tenant's tasks, whatever else it filters on.
+func testTenantScoping(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	tenants := []string{"", "acme", "acme:x", "beta"}
+	for i, tn := range tenants {
+		task := sampleTask(fmt.Sprintf("tn-%d", i))
+		task.Tenant = tn
+		task.StartedAt = base + int64(i)
+		want := *task
+		want.Status = statemanager.StatusWaiting
+		sameTask(t, "Start", mustStart(t, s, task), &want)
+		sameTask(t, "Get", mustGet(t, s, task.ID), &want)
+	}
+	closed := mustClose(t, s, statemanager.Close{ID: "tn-1", Status: statemanager.StatusCompleted, At: base + 50, By: "alice", Key: "k"})
+	if closed.Tenant != "acme" {
+		t.Errorf("Close: tenant %q, want acme", closed.Tenant)
+	}
+	p, err := s.Pending(ctx, s.ShardOf("tn-1"), base+50, 10)
+	if err != nil || len(p) != 1 || p[0].Tenant != "acme" {
+		t.Errorf("Pending = %+v, %v; want tn-1 of acme", p, err)
+	}
+	admin := &statemanager.Viewer{Admin: true}
+	tests := []struct {
+		name   string
+		filter statemanager.Filter
+		want   []string
+	}{
+		{"default tenant", statemanager.Filter{}, []string{"tn-0"}},
+		{"one tenant", statemanager.Filter{Tenant: "beta"}, []string{"tn-3"}},
+		{"a tenant with a colon is its own", statemanager.Filter{Tenant: "acme:x"}, []string{"tn-2"}},
+		{"by user", statemanager.Filter{Tenant: "beta", User: "alice"}, []string{"tn-3"}},
+		{"by role", statemanager.Filter{Tenant: "beta", Role: "manager"}, []string{"tn-3"}},
+		{"closed", statemanager.Filter{Tenant: "acme", Status: statemanager.StatusCompleted}, []string{"tn-1"}},
+		{"closed, other tenant", statemanager.Filter{Tenant: "beta", Status: statemanager.StatusCompleted}, nil},
+		{"closed by user, other tenant", statemanager.Filter{Tenant: "beta", Status: statemanager.StatusCompleted, User: "alice"}, nil},
+		{"admin of a tenant", statemanager.Filter{Tenant: "acme:x", Viewer: admin}, []string{"tn-2"}},
+		{"unknown tenant", statemanager.Filter{Tenant: "gamma", Viewer: admin}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.List(ctx, tc.filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(taskIDs(got), tc.want) {
+				t.Errorf("List(%+v) = %v, want %v", tc.filter, taskIDs(got), tc.want)
+			}
+			for _, task := range got {
+				if task.Tenant != tc.filter.Tenant {
+					t.Errorf("listed %q of tenant %q", task.ID, task.Tenant)
+				}
+			}
+		})
+	}
+}
+
+// testViewerVisibility: a viewer lists the waiting tasks it is a candidate
+// for and the closed tasks it closed; an admin every task of its tenant;
+// nobody anything of another tenant. Everything listed is VisibleTo it.
+func testViewerVisibility(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	seed := []struct {
+		id, tenant, user string
+		roles            []string
+	}{
+		{"v-alice", "acme", "alice", nil},
+		{"v-manager", "acme", "", []string{"manager"}},
+		{"v-alice-manager", "acme", "alice", []string{"manager", "clerk"}},
+		{"v-director", "acme", "", []string{"director"}},
+		{"v-open", "acme", "", nil},
+		{"v-carol", "acme", "carol", nil},
+		{"v-carol-2", "acme", "carol", []string{"director"}},
+		{"v-beta-alice", "beta", "alice", []string{"manager"}},
+	}
+	for i, sd := range seed {
+		task := sampleTask(sd.id)
+		task.Tenant, task.User, task.Roles = sd.tenant, sd.user, sd.roles
+		task.StartedAt = base + int64(i)
+		mustStart(t, s, task)
+	}
+	// alice closes carol's task (say as an admin); the timer closes another.
+	mustClose(t, s, statemanager.Close{ID: "v-carol", Status: statemanager.StatusCompleted, At: base + 100, By: "alice", Key: "k"})
+	mustClose(t, s, statemanager.Close{ID: "v-carol-2", Status: statemanager.StatusTimeout, At: base + 101, Key: "timeout"})
+	mustClose(t, s, statemanager.Close{ID: "v-beta-alice", Status: statemanager.StatusCompleted, At: base + 102, By: "alice", Key: "k"})
+
+	alice := &statemanager.Viewer{User: "alice", Roles: []string{"manager"}}
+	tests := []struct {
+		name   string
+		filter statemanager.Filter
+		want   []string
+	}{
+		{"candidate by user and role, each once", statemanager.Filter{Tenant: "acme", Viewer: alice},
+			[]string{"v-alice", "v-manager", "v-alice-manager"}},
+		{"limit over the union", statemanager.Filter{Tenant: "acme", Viewer: alice, Limit: 2}, []string{"v-alice", "v-manager"}},
+		{"narrowed to own user", statemanager.Filter{Tenant: "acme", Viewer: alice, User: "alice"}, []string{"v-alice", "v-alice-manager"}},
+		{"narrowed to own role", statemanager.Filter{Tenant: "acme", Viewer: alice, Role: "manager"}, []string{"v-manager", "v-alice-manager"}},
+		{"narrowed to a role it lacks", statemanager.Filter{Tenant: "acme", Viewer: alice, Role: "clerk"}, []string{"v-alice-manager"}},
+		{"narrowed to another user", statemanager.Filter{Tenant: "acme", Viewer: alice, User: "carol"}, nil},
+		{"role only viewer", statemanager.Filter{Tenant: "acme", Viewer: &statemanager.Viewer{Roles: []string{"director"}}}, []string{"v-director"}},
+		{"nobody in particular", statemanager.Filter{Tenant: "acme", Viewer: &statemanager.Viewer{User: "mallory"}}, nil},
+		{"closer sees what it closed", statemanager.Filter{Tenant: "acme", Viewer: alice, Status: statemanager.StatusCompleted}, []string{"v-carol"}},
+		{"closer asks for another's closes", statemanager.Filter{Tenant: "acme", Viewer: alice, Status: statemanager.StatusCompleted, User: "bob"}, nil},
+		{"candidate of a task it did not close", statemanager.Filter{Tenant: "acme", Viewer: &statemanager.Viewer{User: "carol"}, Status: statemanager.StatusCompleted}, nil},
+		{"admin sees the tenant", statemanager.Filter{Tenant: "acme", Viewer: &statemanager.Viewer{User: "root", Admin: true}},
+			[]string{"v-alice", "v-manager", "v-alice-manager", "v-director", "v-open"}},
+		{"admin sees the tenant's closes", statemanager.Filter{Tenant: "acme", Viewer: &statemanager.Viewer{Admin: true}, Status: statemanager.StatusTimeout},
+			[]string{"v-carol-2"}},
+		{"other tenant sees nothing of acme", statemanager.Filter{Tenant: "beta", Viewer: alice}, nil},
+		{"other tenant's admin sees nothing of acme", statemanager.Filter{Tenant: "gamma", Viewer: &statemanager.Viewer{Admin: true}}, nil},
+		{"same user in its other tenant", statemanager.Filter{Tenant: "beta", Viewer: alice, Status: statemanager.StatusCompleted}, []string{"v-beta-alice"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.List(ctx, tc.filter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(taskIDs(got), tc.want) {
+				t.Errorf("List(%+v) = %v, want %v", tc.filter, taskIDs(got), tc.want)
+			}
+			for _, task := range got {
+				if !task.VisibleTo(tc.filter.Tenant, tc.filter.Viewer) {
+					t.Errorf("listed %q, which is not VisibleTo the viewer", task.ID)
+				}
+			}
+		})
+	}
+}
+
+// testFilteredPages: a filtered listing among many tasks it does not match
+// returns, for every limit, exactly the first tasks of the full answer, in
+// order, across shards.
+func testFilteredPages(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	var wantMine, wantClosed []string
+	for i := range 120 {
+		id := fmt.Sprintf("pg-%03d", i)
+		task := sampleTask(id)
+		task.Tenant = "acme"
+		task.StartedAt = base + int64(i/2) // pairs share a start: ties order by id
+		switch i % 4 {
+		case 0:
+			task.User, task.Roles = "alice", nil
+		case 1:
+			task.User, task.Roles = "", []string{"manager"}
+		case 2:
+			task.User, task.Roles = "alice", []string{"manager"}
+		default:
+			task.User, task.Roles = "zed", []string{"other"}
+		}
+		mustStart(t, s, task)
+		if i%4 != 3 {
+			wantMine = append(wantMine, id)
+		}
+	}
+	// Closed by alice in an order unlike the start order, among closes by others.
+	for i := 119; i >= 0; i -= 3 {
+		id := fmt.Sprintf("pg-%03d", i)
+		by := "alice"
+		if i%2 == 0 {
+			by = "bob"
+		}
+		mustClose(t, s, statemanager.Close{ID: id, Status: statemanager.StatusCompleted, At: base + 1000 + int64(119-i), By: by, Key: "k"})
+		if i%4 != 3 {
+			wantMine = slices.DeleteFunc(wantMine, func(x string) bool { return x == id })
+		}
+		if by == "alice" {
+			wantClosed = append(wantClosed, id)
+		}
+	}
+	alice := &statemanager.Viewer{User: "alice", Roles: []string{"manager"}}
+	for _, c := range []struct {
+		name   string
+		filter statemanager.Filter
+		want   []string
+	}{
+		{"waiting", statemanager.Filter{Tenant: "acme", Viewer: alice}, wantMine},
+		{"closed by the viewer", statemanager.Filter{Tenant: "acme", Viewer: alice, Status: statemanager.StatusCompleted}, wantClosed},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, limit := range []int{1, 2, 7, 30, len(c.want), len(c.want) + 5} {
+				f := c.filter
+				f.Limit = limit
+				got, err := s.List(ctx, f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := c.want[:min(limit, len(c.want))]
+				if !slices.Equal(taskIDs(got), want) {
+					t.Fatalf("limit %d: List = %v, want %v", limit, taskIDs(got), want)
+				}
+			}
+		})
 	}
 }

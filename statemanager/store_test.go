@@ -1,0 +1,51 @@
+package statemanager_test
+
+import (
+	"testing"
+
+	"github.com/sagarunner/sagarunner/statemanager"
+)
+
+func TestTaskVisibleTo(t *testing.T) {
+	task := &statemanager.Task{ID: "t", Tenant: "acme", User: "alice", Roles: []string{"manager", "clerk"}, ClosedBy: "bob"}
+	open := &statemanager.Task{ID: "o", Tenant: "acme"}
+	tests := []struct {
+		name   string
+		task   *statemanager.Task
+		tenant string
+		viewer *statemanager.Viewer
+		want   bool
+	}{
+		{"trusted caller", task, "other", nil, true},
+		{"candidate user", task, "acme", &statemanager.Viewer{User: "alice"}, true},
+		{"candidate role", task, "acme", &statemanager.Viewer{User: "carol", Roles: []string{"viewer", "clerk"}}, true},
+		{"closer", task, "acme", &statemanager.Viewer{User: "bob"}, true},
+		{"admin", task, "acme", &statemanager.Viewer{Admin: true}, true},
+		{"no relation", task, "acme", &statemanager.Viewer{User: "carol", Roles: []string{"viewer"}}, false},
+		{"empty role matches nothing", task, "acme", &statemanager.Viewer{Roles: []string{""}}, false},
+		{"candidate of another tenant", task, "beta", &statemanager.Viewer{User: "alice"}, false},
+		{"admin of another tenant", task, "", &statemanager.Viewer{Admin: true}, false},
+		{"unassigned task, no admin", open, "acme", &statemanager.Viewer{User: "alice"}, false},
+		{"unassigned task, admin", open, "acme", &statemanager.Viewer{Admin: true}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.task.VisibleTo(tc.tenant, tc.viewer); got != tc.want {
+				t.Errorf("VisibleTo(%q, %+v) = %v, want %v", tc.tenant, tc.viewer, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidDomain(t *testing.T) {
+	for d, want := range map[string]bool{
+		"workflow": true, "Work_flow-1.v2": true, "": false, "a{b}": false, "a:b": false, "a b": false,
+		"é": false, "x\x00": false, string(make([]byte, 64)): false,
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa":  true,
+		"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa": false,
+	} {
+		if got := statemanager.ValidDomain(d); got != want {
+			t.Errorf("ValidDomain(%q) = %v, want %v", d, got, want)
+		}
+	}
+}
