@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 	"unsafe"
 
@@ -18,7 +20,18 @@ import (
 // has its own codec instead of encoding/json's reflection: one pass over the
 // value validates it and picks out the meta fields, Payload and Parameters
 // stay the raw bytes they arrived as, and Encode appends to one buffer sized
-// up front. What it accepts and how it reads it are encoding/json's rules;
+// up front.
+//
+// Decoding is strict (SPEC §11): in an envelope, a key repeated in one
+// object, even spelled with escapes or in another letter case, and a key
+// that names a field in the wrong letter case are errors, and so is text
+// that is not valid Unicode anywhere in the value. encoding/json would take
+// the last of two keys, match a field in any case and turn bad bytes into
+// U+FFFD, while gjson and sjson, which the gateway and the actions use, take
+// the first key, match exactly and keep the bytes: two readers of one record
+// could see two identities or two task ids. The strict rules leave a subset
+// of what encoding/json accepts on which every such reader agrees, and where
+// the decoder accepts a value it reads exactly what encoding/json reads;
 // FuzzDecode holds the two together.
 
 // maxNesting is encoding/json's nesting limit. Deeper values are rejected as
@@ -29,7 +42,8 @@ const maxNesting = 10000
 var errInvalid = errors.New("invalid JSON")
 
 // Valid reports whether b is exactly one JSON value, as json.Valid does, in
-// a fraction of its time.
+// a fraction of its time. Unlike Decode it accepts invalid UTF-8, as
+// json.Valid does.
 func Valid(b []byte) bool {
 	s := scanner{data: b}
 	s.ws()
@@ -40,10 +54,12 @@ func Valid(b []byte) bool {
 	return s.i == len(b)
 }
 
-// Unmarshal reads data into e exactly as json.Unmarshal(data, e) would:
-// field names match case-insensitively, later keys win, null leaves a field
-// as it was, and a value of the wrong type is an error after the rest has
-// been read. One difference: invalid JSON may leave e written in part, where
+// Unmarshal reads data into e with the strict rules of Decode, applied to
+// every object whatever its keys: a duplicate key, a field name in the
+// wrong letter case or invalid Unicode is an error. What it accepts it
+// reads as json.Unmarshal(data, e) would: null leaves a field as it was,
+// and a value of the wrong type is an error after the rest has been read.
+// One difference: a refused value may leave e written in part, where
 // encoding/json validates first, so pass a fresh envelope. Unlike Decode it
 // neither takes bare objects nor fills defaults, so it suits envelopes this
 // package wrote itself, such as a stored task's.
@@ -54,10 +70,82 @@ func Unmarshal(data []byte, e *Envelope) error {
 	return nil
 }
 
+// The fields of each object the envelope reads, spelled exactly as the
+// struct tags spell them, in the order of the constants below.
+var (
+	topFields     = envelopeKeys
+	requestFields = [...]string{"requestId", "user", "roles", "replyTo", "createdAt", "tenant", "hops"}
+	sagaFields    = [...]string{"saga", "version", "stepId", "runnerPartition", "seq"}
+	eventFields   = [...]string{"action", "domain", "inputElement", "outputElement", "parameters"}
+	resultFields  = [...]string{"status", "code", "message"}
+)
+
+// The fields met in one object are bits of a uint16; more fields than 16
+// in one object need a wider one, and this fails to compile.
+const _ = uint(16-len(topFields)) + uint(16-len(requestFields)) + uint(16-len(sagaFields)) +
+	uint(16-len(eventFields)) + uint(16-len(resultFields))
+
+const (
+	fRequestMeta = iota
+	fSagaMeta
+	fEventMeta
+	fPayload
+	fResult
+)
+
+const (
+	fRequestID = iota
+	fUser
+	fRoles
+	fReplyTo
+	fCreatedAt
+	fTenant
+	fHops
+)
+
+const (
+	fSaga = iota
+	fVersion
+	fStepID
+	fRunnerPartition
+	fSeq
+)
+
+const (
+	fAction = iota
+	fDomain
+	fInputElement
+	fOutputElement
+	fParameters
+)
+
+const (
+	fStatus = iota
+	fCode
+	fMessage
+)
+
+// scope is one object whose keys the strict rules check.
+type scope uint8
+
+const (
+	scopeTop scope = iota
+	scopeRequest
+	scopeSaga
+	scopeEvent
+	scopeResult
+)
+
+func (s scope) String() string {
+	return [...]string{"at the top level", "in requestMeta", "in sagaMeta", "in eventMeta", "in result"}[s]
+}
+
 // decodeObject reads a JSON object into e in one pass. isEnvelope reports
 // whether one of its keys is exactly an envelope key. Invalid JSON is
-// errInvalid, with e possibly written in part; a valid value that is not an
-// object is a *notObject; a field of the wrong type is any other error.
+// errInvalid and invalid Unicode a *badText, both with e possibly written
+// in part; a valid value that is not an object is a *notObject. Any other
+// error, a field of the wrong type or a key the strict rules refuse, is the
+// first one met; Decode ignores it for a bare object.
 func decodeObject(data []byte, e *Envelope) (isEnvelope bool, err error) {
 	s := scanner{data: data}
 	s.ws()
@@ -69,49 +157,56 @@ func decodeObject(data []byte, e *Envelope) (isEnvelope bool, err error) {
 	}
 	d := decoders.Get().(*decoder)
 	defer d.release()
+	s.strict, s.bad = true, -1
 	d.scanner, d.ok, d.err = s, true, nil
+	var seenTop uint16
 	d.object(func(key string) {
-		if slices.Contains(envelopeKeys[:], key) {
-			isEnvelope = true
-		}
-		switch {
-		case strings.EqualFold(key, "requestMeta"):
+		switch d.field(scopeTop, topFields[:], &seenTop, key) {
+		case fRequestMeta:
+			var seen uint16
 			d.meta("requestMeta", func(key string) {
 				m := &e.RequestMeta
-				switch {
-				case strings.EqualFold(key, "requestId"):
+				switch d.field(scopeRequest, requestFields[:], &seen, key) {
+				case fRequestID:
 					d.str(&m.RequestID, "requestMeta.requestId")
-				case strings.EqualFold(key, "user"):
+				case fUser:
 					d.str(&m.User, "requestMeta.user")
-				case strings.EqualFold(key, "roles"):
+				case fRoles:
 					d.strs(&m.Roles, "requestMeta.roles")
-				case strings.EqualFold(key, "replyTo"):
+				case fReplyTo:
 					d.str(&m.ReplyTo, "requestMeta.replyTo")
-				case strings.EqualFold(key, "createdAt"):
+				case fCreatedAt:
 					if n, ok := d.int(64, "requestMeta.createdAt"); ok {
 						m.CreatedAt = n
+					}
+				case fTenant:
+					d.str(&m.Tenant, "requestMeta.tenant")
+				case fHops:
+					if n, ok := d.int(strconv.IntSize, "requestMeta.hops"); ok {
+						m.Hops = int(n)
 					}
 				default:
 					d.skip()
 				}
 			})
-		case strings.EqualFold(key, "sagaMeta"):
+		case fSagaMeta:
+			var seen uint16
 			d.meta("sagaMeta", func(key string) {
 				m := &e.SagaMeta
-				switch {
-				case strings.EqualFold(key, "saga"):
+				switch d.field(scopeSaga, sagaFields[:], &seen, key) {
+				case fSaga:
 					d.str(&m.Saga, "sagaMeta.saga")
-				case strings.EqualFold(key, "version"):
+				case fVersion:
 					if n, ok := d.int(strconv.IntSize, "sagaMeta.version"); ok {
 						m.Version = int(n)
 					}
-				case strings.EqualFold(key, "stepId"):
+				case fStepID:
 					d.str(&m.StepID, "sagaMeta.stepId")
-				case strings.EqualFold(key, "runnerPartition"):
+				case fRunnerPartition:
 					if n, ok := d.int(32, "sagaMeta.runnerPartition"); ok {
 						m.RunnerPartition = int32(n)
 					}
-				case strings.EqualFold(key, "seq"):
+				case fSeq:
 					if n, ok := d.int(strconv.IntSize, "sagaMeta.seq"); ok {
 						m.Seq = int(n)
 					}
@@ -119,35 +214,37 @@ func decodeObject(data []byte, e *Envelope) (isEnvelope bool, err error) {
 					d.skip()
 				}
 			})
-		case strings.EqualFold(key, "eventMeta"):
+		case fEventMeta:
+			var seen uint16
 			d.meta("eventMeta", func(key string) {
 				m := &e.EventMeta
-				switch {
-				case strings.EqualFold(key, "action"):
+				switch d.field(scopeEvent, eventFields[:], &seen, key) {
+				case fAction:
 					d.str(&m.Action, "eventMeta.action")
-				case strings.EqualFold(key, "domain"):
+				case fDomain:
 					d.str(&m.Domain, "eventMeta.domain")
-				case strings.EqualFold(key, "inputElement"):
+				case fInputElement:
 					d.str(&m.InputElement, "eventMeta.inputElement")
-				case strings.EqualFold(key, "outputElement"):
+				case fOutputElement:
 					d.str(&m.OutputElement, "eventMeta.outputElement")
-				case strings.EqualFold(key, "parameters"):
+				case fParameters:
 					m.Parameters = d.raw()
 				default:
 					d.skip()
 				}
 			})
-		case strings.EqualFold(key, "payload"):
+		case fPayload:
 			e.Payload = d.raw()
-		case strings.EqualFold(key, "result"):
+		case fResult:
+			var seen uint16
 			d.meta("result", func(key string) {
 				r := &e.Result
-				switch {
-				case strings.EqualFold(key, "status"):
+				switch d.field(scopeResult, resultFields[:], &seen, key) {
+				case fStatus:
 					d.str(&r.Status, "result.status")
-				case strings.EqualFold(key, "code"):
+				case fCode:
 					d.str(&r.Code, "result.code")
-				case strings.EqualFold(key, "message"):
+				case fMessage:
 					d.str(&r.Message, "result.message")
 				default:
 					d.skip()
@@ -159,10 +256,192 @@ func decodeObject(data []byte, e *Envelope) (isEnvelope bool, err error) {
 	})
 	d.ws()
 	if !d.ok || d.i != len(data) {
+		if d.bad >= 0 {
+			return false, &badText{where: locate(data, d.bad)}
+		}
 		return false, errInvalid
+	}
+	isEnvelope = seenTop != 0
+	if d.err == nil && len(d.unknown) > 1 {
+		d.err = d.unknownDuplicate()
 	}
 	d.finish()
 	return isEnvelope, d.err
+}
+
+// field matches the key of a member of an object the strict rules check
+// against names, the object's fields. It returns the field's index for the
+// first exact occurrence of a field, and -1 for a key to pass over: one the
+// envelope does not read, or one refused, whose error it keeps. Keys arrive
+// unescaped, so "us\u0065r" is "user" here. A case-insensitive match is
+// what encoding/json would take for the field, and is refused.
+func (d *decoder) field(sc scope, names []string, seen *uint16, key string) int {
+	for i, name := range names {
+		if key == name {
+			if *seen&(1<<i) != 0 {
+				d.refuse(fmt.Errorf("%v: duplicate key %q", sc, key))
+				return -1
+			}
+			*seen |= 1 << i
+			return i
+		}
+	}
+	for i, name := range names {
+		if strings.EqualFold(key, name) {
+			if *seen&(1<<i) != 0 {
+				d.refuse(fmt.Errorf("%v: duplicate key %q (same as %q)", sc, key, name))
+			} else {
+				d.refuse(fmt.Errorf("%v: key %q must be spelled %q", sc, key, name))
+			}
+			return -1
+		}
+	}
+	d.unknown = append(d.unknown, unknownKey{sc, key})
+	return -1
+}
+
+// refuse keeps the first error, as encoding/json reports the first type
+// error after reading everything else.
+func (d *decoder) refuse(err error) {
+	if d.err == nil {
+		d.err = err
+	}
+}
+
+// unknownKey is a key the envelope does not read, kept so that repeats of
+// it can be refused once the whole value has been read: it is only the
+// rare envelope that has two, so the common one does no work for them.
+type unknownKey struct {
+	scope scope
+	key   string
+}
+
+// unknownDuplicate reports two keys of d.unknown in one object that are
+// equal but for letter case, as encoding/json folds them.
+func (d *decoder) unknownDuplicate() error {
+	dup := func(a, b unknownKey) error {
+		if a.key == b.key {
+			return fmt.Errorf("%v: duplicate key %q", a.scope, a.key)
+		}
+		return fmt.Errorf("%v: duplicate key %q (same as %q)", a.scope, b.key, a.key)
+	}
+	if len(d.unknown) <= 16 {
+		for i, a := range d.unknown {
+			for _, b := range d.unknown[i+1:] {
+				if a.scope == b.scope && strings.EqualFold(a.key, b.key) {
+					return dup(a, b)
+				}
+			}
+		}
+		return nil
+	}
+	// Many keys, so no quadratic comparison: one map of folded keys.
+	seen := make(map[string]unknownKey, len(d.unknown))
+	var buf []byte
+	for _, k := range d.unknown {
+		buf = appendFolded(append(buf[:0], byte(k.scope)), k.key)
+		if first, ok := seen[string(buf)]; ok {
+			return dup(first, k)
+		}
+		seen[string(buf)] = k
+	}
+	return nil
+}
+
+// appendFolded appends s with every rune replaced by the least rune of its
+// case-folding orbit, so that two strings fold to the same bytes exactly
+// when strings.EqualFold holds for them, as encoding/json's foldName does.
+func appendFolded(b []byte, s string) []byte {
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			if 'a' <= r && r <= 'z' {
+				r -= 'a' - 'A'
+			}
+			b = append(b, byte(r))
+			continue
+		}
+		for {
+			f := unicode.SimpleFold(r)
+			if f <= r {
+				r = f
+				break
+			}
+			r = f
+		}
+		b = utf8.AppendRune(b, r)
+	}
+	return b
+}
+
+// badText is a string that is not valid Unicode: invalid UTF-8 or an
+// unpaired surrogate escape. encoding/json reads it as U+FFFD and gjson as
+// the bytes themselves, so it is refused everywhere in a value.
+type badText struct{ where string }
+
+func (b *badText) Error() string { return "invalid UTF-8 in " + b.where }
+
+// locate names the place in data of the string starting at byte off, for
+// a message: a path such as requestMeta.user or payload.items[2], or the
+// key it is. It walks data again, which only a refused value pays for.
+func locate(data []byte, off int) string {
+	s := scanner{data: data}
+	found := ""
+	var walk func(path string) bool
+	walk = func(path string) bool {
+		s.ws()
+		switch s.peek() {
+		case '{':
+			done := false
+			s.object(func(key string) bool {
+				if off < s.i {
+					// Everything before this key has been passed over. Its
+					// raw text shows the bad bytes that key has replaced.
+					k := scanner{data: data, i: off}
+					k.str()
+					found = fmt.Sprintf("the key %q", data[off+1:k.i-1])
+					if path != "" {
+						found += " in " + path
+					}
+					done = true
+					return false
+				}
+				p := key
+				if path != "" {
+					p = path + "." + key
+				}
+				done = walk(p)
+				return !done
+			})
+			return done
+		case '[':
+			done, i := false, 0
+			s.array(func() bool {
+				done = walk(path + "[" + strconv.Itoa(i) + "]")
+				i++
+				return !done
+			})
+			return done
+		case '"':
+			start := s.i
+			s.str()
+			if start == off {
+				found = path
+				if path == "" {
+					found = "the value"
+				}
+				return true
+			}
+			return false
+		default:
+			s.value()
+			return false
+		}
+	}
+	walk("")
+	if found == "" {
+		return "a string at byte " + strconv.Itoa(off)
+	}
+	return found + " (byte " + strconv.Itoa(off) + ")"
 }
 
 // notObject is a valid JSON value that is not an object; it names the type
@@ -178,6 +457,10 @@ type scanner struct {
 	data  []byte
 	i     int
 	depth int
+	// strict refuses strings that are not valid Unicode, which JSON's
+	// grammar allows; bad is then where the first such string starts.
+	strict bool
+	bad    int
 }
 
 func (s *scanner) peek() byte {
@@ -305,7 +588,10 @@ func (s *scanner) array(elem func() bool) bool {
 
 // str passes over a string at s.i. plain reports that its inside is its
 // own value: no escapes and valid UTF-8 (encoding/json replaces bad bytes).
+// A strict scanner also fails at a string that is not valid Unicode, and
+// notes where it starts in s.bad.
 func (s *scanner) str() (plain, ok bool) {
+	quote := s.i
 	s.i++
 	start := s.i
 	plain = true
@@ -314,8 +600,13 @@ func (s *scanner) str() (plain, ok bool) {
 		c := s.data[s.i]
 		switch {
 		case c == '"':
-			if !ascii && plain {
-				plain = utf8.Valid(s.data[start:s.i])
+			// Escapes are ASCII, so the raw text is valid UTF-8 exactly
+			// when the bytes it stands for are.
+			if !ascii && (plain || s.strict) && !utf8.Valid(s.data[start:s.i]) {
+				if s.strict {
+					return s.badString(quote)
+				}
+				plain = false
 			}
 			s.i++
 			return plain, true
@@ -328,12 +619,17 @@ func (s *scanner) str() (plain, ok bool) {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
 				s.i++
 			case 'u':
-				s.i++
-				for range 4 {
-					if !isHex(s.peek()) {
-						return false, false
+				r, ok := s.hex4()
+				if !ok {
+					return false, false
+				}
+				// A surrogate stands for no character unless a high one
+				// is followed by a low one; encoding/json reads a lone
+				// one as U+FFFD.
+				if s.strict && utf16.IsSurrogate(r) {
+					if r >= 0xdc00 || !s.lowSurrogate() {
+						return s.badString(quote)
 					}
-					s.i++
 				}
 			default:
 				return false, false
@@ -348,7 +644,42 @@ func (s *scanner) str() (plain, ok bool) {
 	return false, false
 }
 
-func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+// hex4 passes over the u and four hex digits of a \u escape at s.i.
+func (s *scanner) hex4() (rune, bool) {
+	s.i++
+	var r rune
+	for range 4 {
+		c := s.peek()
+		switch {
+		case c >= '0' && c <= '9':
+			r = r<<4 | rune(c-'0')
+		case c >= 'a' && c <= 'f':
+			r = r<<4 | rune(c-'a'+10)
+		case c >= 'A' && c <= 'F':
+			r = r<<4 | rune(c-'A'+10)
+		default:
+			return 0, false
+		}
+		s.i++
+	}
+	return r, true
+}
+
+// lowSurrogate passes over a \u escape of a low surrogate at s.i, if
+// there is one.
+func (s *scanner) lowSurrogate() bool {
+	if s.i+1 >= len(s.data) || s.data[s.i] != '\\' || s.data[s.i+1] != 'u' {
+		return false
+	}
+	s.i++
+	r, ok := s.hex4()
+	return ok && r >= 0xdc00 && r < 0xe000
+}
+
+func (s *scanner) badString(quote int) (plain, ok bool) {
+	s.bad = quote
+	return false, false
+}
 
 // number passes over a number: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
 func (s *scanner) number() bool {
@@ -412,18 +743,25 @@ type decoder struct {
 	err  error
 	buf  []byte
 	refs []strRef
+	// unknown holds the keys the envelope does not read, viewing the
+	// value, until the end of the decode checks them for repeats.
+	unknown []unknownKey
 }
 
 // decoders recycles decoders and their buffers: every record is decoded
 // at least once, and a fresh pair of buffers per decode is most of what a
 // decode would allocate.
 var decoders = sync.Pool{New: func() any {
-	return &decoder{buf: make([]byte, 0, 256), refs: make([]strRef, 0, 16)}
+	return &decoder{buf: make([]byte, 0, 256), refs: make([]strRef, 0, 16), unknown: make([]unknownKey, 0, 16)}
 }}
 
 // maxPooledBuf bounds the string buffer kept for reuse, so one record with
 // huge meta strings does not pin that memory for good.
 const maxPooledBuf = 64 << 10
+
+// maxPooledKeys bounds the unknown keys kept for reuse the same way: a
+// bare object may have any number of them.
+const maxPooledKeys = 1 << 10
 
 func (d *decoder) release() {
 	clear(d.refs) // drop the pointers into the decoded envelope
@@ -432,6 +770,11 @@ func (d *decoder) release() {
 		d.buf = make([]byte, 0, 256)
 	}
 	d.buf = d.buf[:0]
+	clear(d.unknown) // drop the views of the value
+	if cap(d.unknown) > maxPooledKeys {
+		d.unknown = make([]unknownKey, 0, 16)
+	}
+	d.unknown = d.unknown[:0]
 	d.scanner, d.err = scanner{}, nil
 	decoders.Put(d)
 }
@@ -629,12 +972,12 @@ func kind(raw []byte) string {
 
 // encodedSize is Encode's buffer size: exact unless strings need escaping.
 func (e *Envelope) encodedSize() int {
-	const fixed = len(`{"requestMeta":{"requestId":"","user":"","roles":[],"replyTo":"","createdAt":-9223372036854775808},` +
+	const fixed = len(`{"requestMeta":{"requestId":"","user":"","roles":[],"replyTo":"","createdAt":-9223372036854775808,"tenant":"","hops":-9223372036854775808},` +
 		`"sagaMeta":{"saga":"","version":-9223372036854775808,"stepId":"","runnerPartition":-2147483648,"seq":-9223372036854775808},` +
 		`"eventMeta":{"action":"","domain":"","inputElement":"","outputElement":"","parameters":},` +
 		`"payload":,"result":{"status":"","code":"","message":""}}`)
 	rm, sm, em, r := &e.RequestMeta, &e.SagaMeta, &e.EventMeta, &e.Result
-	n := fixed + len(rm.RequestID) + len(rm.User) + len(rm.ReplyTo) +
+	n := fixed + len(rm.RequestID) + len(rm.User) + len(rm.ReplyTo) + len(rm.Tenant) +
 		len(sm.Saga) + len(sm.StepID) +
 		len(em.Action) + len(em.Domain) + len(em.InputElement) + len(em.OutputElement) + len(em.Parameters) +
 		len(e.Payload) + len(r.Status) + len(r.Code) + len(r.Message)
@@ -662,6 +1005,8 @@ func (e *Envelope) appendJSON(b []byte) []byte {
 	}
 	b = appendStringField(b, "replyTo", rm.ReplyTo)
 	b = appendIntField(b, "createdAt", rm.CreatedAt)
+	b = appendStringField(b, "tenant", rm.Tenant)
+	b = appendIntField(b, "hops", int64(rm.Hops))
 
 	sm := &e.SagaMeta
 	b = append(b, `},"sagaMeta":{`...)

@@ -93,31 +93,40 @@ type Header struct {
 	Value []byte
 }
 
-// ErrNotEnvelope is returned by Decode for a value that is not a JSON object.
-var ErrNotEnvelope = errors.New("envelope: record value is not a JSON object")
+// ErrNotEnvelope is returned by Decode for a value it does not take: not a
+// JSON object, or an envelope the strict rules refuse. It is permanent: the
+// record goes to the dead-letter topic.
+var ErrNotEnvelope = errors.New("envelope: record value is not a valid envelope")
 
 // envelopeKeys are the top-level keys that make an object an envelope rather
 // than a bare payload. They are matched exactly: a business object with a
 // "Payload" field is still bare.
 var envelopeKeys = [...]string{"requestMeta", "sagaMeta", "eventMeta", "payload", "result"}
 
-// Decode parses a record value. A bare JSON object without any envelope field
-// becomes payload.parameters of a new request; newID supplies its requestId.
-// Decode never panics; bad input yields an error wrapping ErrNotEnvelope.
-// Fields are read with encoding/json's rules (see Unmarshal), and the
-// returned envelope shares no memory with value.
+// Decode parses a record value. A bare JSON object, one without any exact
+// envelope key, becomes payload.parameters of a new request whatever its
+// keys; newID supplies its requestId. An envelope is read strictly (SPEC
+// §11): a key repeated in the top-level object or in requestMeta, sagaMeta,
+// eventMeta or result (compared unescaped and regardless of letter case),
+// and a key there that names a field in the wrong letter case ("USER",
+// "RequestMeta") are errors; so is invalid UTF-8 or an unpaired surrogate
+// escape anywhere in the value, bare or not. What Decode accepts it reads
+// exactly as encoding/json would. Decode never panics; every refusal is an
+// error wrapping ErrNotEnvelope that says why, and the returned envelope
+// shares no memory with value.
 func Decode(value []byte, newID func() string) (*Envelope, error) {
 	e := &Envelope{}
 	isEnvelope, err := decodeObject(value, e)
 	_, notObj := err.(*notObject)
+	_, badText := err.(*badText)
 	switch {
 	case err == errInvalid:
 		return nil, fmt.Errorf("%w: invalid JSON", ErrNotEnvelope)
-	case notObj:
+	case notObj, badText:
 		return nil, fmt.Errorf("%w: %v", ErrNotEnvelope, err)
 	case !isEnvelope:
-		// Keys that only fold to envelope names may have been read (or
-		// failed to read); the object is business data all the same.
+		// Keys that only fold to envelope names may have been refused;
+		// the object is business data all the same.
 		*e = Envelope{}
 		v := bytes.TrimSpace(value)
 		p := make(json.RawMessage, 0, len(v)+len(`{"parameters":}`))

@@ -3,7 +3,9 @@ package envelope_test
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -80,14 +82,45 @@ func TestDecode(t *testing.T) {
 			payload: `7`,
 		},
 		{
-			// encoding/json semantics, which earlier releases had: field
-			// names match case-insensitively once an exact key has made the
-			// value an envelope, later keys win, and nulls change nothing.
-			name:  "encoding/json key rules",
-			value: `{"payload": {}, "RequestMeta": {"REQUESTID": "r1", "user": null}, "requestMeta": {"user": "bob"}, "sagaMeta": null, "result": {"status": "FAIL", "status": "SUCCESS"}}`,
-			want: &envelope.Envelope{RequestMeta: envelope.RequestMeta{RequestID: "r1", User: "bob"},
-				Result: envelope.Result{Status: envelope.StatusSuccess}},
+			name:    "tenant and hops",
+			value:   `{"requestMeta": {"requestId": "r1", "user": "alice", "tenant": "acme", "hops": 3}, "payload": {}}`,
+			want:    &envelope.Envelope{RequestMeta: envelope.RequestMeta{RequestID: "r1", User: "alice", Tenant: "acme", Hops: 3}},
 			payload: `{}`,
+		},
+		{
+			// A key spelled with escapes is the key it spells; alone it
+			// is no ambiguity.
+			name:    "escaped exact keys",
+			value:   `{"requestMeta": {"us\u0065r": "bob"}, "p\u0061yload": {"a": 1}}`,
+			newID:   fixedID,
+			want:    &envelope.Envelope{RequestMeta: envelope.RequestMeta{RequestID: "gen-1", User: "bob"}},
+			payload: `{"a": 1}`,
+		},
+		{
+			name:    "unknown keys are ignored",
+			value:   `{"payload": {}, "extra": [1], "requestMeta": {"requestId": "r1", "note": "x", "nöte": "y"}, "result": {"why": 1}}`,
+			want:    &envelope.Envelope{RequestMeta: envelope.RequestMeta{RequestID: "r1"}},
+			payload: `{}`,
+		},
+		{
+			name:    "nulls change nothing",
+			value:   `{"requestMeta": {"requestId": "r1", "user": null, "roles": null, "hops": null}, "sagaMeta": null, "payload": {}, "result": null}`,
+			want:    &envelope.Envelope{RequestMeta: envelope.RequestMeta{RequestID: "r1"}},
+			payload: `{}`,
+		},
+		{
+			// Without an exact envelope key the object is data, so its
+			// keys are nobody's identity and may be spelled any way.
+			name: "bare object with envelope-like keys", value: `{"Payload": 1, "user": "x"}`, newID: fixedID,
+			want:    &envelope.Envelope{RequestMeta: envelope.RequestMeta{RequestID: "gen-1"}},
+			payload: `{"parameters": {"Payload": 1, "user": "x"}}`,
+		},
+		{
+			name:    "bare object with repeated and case-variant keys",
+			value:   `{"RequestMeta": {"USER": "a", "user": "b"}, "k": 1, "k": 2, "K": 3}`,
+			newID:   fixedID,
+			want:    &envelope.Envelope{RequestMeta: envelope.RequestMeta{RequestID: "gen-1"}},
+			payload: `{"parameters": {"RequestMeta": {"USER": "a", "user": "b"}, "k": 1, "k": 2, "K": 3}}`,
 		},
 		{
 			name:  "escaped and non-ASCII strings",
@@ -166,6 +199,90 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+// TestDecodeRefusesAmbiguous checks the strict rules: every spelling
+// another reader could take differently is refused, with a reason that
+// names the key.
+func TestDecodeRefusesAmbiguous(t *testing.T) {
+	manyKeys := `{"payload": {}`
+	for i := range 40 {
+		manyKeys += `, "k` + strconv.Itoa(i) + `": 1`
+	}
+	manyKeys += `, "K39": 2}`
+	tests := []struct {
+		name, value, reason string
+	}{
+		{"top-level key in another case", `{"payload": {}, "RequestMeta": {"user": "x"}}`,
+			`at the top level: key "RequestMeta" must be spelled "requestMeta"`},
+		{"case variant beside the exact key", `{"REQUESTMETA": {"user": "x"}, "requestMeta": {}}`,
+			`at the top level: key "REQUESTMETA" must be spelled "requestMeta"`},
+		{"case variant after the exact key", `{"payload": 1, "Payload": 2}`,
+			`at the top level: duplicate key "Payload" (same as "payload")`},
+		{"key folding by Unicode rules", `{"payload": {}, "\u017fagaMeta": {}}`,
+			`at the top level: key "ſagaMeta" must be spelled "sagaMeta"`},
+		{"user in capitals", `{"requestMeta": {"USER": "x"}}`, `in requestMeta: key "USER" must be spelled "user"`},
+		{"requestid in lower case", `{"requestMeta": {"requestid": "x"}}`, `in requestMeta: key "requestid" must be spelled "requestId"`},
+		{"tenant in another case", `{"requestMeta": {"Tenant": "x"}}`, `in requestMeta: key "Tenant" must be spelled "tenant"`},
+		{"hops in another case", `{"requestMeta": {"HOPS": 1}}`, `in requestMeta: key "HOPS" must be spelled "hops"`},
+		{"sagaMeta field in another case", `{"sagaMeta": {"StepId": "s"}}`, `in sagaMeta: key "StepId" must be spelled "stepId"`},
+		{"eventMeta field in another case", `{"eventMeta": {"Parameters": {}}}`, `in eventMeta: key "Parameters" must be spelled "parameters"`},
+		{"result field in another case", `{"result": {"STATUS": "SUCCESS"}}`, `in result: key "STATUS" must be spelled "status"`},
+		{"duplicate top-level key", `{"payload": {}, "payload": {}}`, `at the top level: duplicate key "payload"`},
+		{"duplicate meta object", `{"requestMeta": {"user": "a"}, "requestMeta": {"user": "b"}}`, `at the top level: duplicate key "requestMeta"`},
+		{"escaped duplicate top-level key", `{"payload": 1, "p\u0061yload": 2}`, `at the top level: duplicate key "payload"`},
+		{"duplicate user", `{"requestMeta": {"user": "a", "user": "b"}}`, `in requestMeta: duplicate key "user"`},
+		{"duplicate user in another case", `{"requestMeta": {"user": "a", "User": "b"}}`, `in requestMeta: duplicate key "User" (same as "user")`},
+		{"escaped duplicate user", `{"requestMeta":{"user":"a","us\u0065r":"b"}}`, `in requestMeta: duplicate key "user"`},
+		{"duplicate roles", `{"requestMeta": {"roles": ["a"], "roles": ["admin"]}}`, `in requestMeta: duplicate key "roles"`},
+		{"duplicate status", `{"result": {"status": "FAIL", "status": "SUCCESS"}}`, `in result: duplicate key "status"`},
+		{"duplicate unknown key", `{"payload": {}, "x": 1, "x": 2}`, `at the top level: duplicate key "x"`},
+		{"duplicate unknown key in another case", `{"requestMeta": {"note": 1, "NOTE": 2}}`, `in requestMeta: duplicate key "NOTE" (same as "note")`},
+		{"duplicate among many unknown keys", manyKeys, `at the top level: duplicate key "K39" (same as "k39")`},
+		{"invalid UTF-8 in user", "{\"requestMeta\": {\"user\": \"al\xffice\"}}", `invalid UTF-8 in requestMeta.user (byte 25)`},
+		{"invalid UTF-8 in a key", "{\"requestMeta\": {\"us\xffer\": \"a\"}}", `invalid UTF-8 in the key "us\xffer" in requestMeta (byte 17)`},
+		{"invalid UTF-8 in the payload", "{\"payload\": {\"a\": [\"ok\", \"\xc3\"]}}", `invalid UTF-8 in payload.a[1]`},
+		{"invalid UTF-8 in parameters", "{\"eventMeta\": {\"parameters\": {\"taskId\": \"t\xed\xa0\x80\"}}}",
+			`invalid UTF-8 in eventMeta.parameters.taskId`},
+		{"invalid UTF-8 in a bare object", "{\"taskId\": \"\xfe\"}", `invalid UTF-8 in taskId`},
+		{"invalid UTF-8 in a bare object's key", "{\"task\xfe\": 1}", `invalid UTF-8 in the key "task\xfe" (byte 1)`},
+		{"lone low surrogate", `{"taskId": "\udc00"}`, `invalid UTF-8 in taskId`},
+		{"high surrogate before a letter", `{"payload": {"taskId": "\ud800\u0041"}}`, `invalid UTF-8 in payload.taskId`},
+		{"high surrogate at the end", `{"payload": "x\ud83d"}`, `invalid UTF-8 in payload`},
+		{"two high surrogates", `{"payload": "\ud83d\ud83d\ude00"}`, `invalid UTF-8 in payload`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := envelope.Decode([]byte(tc.value), fixedID)
+			if !errors.Is(err, envelope.ErrNotEnvelope) {
+				t.Fatalf("Decode(%.60q) = %+v, %v; want an error wrapping ErrNotEnvelope", tc.value, got, err)
+			}
+			if !strings.Contains(err.Error(), tc.reason) {
+				t.Errorf("Decode error %q does not say %q", err, tc.reason)
+			}
+			if got != nil {
+				t.Errorf("Decode returned an envelope with its error: %+v", got)
+			}
+			// Unmarshal holds every object to the same rules.
+			var e envelope.Envelope
+			if err := envelope.Unmarshal([]byte(tc.value), &e); err == nil || !strings.Contains(err.Error(), tc.reason) {
+				t.Errorf("Unmarshal = %v, want an error saying %q", err, tc.reason)
+			}
+		})
+	}
+}
+
+// TestUnmarshalRefusesCaseVariantsWithoutEnvelopeKeys: Unmarshal reads only
+// envelopes, so no object of its is bare data.
+func TestUnmarshalRefusesCaseVariantsWithoutEnvelopeKeys(t *testing.T) {
+	var e envelope.Envelope
+	err := envelope.Unmarshal([]byte(`{"RequestMeta": {"user": "x"}}`), &e)
+	if err == nil || !strings.Contains(err.Error(), `key "RequestMeta" must be spelled "requestMeta"`) {
+		t.Errorf("Unmarshal = %v", err)
+	}
+	if e.RequestMeta.User != "" {
+		t.Errorf("Unmarshal read a refused key: %+v", e.RequestMeta)
+	}
+}
+
 func TestDecodeAcceptsDepthLimit(t *testing.T) {
 	// encoding/json accepts exactly 10000 levels; the envelope is one.
 	v := `{"payload": ` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `}`
@@ -204,13 +321,14 @@ func TestEncode(t *testing.T) {
 		{
 			name: "every field",
 			env: envelope.Envelope{
-				RequestMeta: envelope.RequestMeta{RequestID: "r-42", User: "alice", Roles: []string{"manager", "admin"}, ReplyTo: "responses", CreatedAt: 1763800000000},
-				SagaMeta:    envelope.SagaMeta{Saga: "s", Version: 2, StepID: "approve", RunnerPartition: -3, Seq: 9},
-				EventMeta:   envelope.EventMeta{Action: "StartTask", Domain: "workflow", InputElement: "parameters", OutputElement: "process", Parameters: json.RawMessage(`{"timeout": 60000}`)},
-				Payload:     json.RawMessage(`{"parameters": {"id": 1}}`),
-				Result:      envelope.Result{Status: "FAIL", Code: "BAD_INPUT", Message: "no"},
+				RequestMeta: envelope.RequestMeta{RequestID: "r-42", User: "alice", Roles: []string{"manager", "admin"}, ReplyTo: "responses", CreatedAt: 1763800000000,
+					Tenant: "acme", Hops: 2},
+				SagaMeta:  envelope.SagaMeta{Saga: "s", Version: 2, StepID: "approve", RunnerPartition: -3, Seq: 9},
+				EventMeta: envelope.EventMeta{Action: "StartTask", Domain: "workflow", InputElement: "parameters", OutputElement: "process", Parameters: json.RawMessage(`{"timeout": 60000}`)},
+				Payload:   json.RawMessage(`{"parameters": {"id": 1}}`),
+				Result:    envelope.Result{Status: "FAIL", Code: "BAD_INPUT", Message: "no"},
 			},
-			want: `{"requestMeta": {"requestId": "r-42", "user": "alice", "roles": ["manager", "admin"], "replyTo": "responses", "createdAt": 1763800000000},
+			want: `{"requestMeta": {"requestId": "r-42", "user": "alice", "roles": ["manager", "admin"], "replyTo": "responses", "createdAt": 1763800000000, "tenant": "acme", "hops": 2},
 				"sagaMeta": {"saga": "s", "version": 2, "stepId": "approve", "runnerPartition": -3, "seq": 9},
 				"eventMeta": {"action": "StartTask", "domain": "workflow", "inputElement": "parameters", "outputElement": "process", "parameters": {"timeout": 60000}},
 				"payload": {"parameters": {"id": 1}}, "result": {"status": "FAIL", "code": "BAD_INPUT", "message": "no"}}`,
@@ -252,12 +370,29 @@ func TestEncode(t *testing.T) {
 	}
 }
 
+// TestEncodeAllocatesOnce checks that encodedSize counts every field, the
+// new ones included: a short count would grow the buffer.
+func TestEncodeAllocatesOnce(t *testing.T) {
+	long := strings.Repeat("x", 4096)
+	e := envelope.Envelope{
+		RequestMeta: envelope.RequestMeta{RequestID: long, User: long, Roles: []string{long}, ReplyTo: long, CreatedAt: math.MinInt64, Tenant: long, Hops: math.MinInt},
+		SagaMeta:    envelope.SagaMeta{Saga: long, Version: math.MinInt, StepID: long, RunnerPartition: math.MinInt32, Seq: math.MinInt},
+		EventMeta:   envelope.EventMeta{Action: long, Domain: long, InputElement: long, OutputElement: long, Parameters: json.RawMessage(`"` + long + `"`)},
+		Payload:     json.RawMessage(`"` + long + `"`),
+		Result:      envelope.Result{Status: long, Code: long, Message: long},
+	}
+	if n := testing.AllocsPerRun(10, func() { e.Encode() }); n != 1 {
+		t.Errorf("Encode allocates %v times, want 1", n)
+	}
+}
+
 func TestEncodeDecodeRoundTrip(t *testing.T) {
 	e, err := envelope.Decode([]byte(full), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.RequestMeta.User = "Zoë \"the\" <admin>\n\xfe"
+	e.RequestMeta.Tenant, e.RequestMeta.Hops = "acme", 4
 	e.EventMeta.Parameters = json.RawMessage(`{"pattern": "{id: id}"}`)
 	back, err := envelope.Decode(e.Encode(), nil)
 	if err != nil {
