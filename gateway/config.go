@@ -3,6 +3,8 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/sagarunner/sagarunner/auth"
@@ -15,6 +17,15 @@ const (
 	DefaultReplyTopic   = "sagarunner-replies"
 	DefaultTimeout      = 10 * time.Second
 	DefaultMaxBody      = 1 << 20
+	// DefaultReadTimeout; raised to Timeout plus DefaultTimeoutMargin
+	// when that is longer.
+	DefaultReadTimeout = 30 * time.Second
+	// DefaultTimeoutMargin is what WriteTimeout (and at least ReadTimeout)
+	// add to Timeout by default, for producing the request and writing the
+	// answer around the synchronous wait.
+	DefaultTimeoutMargin  = 10 * time.Second
+	DefaultIdleTimeout    = 60 * time.Second
+	DefaultMaxHeaderBytes = 1 << 16
 )
 
 // Config configures a Gateway. Zero fields take their defaults in Validate.
@@ -39,8 +50,32 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// PublishRoles, when set and auth is on, limits POST /topics/{topic}
 	// to callers holding one of these roles. Publishing can start any saga
-	// on any topic, so operators usually keep it to a service role.
+	// on a listed topic, so operators usually keep it to a service role.
 	PublishRoles []string
+	// PublishTopics are the only topics POST /topics/{topic} publishes to;
+	// any other answers 404 (default none). Listing an internal topic is
+	// an error.
+	PublishTopics []string
+	// InternalTopics are the runners' own topics besides RequestTopic and
+	// ReplyTopic (notifications, task events, audit, dead letter): never
+	// publishable over HTTP, like every "__" topic, because a record there
+	// would be read as the runners' own.
+	InternalTopics []string
+	// ReadTimeout bounds reading a whole request, body included (default
+	// DefaultReadTimeout, at least Timeout plus DefaultTimeoutMargin). Go's
+	// server keeps this deadline on the connection while the handler runs
+	// and cancels the request when it passes, so it must exceed Timeout.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds a request from the end of its headers to the end
+	// of its answer; it must exceed Timeout (default Timeout plus
+	// DefaultTimeoutMargin).
+	WriteTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle this long (default
+	// DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers (default
+	// DefaultMaxHeaderBytes).
+	MaxHeaderBytes int
 	// Auth configures caller identity; with nothing configured every
 	// caller is trusted.
 	Auth auth.Config
@@ -84,10 +119,54 @@ func (c *Config) Validate() error {
 	case c.ShutdownTimeout == 0:
 		c.ShutdownTimeout = c.Timeout + 5*time.Second
 	}
+	for name, d := range map[string]*time.Duration{"read": &c.ReadTimeout, "write": &c.WriteTimeout} {
+		switch {
+		case *d == 0 && name == "read":
+			*d = max(DefaultReadTimeout, c.Timeout+DefaultTimeoutMargin)
+		case *d == 0:
+			*d = c.Timeout + DefaultTimeoutMargin
+		case *d <= c.Timeout:
+			errs = append(errs, fmt.Errorf("gateway: %s timeout %v must exceed the synchronous wait %v, or waiting requests are cut off", name, *d, c.Timeout))
+		}
+	}
+	switch {
+	case c.IdleTimeout < 0:
+		errs = append(errs, fmt.Errorf("gateway: idle timeout %v is negative", c.IdleTimeout))
+	case c.IdleTimeout == 0:
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	switch {
+	case c.MaxHeaderBytes < 0:
+		errs = append(errs, fmt.Errorf("gateway: max header bytes %d is negative", c.MaxHeaderBytes))
+	case c.MaxHeaderBytes == 0:
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	for _, t := range c.PublishTopics {
+		if err := checkTopic(t); err != nil {
+			errs = append(errs, fmt.Errorf("gateway: publish topic: %w", err))
+		} else if why := c.internal(t); why != "" {
+			errs = append(errs, fmt.Errorf("gateway: publish topic %q is %s; internal topics are never publishable over HTTP", t, why))
+		}
+	}
 	if err := c.Auth.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// internal says why topic is internal, or "" when it is not.
+func (c *Config) internal(topic string) string {
+	switch {
+	case strings.HasPrefix(topic, "__"):
+		return "a broker-internal topic"
+	case topic == c.RequestTopic:
+		return "the request topic"
+	case topic == c.ReplyTopic:
+		return "the reply topic"
+	case slices.Contains(c.InternalTopics, topic):
+		return "one of the runners' topics"
+	}
+	return ""
 }
 
 // checkTopic applies Kafka's topic name rules, so a bad name is refused

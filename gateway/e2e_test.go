@@ -61,11 +61,11 @@ func TestThroughTheRunner(t *testing.T) {
 		}
 	})
 
-	s := serve(t, brokers, Config{Auth: auth.Config{Tokens: map[string]auth.Identity{
+	s := serve(t, brokers, Config{PublishTopics: []string{"job-posts"}, Auth: auth.Config{Tokens: map[string]auth.Identity{
 		"svc":   {User: "svc", Roles: []string{"system"}},
 		"alice": {User: "alice", Roles: []string{"manager"}},
 		"bob":   {User: "bob", Roles: []string{"clerk"}},
-	}}}, Deps{Sagas: set, Stores: stores, Ready: run.Ready})
+	}}}, Deps{Sagas: set, Stores: stores, Ready: run.Readiness})
 	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
 		if r := do(t, "GET", s.base+"/readyz", "", nil); r.status != 200 {
 			return fmt.Errorf("readyz %d", r.status)

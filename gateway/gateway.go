@@ -15,6 +15,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/auth"
 	"github.com/sagarunner/sagarunner/metrics"
 	"github.com/sagarunner/sagarunner/saga"
@@ -37,9 +38,10 @@ type Deps struct {
 	// Metrics may be nil.
 	Metrics *metrics.Metrics
 	// Ready reports whether the process is ready beyond the gateway's own
-	// reply consumer (the runner's partitions assigned, Redis reachable);
-	// nil means always.
-	Ready func() bool
+	// reply consumer (the runner consuming, no partition stuck): nil when
+	// it is, otherwise an error whose text /readyz answers with. A nil
+	// Ready means always ready.
+	Ready func() error
 	// Now defaults to time.Now; createdAt of requests comes from it.
 	Now func() time.Time
 	// NewID generates request ids; defaults to saga.NewID.
@@ -54,12 +56,15 @@ type Gateway struct {
 	client  *kgo.Client
 	log     *slog.Logger
 	metrics *metrics.Metrics
-	ready   func() bool
+	ready   func() error
 	now     func() time.Time
 	newID   func() string
 	auth    *auth.Authenticator
-	mux     *http.ServeMux
-	handler http.Handler
+	// sweeping holds the path sagas with a step whose action sweeps many
+	// tasks at once; over HTTP only an admin may start them.
+	sweeping map[*saga.Saga]string
+	mux      *http.ServeMux
+	handler  http.Handler
 
 	// positioned is set once the reply consumer sits at the end of every
 	// reply partition; until then a synchronous request could miss its
@@ -110,6 +115,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.newID == nil {
 		g.newID = saga.NewID
 	}
+	g.sweeping = sweepingSagas(g.sagas)
 	g.mux = http.NewServeMux()
 	g.route("/healthz", false, map[string]http.HandlerFunc{http.MethodGet: g.healthz})
 	g.route("/readyz", false, map[string]http.HandlerFunc{http.MethodGet: g.readyz})
@@ -141,10 +147,16 @@ func (g *Gateway) Handler() http.Handler { return g.handler }
 // can say when every caller is trusted.
 func (g *Gateway) AuthEnabled() bool { return g.auth.Enabled() }
 
-// Ready reports whether the reply consumer is positioned and Deps.Ready
-// agrees.
-func (g *Gateway) Ready() bool {
-	return g.positioned.Load() && (g.ready == nil || g.ready())
+// Ready returns nil when the reply consumer is positioned and Deps.Ready
+// agrees, and otherwise the reason the process is not ready.
+func (g *Gateway) Ready() error {
+	if !g.positioned.Load() {
+		return errors.New("gateway: reply consumer not positioned")
+	}
+	if g.ready != nil {
+		return g.ready()
+	}
+	return nil
 }
 
 // Run listens on Config.Addr and serves until ctx is done.
@@ -173,9 +185,17 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		<-consumed
 	}()
 
+	// Every bound is set so no client holds a connection or a goroutine
+	// for longer than its request takes: slow bodies (ReadTimeout), slow
+	// readers of the answer (WriteTimeout), idle keep-alives and oversized
+	// headers.
 	srv := &http.Server{
 		Handler:           g.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: min(10*time.Second, g.cfg.ReadTimeout),
+		ReadTimeout:       g.cfg.ReadTimeout,
+		WriteTimeout:      g.cfg.WriteTimeout,
+		IdleTimeout:       g.cfg.IdleTimeout,
+		MaxHeaderBytes:    g.cfg.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
@@ -275,8 +295,8 @@ func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (g *Gateway) readyz(w http.ResponseWriter, _ *http.Request) {
-	if !g.Ready() {
-		writeError(w, http.StatusServiceUnavailable, "NOT_READY", "not ready: reply consumer not positioned or runner not ready")
+	if err := g.Ready(); err != nil {
+		writeError(w, http.StatusServiceUnavailable, "NOT_READY", "not ready: "+err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
@@ -292,4 +312,29 @@ func withIdentity(ctx context.Context, id auth.Identity) context.Context {
 func identityOf(ctx context.Context) auth.Identity {
 	id, _ := ctx.Value(identityKey{}).(auth.Identity)
 	return id
+}
+
+// isAdmin reports whether the caller holds an admin role. With auth off
+// nobody is, and nobody needs to be: every caller is trusted.
+func (g *Gateway) isAdmin(id auth.Identity) bool {
+	return g.auth.Enabled() && id.IsAdmin(g.cfg.Auth.AdminRoles)
+}
+
+// sweepingSagas finds the path sagas that run an action whose spec says it
+// sweeps many tasks at once, naming that action. The spec is asked, never
+// the action's name, so a new sweeping action is covered by declaring it.
+func sweepingSagas(set *saga.Set) map[*saga.Saga]string {
+	out := map[*saga.Saga]string{}
+	for _, s := range set.Sagas {
+		if s.Trigger.Path == "" {
+			continue
+		}
+		for _, st := range s.Steps {
+			if spec, ok := actions.Default.Lookup(st.ActionName); ok && spec.Sweeps {
+				out[s] = st.ActionName
+				break
+			}
+		}
+	}
+	return out
 }

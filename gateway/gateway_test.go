@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -268,7 +269,14 @@ func TestProbesAndMetrics(t *testing.T) {
 	startResponder(t, brokers)
 	ready := make(chan bool, 1)
 	ready <- false
-	isReady := func() bool { v := <-ready; ready <- v; return v }
+	isReady := func() error {
+		v := <-ready
+		ready <- v
+		if !v {
+			return errors.New("runner: partition p/3 stuck")
+		}
+		return nil
+	}
 	m := metrics.New(nil)
 
 	cl := newClient(t, brokers)
@@ -296,7 +304,8 @@ func TestProbesAndMetrics(t *testing.T) {
 		}
 	})
 	t.Run("readyz follows Deps.Ready", func(t *testing.T) {
-		if r := do(t, "GET", s.base+"/readyz", "", nil); r.status != 503 || r.body["code"] != "NOT_READY" {
+		if r := do(t, "GET", s.base+"/readyz", "", nil); r.status != 503 || r.body["code"] != "NOT_READY" ||
+			!strings.Contains(r.body["error"].(string), "partition p/3 stuck") {
 			t.Fatalf("%d %s", r.status, r.raw)
 		}
 		<-ready

@@ -50,6 +50,11 @@ func (g *Gateway) startSaga(w http.ResponseWriter, r *http.Request, s *saga.Saga
 		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
 		return
 	}
+	if action, sweeps := g.sweeping[s]; sweeps && g.auth.Enabled() && !g.isAdmin(id) {
+		writeError(w, http.StatusForbidden, actions.CodeForbidden,
+			fmt.Sprintf("%s runs %s, which acts on many tasks at once: it needs an admin role", s.Trigger.Path, action))
+		return
+	}
 	body, ok := g.readObject(w, r)
 	if !ok {
 		return
@@ -65,29 +70,13 @@ func (g *Gateway) startSaga(w http.ResponseWriter, r *http.Request, s *saga.Saga
 	}
 
 	reqID := g.newID()
-	w.Header().Set(HeaderRequestID, reqID)
-	env := envelope.Envelope{
-		// The identity comes from authentication only; nothing the caller
-		// sends can set it, because task actions authorize against it.
-		RequestMeta: envelope.RequestMeta{
-			RequestID: reqID,
-			User:      id.User,
-			Roles:     id.Roles,
-			ReplyTo:   g.cfg.ReplyTopic,
-			CreatedAt: g.now().UnixMilli(),
-		},
-	}
-	env.Payload, err = sjson.SetRawBytes([]byte(`{}`), "parameters", body)
+	rec, err := g.sagaRecord(s, body, id, reqID)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, actions.CodeBadInput, fmt.Sprintf("body: %v", err))
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
 		return
 	}
-	topic := s.Trigger.Topic
-	if topic == "" {
-		// A named saga and no step on the request topic is a start.
-		topic = g.cfg.RequestTopic
-		env.SagaMeta = envelope.SagaMeta{Saga: s.Name, Version: s.Version}
-	}
+	w.Header().Set(HeaderRequestID, reqID)
+	topic := rec.Topic
 
 	var replies <-chan *envelope.Envelope
 	if !async {
@@ -97,7 +86,6 @@ func (g *Gateway) startSaga(w http.ResponseWriter, r *http.Request, s *saga.Saga
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
 	defer cancel()
-	rec := &kgo.Record{Topic: topic, Key: []byte(reqID), Value: env.Encode()}
 	if err := g.client.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		g.produceFailed(w, r, topic, reqID, err)
 		return
@@ -119,6 +107,18 @@ func (g *Gateway) startSaga(w http.ResponseWriter, r *http.Request, s *saga.Saga
 			RequestID: reqID,
 		})
 	}
+}
+
+// sagaRecord builds the start record of s: the body as payload.parameters
+// and requestMeta from the authenticated identity alone, since task actions
+// authorize against it. A saga with a trigger topic is started there like
+// any event of that topic; one without is named on the request topic.
+func (g *Gateway) sagaRecord(s *saga.Saga, body []byte, id auth.Identity, reqID string) (*kgo.Record, error) {
+	req := request{Topic: s.Trigger.Topic, Identity: id, RequestID: reqID, ReplyTo: g.cfg.ReplyTopic, CreatedAt: g.now().UnixMilli()}
+	if req.Topic == "" {
+		req.Topic, req.Saga = g.cfg.RequestTopic, s
+	}
+	return buildRecord(body, req)
 }
 
 // answer writes the response envelope: its payload, or an error body for a
@@ -212,12 +212,21 @@ func precheck(s *saga.Saga, body []byte) error {
 		return nil
 	}
 	st := s.Steps[0]
-	if st.ActionName != "ProceedTask" && st.ActionName != "TimeoutTask" {
-		return nil
-	}
 	// An inputPattern reshapes the input first; a root path reads outside
 	// the body. Either way only the action can tell.
 	if _, shaped := st.Params["inputPattern"]; shaped || envelope.IsRoot(st.InputElement) {
+		return nil
+	}
+	payload, _ := sjson.SetRawBytes([]byte(`{}`), "parameters", body)
+	input := envelope.GetIn(payload, st.InputElement)
+	// A domain taken from the body names a Redis key prefix: it is checked
+	// here, on the way in, like every domain the gateway sees.
+	if p, _ := st.Params["domainPath"].(string); p != "" && !envelope.IsRoot(p) {
+		if d := gjson.Get(input.Raw, p); d.Exists() && (d.Type != gjson.String || checkDomain(d.Str) != nil) {
+			return fmt.Errorf("%q must be a domain name (1 to 64 letters, digits, '.', '_', '-')", p)
+		}
+	}
+	if st.ActionName != "ProceedTask" && st.ActionName != "TimeoutTask" {
 		return nil
 	}
 	idPath, _ := st.Params["taskIdPath"].(string)
@@ -227,8 +236,6 @@ func precheck(s *saga.Saga, body []byte) error {
 	if envelope.IsRoot(idPath) {
 		return nil
 	}
-	payload, _ := sjson.SetRawBytes([]byte(`{}`), "parameters", body)
-	input := envelope.GetIn(payload, st.InputElement)
 	v := gjson.Get(input.Raw, idPath)
 	if (v.Type == gjson.String && v.Str != "") || v.Type == gjson.Number {
 		return nil

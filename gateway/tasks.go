@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/sagarunner/sagarunner/actions"
+	"github.com/sagarunner/sagarunner/auth"
 	"github.com/sagarunner/sagarunner/statemanager"
 )
 
@@ -21,7 +22,10 @@ var taskStatuses = []string{statemanager.StatusWaiting, statemanager.StatusCompl
 
 // listTasks serves GET /tasks?domain=&user=&role=&status=&limit=&full=, a
 // task inbox. The suspended envelope is left out unless full=true: it is
-// the heaviest field and an inbox rarely needs it.
+// the heaviest field and an inbox rarely needs it. With auth on a caller
+// sees only tasks of its tenant that it may act on or has acted on, and a
+// non-admin's user and role filters are narrowed to itself: it cannot read
+// another user's inbox, or a role's it does not hold.
 func (g *Gateway) listTasks(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	domain := q.Get("domain")
@@ -41,14 +45,26 @@ func (g *Gateway) listTasks(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Limit = n
 	}
-	full, err := boolParam(r, "full")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
+	full, ok := g.fullParam(w, r)
+	if !ok {
 		return
 	}
 	store, ok := g.store(w, domain)
 	if !ok {
 		return
+	}
+	id := identityOf(r.Context())
+	if v := g.viewer(id); v != nil {
+		f.Tenant, f.Viewer = id.Tenant, v
+		if !v.Admin {
+			if f.User != "" {
+				f.User = id.User
+			}
+			if f.Role != "" && !contains(id.Roles, f.Role) {
+				writeJSON(w, http.StatusOK, []*statemanager.Task{})
+				return
+			}
+		}
 	}
 	tasks, err := store.List(r.Context(), f)
 	if err != nil {
@@ -57,24 +73,33 @@ func (g *Gateway) listTasks(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]*statemanager.Task, 0, len(tasks))
 	for _, t := range tasks {
-		out = append(out, view(t, full))
+		// The store filters by viewer already; asking again costs nothing
+		// and keeps a store that ignores the viewer from leaking.
+		if t.VisibleTo(f.Tenant, f.Viewer) {
+			out = append(out, view(t, full))
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
-// getTask serves GET /tasks/{domain}/{id}, waiting or closed.
+// getTask serves GET /tasks/{domain}/{id}, waiting or closed. A task the
+// caller may not see answers 404 exactly like an unknown one, so ids of
+// other tenants and users cannot be probed.
 func (g *Gateway) getTask(w http.ResponseWriter, r *http.Request) {
 	domain, id := r.PathValue("domain"), r.PathValue("id")
-	full, err := boolParam(r, "full")
-	if err != nil {
-		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
+	full, ok := g.fullParam(w, r)
+	if !ok {
 		return
 	}
 	store, ok := g.store(w, domain)
 	if !ok {
 		return
 	}
+	caller := identityOf(r.Context())
 	t, err := store.Get(r.Context(), id)
+	if err == nil && !t.VisibleTo(caller.Tenant, g.viewer(caller)) {
+		err = statemanager.ErrNotFound
+	}
 	if errors.Is(err, statemanager.ErrNotFound) {
 		writeError(w, http.StatusNotFound, actions.CodeTaskNotFound, fmt.Sprintf("no task %q in domain %q", id, domain))
 		return
@@ -84,6 +109,31 @@ func (g *Gateway) getTask(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, view(t, full))
+}
+
+// fullParam reads full=; with auth on, the suspended envelope it asks for
+// is for admins only (403 otherwise): it holds the whole request of
+// another caller.
+func (g *Gateway) fullParam(w http.ResponseWriter, r *http.Request) (full, ok bool) {
+	full, err := boolParam(r, "full")
+	if err != nil {
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
+		return false, false
+	}
+	if full && g.auth.Enabled() && !g.isAdmin(identityOf(r.Context())) {
+		writeError(w, http.StatusForbidden, actions.CodeForbidden, "full=true shows suspended envelopes: it needs an admin role")
+		return false, false
+	}
+	return full, true
+}
+
+// viewer is who reads tasks: nil with auth off, where every caller is
+// trusted and sees everything.
+func (g *Gateway) viewer(id auth.Identity) *statemanager.Viewer {
+	if !g.auth.Enabled() {
+		return nil
+	}
+	return &statemanager.Viewer{User: id.User, Roles: id.Roles, Admin: g.isAdmin(id)}
 }
 
 // store resolves a domain's state manager, answering the error itself.
@@ -121,14 +171,10 @@ func view(t *statemanager.Task, full bool) *statemanager.Task {
 	return &c
 }
 
+// checkDomain applies the store's one domain rule, with the reason.
 func checkDomain(d string) error {
-	if d == "" || len(d) > 64 {
-		return fmt.Errorf("domain %q must be 1 to 64 characters", d)
-	}
-	for _, r := range d {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
-			return fmt.Errorf("domain %q may only hold letters, digits, '.', '_' and '-'", d)
-		}
+	if !statemanager.ValidDomain(d) {
+		return fmt.Errorf("domain %.64q must be 1 to 64 letters, digits, '.', '_' or '-'", d)
 	}
 	return nil
 }

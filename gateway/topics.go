@@ -4,15 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
-	"github.com/tidwall/gjson"
-	"github.com/tidwall/sjson"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/auth"
-	"github.com/sagarunner/sagarunner/saga/envelope"
 )
 
 // publishResult answers POST /topics/{topic}.
@@ -24,16 +22,25 @@ type publishResult struct {
 }
 
 // publish serves POST /topics/{topic}?key=: the body, a JSON object, is
-// produced as one record. The caller's identity is stamped into it exactly
-// as for a saga path, since a published envelope can carry a ProceedTask.
+// published as the payload.parameters of a new envelope whose requestMeta
+// the gateway builds from the caller's identity, exactly as for a saga
+// path. The body is always data, never an envelope: a caller cannot
+// publish a direct action, a continuation or another identity this way.
+// Only the configured topics are publishable, and never an internal one.
 func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) {
 	topic := r.PathValue("topic")
 	if err := checkTopic(topic); err != nil {
 		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
 		return
 	}
-	if strings.HasPrefix(topic, "__") {
-		writeError(w, http.StatusForbidden, actions.CodeForbidden, fmt.Sprintf("%q is an internal topic", topic))
+	if why := g.cfg.internal(topic); why != "" {
+		writeError(w, http.StatusForbidden, actions.CodeForbidden,
+			fmt.Sprintf("%q is %s; internal topics are never publishable over HTTP", topic, why))
+		return
+	}
+	if !slices.Contains(g.cfg.PublishTopics, topic) {
+		writeError(w, http.StatusNotFound, "TOPIC_NOT_PUBLISHABLE",
+			fmt.Sprintf("%q is not a publishable topic (the configuration's http.publishTopics lists them)", topic))
 		return
 	}
 	id := identityOf(r.Context())
@@ -50,17 +57,10 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	value, key, err := g.stamp(body, id)
+	rec, err := g.publishRecord(topic, r.URL.Query().Get("key"), body, id)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
 		return
-	}
-	if k := r.URL.Query().Get("key"); k != "" {
-		key = k
-	}
-	rec := &kgo.Record{Topic: topic, Value: value}
-	if key != "" {
-		rec.Key = []byte(key)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
 	defer cancel()
@@ -69,57 +69,14 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) {
 		g.produceFailed(w, r, topic, "", err)
 		return
 	}
-	writeJSON(w, http.StatusAccepted, publishResult{Topic: res.Topic, Partition: res.Partition, Offset: res.Offset, Key: key})
+	writeJSON(w, http.StatusAccepted, publishResult{Topic: res.Topic, Partition: res.Partition, Offset: res.Offset, Key: string(rec.Key)})
 }
 
-// stamp puts the caller's identity into a published record and returns the
-// record value and its default key (the requestId). An envelope keeps
-// everything but requestMeta.user and roles, which are overwritten (and
-// removed when auth is off, leaving a trusted request as before). A bare
-// object under auth is wrapped into the envelope the runner would have
-// made of it, because a bare object carries no identity and would
-// otherwise reach the task actions as a trusted caller.
-func (g *Gateway) stamp(body []byte, id auth.Identity) ([]byte, string, error) {
-	root := gjson.ParseBytes(body)
-	isEnvelope := false
-	for _, k := range []string{"requestMeta", "sagaMeta", "eventMeta", "payload", "result"} {
-		if root.Get(k).Exists() {
-			isEnvelope = true
-			break
-		}
-	}
-	if !isEnvelope {
-		if !g.auth.Enabled() {
-			return body, "", nil
-		}
-		env := envelope.Envelope{RequestMeta: envelope.RequestMeta{
-			RequestID: g.newID(), User: id.User, Roles: id.Roles, CreatedAt: g.now().UnixMilli(),
-		}}
-		env.Payload, _ = sjson.SetRawBytes([]byte(`{}`), "parameters", body)
-		return env.Encode(), env.RequestMeta.RequestID, nil
-	}
-	if rm := root.Get("requestMeta"); rm.Exists() && !rm.IsObject() {
-		return nil, "", fmt.Errorf("requestMeta must be an object")
-	}
-	var err error
-	for _, f := range []struct {
-		path  string
-		value any
-		empty bool
-	}{
-		{"requestMeta.user", id.User, id.User == ""},
-		{"requestMeta.roles", id.Roles, len(id.Roles) == 0},
-	} {
-		if f.empty {
-			body, err = sjson.DeleteBytes(body, f.path)
-		} else {
-			body, err = sjson.SetBytes(body, f.path, f.value)
-		}
-		if err != nil {
-			return nil, "", fmt.Errorf("stamping identity: %w", err)
-		}
-	}
-	return body, gjson.GetBytes(body, "requestMeta.requestId").String(), nil
+// publishRecord builds the record of a publish: key, when set, places it
+// (default: the new requestId); nothing else of the request but the body
+// and the authenticated identity reaches it.
+func (g *Gateway) publishRecord(topic, key string, body []byte, id auth.Identity) (*kgo.Record, error) {
+	return buildRecord(body, request{Topic: topic, Key: key, Identity: id, RequestID: g.newID(), CreatedAt: g.now().UnixMilli()})
 }
 
 func holdsAny(id auth.Identity, roles []string) bool {
