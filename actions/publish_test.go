@@ -1,6 +1,7 @@
 package actions_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sagarunner/sagarunner/actions"
@@ -32,6 +33,8 @@ func TestPublish(t *testing.T) {
 		{"missing key", map[string]any{"topic": "out", "key": "parameters.nothing"}, "", "", actions.CodeBadInput},
 		{"object key", map[string]any{"topic": "out", "key": "decision"}, "", "", actions.CodeBadInput},
 		{"pattern failing at run time", map[string]any{"topic": "out", "pattern": "abs(parameters.brief)"}, "", "", actions.CodePattern},
+		{"to the runner's request topic", map[string]any{"topic": topics.Continuations}, "", "", actions.CodeReservedTopic},
+		{"to the notification topic", map[string]any{"topic": topics.Notifications}, "", "", actions.CodeReservedTopic},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,10 +56,17 @@ func TestPublish(t *testing.T) {
 			if rec.Topic != "out" || string(rec.Key) != tc.wantKey {
 				t.Fatalf("record %s/%s, want out/%s", rec.Topic, rec.Key, tc.wantKey)
 			}
+			// One hop further than the event, whatever the value's shape.
+			if len(rec.Headers) != 1 || rec.Headers[0].Key != actions.HopsHeader || string(rec.Headers[0].Value) != "1" {
+				t.Fatalf("headers %+v, want %s: 1", rec.Headers, actions.HopsHeader)
+			}
 			if tc.wantValue == "" {
-				// Published as it arrived, previous result included.
-				if string(rec.Value) != string(env.Encode()) {
-					t.Fatalf("value %s, want the input envelope %s", rec.Value, env.Encode())
+				// Published as it arrived, previous result included, one
+				// hop further.
+				in := decode(t, publishEvent)
+				in.RequestMeta.Hops++
+				if string(rec.Value) != string(in.Encode()) {
+					t.Fatalf("value %s, want the input envelope %s", rec.Value, in.Encode())
 				}
 				return
 			}
@@ -136,5 +146,33 @@ func TestFailAndFinish(t *testing.T) {
 				t.Fatalf("outcome Finish=%v Suspend=%v, want the instance to end", out.Finish, out.Suspend)
 			}
 		})
+	}
+}
+
+func TestPublishTopicChecked(t *testing.T) {
+	tests := []struct {
+		name, topic, reason string
+	}{
+		{"empty", "", "required"},
+		{"a space", "job posts", "only letters, digits"},
+		{"dot", ".", "not a valid topic name"},
+		{"too long", strings.Repeat("t", 250), "not a valid topic name"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			spec, _ := actions.Default.Lookup("Publish")
+			params := map[string]any{"topic": tc.topic}
+			if tc.topic == "" {
+				params = nil
+			}
+			_, errs := spec.Build(actions.Input{Params: params})
+			if len(errs) != 1 || !strings.Contains(errs[0].Error(), tc.reason) {
+				t.Fatalf("errors %v, want one saying %q", errs, tc.reason)
+			}
+		})
+	}
+	a := build(t, "Publish", actions.Input{Params: map[string]any{"topic": "job-posts.v2_x"}})
+	if w, ok := a.(actions.TopicWriter); !ok || len(w.WritesTo()) != 1 || w.WritesTo()[0] != "job-posts.v2_x" {
+		t.Fatalf("Publish does not declare the topic it writes to")
 	}
 }

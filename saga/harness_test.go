@@ -57,6 +57,7 @@ type harness struct {
 	eng    *saga.Engine
 	clock  *clock.Fake
 	stores statemanager.Resolver
+	client redis.UniversalClient
 	offset int64
 	ids    int
 }
@@ -69,6 +70,12 @@ func newHarness(t *testing.T, sagaYAML string) *harness {
 
 func newHarnessOn(t *testing.T, client redis.UniversalClient, sagaYAML string) *harness {
 	t.Helper()
+	return newHarnessWith(t, client, sagaYAML, nil)
+}
+
+// newHarnessWith lets a test change the engine's config before it is built.
+func newHarnessWith(t *testing.T, client redis.UniversalClient, sagaYAML string, configure func(*saga.Config)) *harness {
+	t.Helper()
 	set := &saga.Set{}
 	if sagaYAML != "" {
 		var err error
@@ -76,9 +83,9 @@ func newHarnessOn(t *testing.T, client redis.UniversalClient, sagaYAML string) *
 			t.Fatalf("load: %v", err)
 		}
 	}
-	h := &harness{t: t, ctx: context.Background(), clock: clock.NewFake(start),
+	h := &harness{t: t, ctx: context.Background(), clock: clock.NewFake(start), client: client,
 		stores: statemanager.NewResolver(client, statemanager.RedisConfig{Shards: testShards}, nil)}
-	eng, err := saga.NewEngine(set, saga.Config{
+	cfg := saga.Config{
 		Topics:     actions.Topics{Continuations: requestTopic, Notifications: notifyTopic},
 		DeadLetter: deadTopic,
 		Stores:     h.stores,
@@ -88,7 +95,11 @@ func newHarnessOn(t *testing.T, client redis.UniversalClient, sagaYAML string) *
 			h.ids++
 			return "gen-" + strconv.Itoa(h.ids)
 		},
-	})
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	eng, err := saga.NewEngine(set, cfg)
 	if err != nil {
 		t.Fatalf("NewEngine: %v", err)
 	}
