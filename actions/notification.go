@@ -13,7 +13,9 @@ import (
 // Notification is the task-closed notification of SPEC §6, published keyed by
 // the task id whenever a task closes. The field order is the order of the
 // specification, and no field is omitted when empty, so consumers see one
-// fixed shape. It is built from the closed task alone: a notification
+// fixed shape, except tenant, which is there only for a task of a tenant
+// other than the default one, so single-tenant consumers see what they
+// always saw. It is built from the closed task alone: a notification
 // re-emitted after a crash is byte-identical to the first, which is what lets
 // consumers deduplicate it.
 type Notification struct {
@@ -33,6 +35,7 @@ type Notification struct {
 	ClosedAt   int64           `json:"closedAt"`
 	ClosedBy   string          `json:"closedBy"`
 	Data       json.RawMessage `json:"data"`
+	Tenant     string          `json:"tenant,omitempty"`
 }
 
 // NewNotification describes a closed task. Roles are never null (an empty
@@ -60,6 +63,7 @@ func NewNotification(t *statemanager.Task) Notification {
 		ClosedAt:   t.ClosedAt,
 		ClosedBy:   t.ClosedBy,
 		Data:       data,
+		Tenant:     t.Tenant,
 	}
 }
 
@@ -79,7 +83,7 @@ func (n Notification) Record(topic string) (envelope.Record, error) {
 // releases and re-emits, without json.Marshal's reflection on every close.
 func (n Notification) encode() ([]byte, error) {
 	b := make([]byte, 0, 320+len(n.TaskID)+len(n.Domain)+len(n.Saga)+len(n.StepID)+len(n.RequestID)+
-		len(n.TaskName)+len(n.TaskSpec)+len(n.TaskAction)+len(n.TaskUser)+len(n.ClosedBy)+len(n.Data)+8*len(n.TaskRoles))
+		len(n.TaskName)+len(n.TaskSpec)+len(n.TaskAction)+len(n.TaskUser)+len(n.ClosedBy)+len(n.Data)+len(n.Tenant)+8*len(n.TaskRoles))
 	str := func(key, s string) {
 		b = envelope.AppendString(append(b, key...), s, true)
 	}
@@ -117,6 +121,9 @@ func (n Notification) encode() ([]byte, error) {
 	var err error
 	if b, err = appendRawHTML(b, n.Data); err != nil {
 		return nil, err
+	}
+	if n.Tenant != "" {
+		str(`,"tenant":`, n.Tenant)
 	}
 	return append(b, '}'), nil
 }

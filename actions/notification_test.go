@@ -77,6 +77,8 @@ func TestTaskEffects(t *testing.T) {
 			"", "", map[string]string{"saga": `""`}},
 		{"no roles is an empty array", func(tk *statemanager.Task) { tk.Roles, tk.User = nil, "bob" },
 			envelope.StatusSuccess, "", map[string]string{"taskRoles": `[]`, "taskUser": `"bob"`}},
+		{"a tenant is named", func(tk *statemanager.Task) { tk.Tenant = "acme" },
+			envelope.StatusSuccess, "", map[string]string{"tenant": `"acme"`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -142,5 +144,29 @@ func TestTaskEffectsRefusesWaitingTask(t *testing.T) {
 	task.Status = statemanager.StatusWaiting
 	if _, err := actions.TaskEffects(task, topics); err == nil || !strings.Contains(err.Error(), "not closed") {
 		t.Fatalf("err = %v, want a refusal to emit effects of a waiting task", err)
+	}
+}
+
+// A task of a tenant names it last in its notification, with the bytes
+// json.Marshal writes; the default tenant leaves the field out, so
+// single-tenant notifications keep their shape.
+func TestNotificationTenant(t *testing.T) {
+	for _, tenant := range []string{"", "acme", "<a&b>\u2028"} {
+		t.Run(tenant, func(t *testing.T) {
+			task := closedTask()
+			task.Tenant = tenant
+			n := actions.NewNotification(task)
+			rec, err := n.Record("notes")
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := json.Marshal(n)
+			if !bytes.Equal(rec.Value, want) {
+				t.Fatalf("notification\n got %s\nwant %s", rec.Value, want)
+			}
+			if has := strings.Contains(string(rec.Value), `"tenant":`); has != (tenant != "") {
+				t.Fatalf("tenant field present=%v for tenant %q: %s", has, tenant, rec.Value)
+			}
+		})
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/jmespath/go-jmespath"
 	"github.com/tidwall/gjson"
@@ -28,6 +30,17 @@ const TimeoutKey = "timeout"
 // names none, the same default the generic /ProceedTask saga uses.
 const DefaultDomain = "workflow"
 
+// CodeTaskIDInUse is the FAIL code of a StartTask whose task id is waiting
+// for another instance: taking the id over would orphan that instance, and
+// silently attaching this one to it would let anyone who knows an id squat
+// on it. It is a business outcome, routable like any FAIL.
+const CodeTaskIDInUse = "TASK_ID_IN_USE"
+
+// maxTaskIDLen bounds a task id in bytes: it is a Redis key and the key of
+// every notification, and an unbounded one is a memory and record-size
+// hazard.
+const maxTaskIDLen = 512
+
 // betweenPage bounds how many due tasks TimeoutBetween asks the store for at
 // once, so a large range is swept in pages instead of one huge reply.
 const betweenPage = 100
@@ -36,8 +49,10 @@ func init() {
 	Default.Register(&Spec{
 		Name: "StartTask",
 		Doc: "Records the current event as a task assigned to a user or group and suspends the saga " +
-			"until a ProceedTask, a TimeoutTask or the task's deadline closes it. Starting a task whose id " +
-			"is already waiting is a no-op.",
+			"until a ProceedTask, a TimeoutTask or the task's deadline closes it. The task records the tenant " +
+			"of the request. Replaying the start of a task is a no-op; starting a task whose id is waiting " +
+			"for another instance fails with " + CodeTaskIDInUse + ". A task id is 1 to 512 bytes of UTF-8 " +
+			"without control characters (else BAD_INPUT).",
 		Domain:        Required,
 		InputElement:  Optional,
 		OutputElement: Optional,
@@ -47,7 +62,7 @@ func init() {
 			{Name: "taskName", Type: String, Doc: "Descriptive name for the task", Example: "Job Post Approval"},
 			{Name: "taskSpec", Type: String, Doc: "Task specification (i.e. reference name for the process flow)", Example: "job_post_approval"},
 			{Name: "taskAction", Type: String, Doc: "Referential name of the action", Example: "Approve"},
-			{Name: "taskRoles", Type: String, Doc: "Comma separated list of user roles allowed to process the task", Example: "admin,manager"},
+			{Name: "taskRoles", Type: String, Doc: "Comma separated list of user roles allowed to process the task (besides the admin roles)", Example: "admin,manager"},
 			{Name: "taskUser", Type: String, Doc: "ID of the user allowed to process the task", Example: "user123"},
 			{Name: "timeout", Type: Int, Doc: "Milliseconds to time the started task out after", Example: "60000"},
 			{Name: "timeoutOn", Type: Int, Doc: "Epoch time in ms to time the started task out on", Example: "1666765654000"},
@@ -56,11 +71,11 @@ func init() {
 	})
 	Default.Register(closeSpec("ProceedTask", statemanager.StatusCompleted,
 		"Proceeds a waiting task: the stored event is enriched with the input and its saga continues "+
-			"from the StartTask step with status SUCCESS; a COMPLETED notification is published.",
+			"from the StartTask step with status SUCCESS; a COMPLETED notification is published. "+closeAuthDoc,
 		"proceeding"))
 	Default.Register(closeSpec("TimeoutTask", statemanager.StatusTimeout,
 		"Times a waiting task out by hand: the stored event is enriched with the input and its saga "+
-			"continues from the StartTask step with status TIMEOUT; a TIMEOUT notification is published.",
+			"continues from the StartTask step with status TIMEOUT; a TIMEOUT notification is published. "+closeAuthDoc,
 		"timed out"))
 	Default.Register(&Spec{
 		Name: "TimeoutBetween",
@@ -77,6 +92,12 @@ func init() {
 		New: newTimeoutBetween,
 	})
 }
+
+// closeAuthDoc is the authorization rule of the close actions, for the docs.
+const closeAuthDoc = "A caller with an identity (user or roles in requestMeta) may close only a task of its own " +
+	"tenant (any other is TASK_NOT_FOUND, as an unknown id) for which it is the taskUser, holds one of the " +
+	"taskRoles or holds an admin role (else FORBIDDEN); a task with neither taskUser nor taskRoles is open " +
+	"to every caller of its tenant. A caller without identity (a Kafka producer, a gateway without auth) is trusted."
 
 // closeSpec declares ProceedTask and TimeoutTask, which differ only in the
 // status they close with.
@@ -95,6 +116,9 @@ func closeSpec(name, status, doc, verb string) *Spec {
 			{Name: "domainPath", Type: Path, Doc: "Path of a domain in the input that overrides the step's domain when present (letters, digits, '.', '_', '-')", Example: "domain"},
 		},
 		New: func(c Config) (Action, error) {
+			if !validDomain(c.Domain) {
+				return nil, fmt.Errorf("%s: %s", name, domainReason(c.Domain))
+			}
 			return &closeTask{
 				name:          name,
 				status:        status,
@@ -155,6 +179,17 @@ func newStartTask(c Config) (Action, error) {
 		timeout:       c.Int("timeout"),
 		timeoutOn:     c.Int("timeoutOn"),
 	}
+	if !validDomain(a.domain) {
+		return nil, fmt.Errorf("StartTask: %s", domainReason(a.domain))
+	}
+	if reason := badName(a.user); reason != "" {
+		return nil, fmt.Errorf("StartTask: taskUser %q %s", a.user, reason)
+	}
+	for _, r := range a.roles {
+		if reason := badName(r); reason != "" {
+			return nil, fmt.Errorf("StartTask: taskRoles entry %q %s", r, reason)
+		}
+	}
 	switch {
 	case a.timeout < 0:
 		return nil, fmt.Errorf("StartTask: timeout must not be negative, got %d", a.timeout)
@@ -175,6 +210,10 @@ func taskInput(env *envelope.Envelope, x *Exec, inputElement, taskIDPath string,
 		return nil, "", nil, false
 	}
 	if id, ok = taskID(env, x, in, taskIDPath); !ok {
+		return nil, "", nil, false
+	}
+	if reason := badTaskID(id); reason != "" {
+		env.Fail(CodeBadInput, "task id %s", reason)
 		return nil, "", nil, false
 	}
 	if data, ok = shape(env, pattern, "inputPattern", rawPattern, in); !ok {
@@ -223,6 +262,7 @@ func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 		Saga:      env.SagaMeta.Saga,
 		StepID:    env.SagaMeta.StepID,
 		RequestID: env.RequestMeta.RequestID,
+		Tenant:    env.RequestMeta.Tenant,
 		StartKey:  startKey(env),
 		StartedAt: now,
 		Deadline:  deadline,
@@ -241,7 +281,16 @@ func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 		if fn, _ := ctx.Value(startedHookKey{}).(func(*statemanager.Task)); fn != nil {
 			fn(stored)
 		}
-	} else if !a.writeTaskInfo(env, stored) {
+		return Outcome{Env: env, Suspend: true}, nil
+	}
+	if stored.Waiting() && stored.RequestID != t.RequestID {
+		// The id waits for another instance. Its details are not this
+		// caller's to see, so the message names the id only.
+		env.Fail(CodeTaskIDInUse, "task id %q in %q is waiting for another instance", id, a.domain)
+		return Outcome{Env: env}, nil
+	}
+	// A replay of this start: answer as the first time.
+	if !a.writeTaskInfo(env, stored) {
 		return Outcome{Env: env}, nil
 	}
 	return Outcome{Env: env, Suspend: true}, nil
@@ -307,6 +356,8 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 		return Outcome{}, fmt.Errorf("%s %q: %w", a.name, id, err)
 	}
 	key := env.RequestMeta.RequestID
+	// Only a trusted caller may skip the read: everyone else is checked
+	// against the stored task before anything changes.
 	if trusted(env.RequestMeta) && a.outputPattern == nil {
 		return a.close(ctx, x, env, nil, id, data, a.enrichPath, key)
 	}
@@ -318,13 +369,21 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 	case err != nil:
 		return Outcome{}, fmt.Errorf("%s: get task %q in %q: %w: %w", a.name, id, a.domain, ErrRetryable, err)
 	}
+	if !trusted(env.RequestMeta) && t.Tenant != env.RequestMeta.Tenant {
+		// Exactly the answer for an unknown id, so another tenant cannot
+		// tell which ids exist.
+		env.Fail(CodeTaskNotFound, "no task %q in %q", id, a.domain)
+		return Outcome{Env: env}, nil
+	}
+	// Authorization before the closed check: whether and by whom a task was
+	// closed is for its candidates to learn.
+	if !mayClose(env.RequestMeta, x.AdminRoles, t) {
+		env.Fail(CodeForbidden, "%s may not close task %q in %q", caller(env.RequestMeta), id, a.domain)
+		return Outcome{Env: env}, nil
+	}
 	replay := !t.Waiting() && key != "" && t.CloseKey == key
 	if !t.Waiting() && !replay {
 		failClosed(env, t)
-		return Outcome{Env: env}, nil
-	}
-	if !mayClose(env.RequestMeta, t) {
-		env.Fail(CodeForbidden, "%s may not close task %q in %q", caller(env.RequestMeta), id, a.domain)
 		return Outcome{Env: env}, nil
 	}
 	enrichPath := a.enrichPath
@@ -429,11 +488,12 @@ func failClosed(env *envelope.Envelope, t *statemanager.Task) {
 	env.Fail(CodeTaskClosed, "task %q in %q is closed already (%s)", t.ID, t.Domain, how)
 }
 
-// mayClose applies a task's taskUser/taskRoles to an authenticated caller. A
-// caller with neither user nor roles is trusted: it is a Kafka producer or a
-// gateway running without auth, both outside the reach of task assignment.
-func mayClose(rm envelope.RequestMeta, t *statemanager.Task) bool {
-	if rm.User == "" && len(rm.Roles) == 0 {
+// mayClose applies a task's taskUser/taskRoles and the admin roles to an
+// authenticated caller of the task's tenant (the caller checks the tenant).
+// A caller with neither user nor roles is trusted: it is a Kafka producer or
+// a gateway running without auth, both outside the reach of task assignment.
+func mayClose(rm envelope.RequestMeta, adminRoles []string, t *statemanager.Task) bool {
+	if trusted(rm) {
 		return true
 	}
 	if t.User == "" && len(t.Roles) == 0 {
@@ -443,7 +503,7 @@ func mayClose(rm envelope.RequestMeta, t *statemanager.Task) bool {
 		return true
 	}
 	for _, r := range rm.Roles {
-		if slices.Contains(t.Roles, r) {
+		if r != "" && (slices.Contains(t.Roles, r) || slices.Contains(adminRoles, r)) {
 			return true
 		}
 	}
@@ -607,6 +667,9 @@ func newTimeoutBetween(c Config) (Action, error) {
 	if a.domain == "" {
 		a.domain = DefaultDomain
 	}
+	if !validDomain(a.domain) {
+		return nil, fmt.Errorf("TimeoutBetween: %s", domainReason(a.domain))
+	}
 	return a, nil
 }
 
@@ -734,16 +797,42 @@ func startKey(env *envelope.Envelope) string {
 
 // validDomain keeps a domain named in a request to what is safe as a Redis
 // key prefix: a caller's domain must never reach a key layout it could break.
-func validDomain(d string) bool {
-	if len(d) == 0 || len(d) > 64 {
-		return false
+// The rule is the store resolver's own, so nothing passed here is refused
+// there.
+func validDomain(d string) bool { return statemanager.ValidDomain(d) }
+
+// domainReason says why a domain is refused, quoting at most a prefix of it.
+func domainReason(d string) string {
+	if len(d) > 80 {
+		d = d[:80] + "..."
 	}
-	for _, r := range d {
-		switch {
-		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '_', r == '-':
-		default:
-			return false
-		}
+	return fmt.Sprintf("domain %q: want 1 to 64 letters, digits, '.', '_' or '-'", d)
+}
+
+// badTaskID says why id cannot be a task id, or "". A task id is a Redis key
+// and the key and taskId of its notification: it must be text that reads
+// the same everywhere (valid UTF-8: invalid bytes would be replaced on the
+// way into JSON, so the notification would name another id), printable, and
+// bounded.
+func badTaskID(id string) string {
+	switch {
+	case id == "":
+		return "is empty"
+	case len(id) > maxTaskIDLen:
+		return fmt.Sprintf("of %d bytes is longer than %d", len(id), maxTaskIDLen)
+	case !utf8.ValidString(id):
+		return fmt.Sprintf("%.40q is not valid UTF-8", id)
+	case strings.ContainsFunc(id, unicode.IsControl):
+		return fmt.Sprintf("%.40q holds a control character", id)
 	}
-	return true
+	return ""
+}
+
+// badName says why a taskUser or taskRoles entry cannot be stored, or "":
+// the store joins roles with \x1f and keys indexes by them.
+func badName(n string) string {
+	if strings.ContainsFunc(n, unicode.IsControl) || !utf8.ValidString(n) {
+		return "holds a control character or invalid UTF-8"
+	}
+	return ""
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
@@ -600,6 +601,288 @@ func TestStoreDownIsRetryable(t *testing.T) {
 			_, err := tc.action.Execute(context.Background(), x, tc.env)
 			if !errors.Is(err, actions.ErrRetryable) {
 				t.Fatalf("err = %v, want ErrRetryable", err)
+			}
+		})
+	}
+}
+
+// tenantRequest is request from a caller of tenant.
+func tenantRequest(id, tenant, user string, roles []string, payload string) *envelope.Envelope {
+	env := request(id, user, roles, payload)
+	env.RequestMeta.Tenant = tenant
+	return env
+}
+
+// startIn starts product-1 for an instance of tenant, with the given changes
+// to startParams.
+func startIn(t *testing.T, x *actions.Exec, tenant string, params map[string]any) {
+	t.Helper()
+	env := decode(t, startEvent)
+	env.RequestMeta.Tenant = tenant
+	wantResult(t, run(t, startAction(t, with(startParams, params)), x, env), envelope.StatusSuccess, "")
+}
+
+// A task records the tenant of the request that started it, and its
+// notification names it.
+func TestStartTaskRecordsTenant(t *testing.T) {
+	x, _, stores := newExec(t)
+	startIn(t, x, "acme", nil)
+	if task := getTask(t, stores, "workflow", "product-1"); task.Tenant != "acme" {
+		t.Fatalf("stored tenant %q, want acme", task.Tenant)
+	}
+	out := run(t, closeAction(t, "ProceedTask", proceedParams), x, tenantRequest("p-1", "acme", "alice", []string{"manager"}, approve))
+	wantResult(t, out, envelope.StatusSuccess, "")
+	var n actions.Notification
+	if err := json.Unmarshal(out.Records[1].Value, &n); err != nil || n.Tenant != "acme" {
+		t.Fatalf("notification tenant %q (%v): %s", n.Tenant, err, out.Records[1].Value)
+	}
+}
+
+// SPEC §11: a caller with an identity closes only tasks of its own tenant
+// that it is a candidate for or, with an admin role, any of them; other
+// tenants cannot even tell that the id exists.
+func TestCloseAuthorization(t *testing.T) {
+	const (
+		notFound = `no task "product-1" in "workflow"`
+		waiting  = statemanager.StatusWaiting
+	)
+	tests := []struct {
+		name        string
+		start       map[string]any // changes to startParams
+		taskTenant  string
+		closedFirst bool // proceeded by a candidate of the task's tenant first
+		action      string
+		tenant      string
+		user        string
+		roles       []string
+		wantCode    string // "" means SUCCESS
+		wantMessage string
+		wantTask    string
+	}{
+		{name: "candidate of the tenant", taskTenant: "acme", tenant: "acme", roles: []string{"manager"}, wantTask: statemanager.StatusCompleted},
+		{name: "candidate role in another tenant", taskTenant: "acme", tenant: "beta", user: "alice", roles: []string{"manager"},
+			wantCode: actions.CodeTaskNotFound, wantMessage: notFound, wantTask: waiting},
+		{name: "another tenant times out", action: "TimeoutTask", taskTenant: "acme", tenant: "beta", roles: []string{"manager"},
+			wantCode: actions.CodeTaskNotFound, wantMessage: notFound, wantTask: waiting},
+		{name: "default tenant caller, tenant task", taskTenant: "acme", user: "alice", roles: []string{"manager"},
+			wantCode: actions.CodeTaskNotFound, wantMessage: notFound, wantTask: waiting},
+		{name: "tenant caller, default tenant task", tenant: "acme", user: "alice", roles: []string{"manager"},
+			wantCode: actions.CodeTaskNotFound, wantMessage: notFound, wantTask: waiting},
+		{name: "another tenant learns nothing of a closed task", taskTenant: "acme", closedFirst: true, tenant: "beta", roles: []string{"manager"},
+			wantCode: actions.CodeTaskNotFound, wantMessage: notFound, wantTask: statemanager.StatusCompleted},
+		{name: "admin role of the tenant", taskTenant: "acme", tenant: "acme", user: "root", roles: []string{"ops"}, wantTask: statemanager.StatusCompleted},
+		{name: "admin role of another tenant", taskTenant: "acme", tenant: "beta", user: "root", roles: []string{"ops"},
+			wantCode: actions.CodeTaskNotFound, wantMessage: notFound, wantTask: waiting},
+		{name: "admin times out a task of the user", action: "TimeoutTask", start: map[string]any{"taskRoles": nil, "taskUser": "dave"},
+			roles: []string{"ops"}, wantTask: statemanager.StatusTimeout},
+		{name: "non-candidate of the tenant", taskTenant: "acme", tenant: "acme", user: "bob", roles: []string{"viewer"},
+			wantCode: actions.CodeForbidden, wantTask: waiting},
+		{name: "non-candidate learns nothing of a closed task", taskTenant: "acme", closedFirst: true, tenant: "acme", user: "bob",
+			wantCode: actions.CodeForbidden, wantTask: statemanager.StatusCompleted},
+		{name: "non-candidate times out", action: "TimeoutTask", user: "bob", wantCode: actions.CodeForbidden, wantTask: waiting},
+		{name: "unassigned task, same tenant", start: map[string]any{"taskRoles": nil}, taskTenant: "acme", tenant: "acme", user: "bob",
+			wantTask: statemanager.StatusCompleted},
+		{name: "unassigned task, other tenant", start: map[string]any{"taskRoles": nil}, taskTenant: "acme", tenant: "beta", user: "bob",
+			wantCode: actions.CodeTaskNotFound, wantMessage: notFound, wantTask: waiting},
+		{name: "trusted caller of any tenant", taskTenant: "acme", tenant: "beta", wantTask: statemanager.StatusCompleted},
+		{name: "empty role is no role", taskTenant: "acme", tenant: "acme", user: "bob", roles: []string{""},
+			wantCode: actions.CodeForbidden, wantTask: waiting},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			x, _, stores := newExec(t)
+			x.AdminRoles = []string{"ops"}
+			startIn(t, x, tc.taskTenant, tc.start)
+			if tc.closedFirst {
+				out := run(t, closeAction(t, "ProceedTask", proceedParams), x, tenantRequest("p-0", tc.taskTenant, "alice", []string{"manager"}, approve))
+				wantResult(t, out, envelope.StatusSuccess, "")
+			}
+			action := tc.action
+			if action == "" {
+				action = "ProceedTask"
+			}
+			// Without outputPattern a trusted caller takes the fast path;
+			// an identified caller must still be checked.
+			for _, params := range []map[string]any{proceedParams, {"inputPattern": "data", "enrichPath": "decision"}} {
+				out := run(t, closeAction(t, action, params), x, tenantRequest("p-1", tc.tenant, tc.user, tc.roles, approve))
+				if tc.wantCode == "" {
+					wantResult(t, out, envelope.StatusSuccess, "")
+					break // closed now; the second shape would replay
+				}
+				wantResult(t, out, envelope.StatusFail, tc.wantCode)
+				if !strings.Contains(out.Env.Result.Message, tc.wantMessage) {
+					t.Fatalf("message %q does not mention %q", out.Env.Result.Message, tc.wantMessage)
+				}
+				if tc.wantCode != actions.CodeTaskClosed && strings.Contains(out.Env.Result.Message, "alice") {
+					t.Fatalf("a refused caller learned who closed the task: %q", out.Env.Result.Message)
+				}
+				if len(out.Records) != 0 || len(out.Acks) != 0 {
+					t.Fatalf("a refused close produced effects: %+v", out)
+				}
+			}
+			if got := getTask(t, stores, "workflow", "product-1").Status; got != tc.wantTask {
+				t.Fatalf("task is %s, want %s", got, tc.wantTask)
+			}
+		})
+	}
+}
+
+// countingStores counts the Gets of the stores it resolves.
+type countingStores struct {
+	*redisStores
+	gets *int
+}
+
+type countingStore struct {
+	statemanager.Store
+	gets *int
+}
+
+func (c countingStores) Store(domain string) (statemanager.Store, error) {
+	s, err := c.redisStores.Store(domain)
+	if err != nil {
+		return nil, err
+	}
+	return countingStore{Store: s, gets: c.gets}, nil
+}
+
+func (c countingStore) Get(ctx context.Context, id string) (*statemanager.Task, error) {
+	*c.gets++
+	return c.Store.Get(ctx, id)
+}
+
+// Only trusted callers close without reading the task first: the read is
+// what checks everyone else.
+func TestCloseReadsFirstForIdentifiedCallers(t *testing.T) {
+	tests := []struct {
+		name     string
+		user     string
+		roles    []string
+		wantGets int
+	}{
+		{"trusted caller", "", nil, 0},
+		{"user", "alice", nil, 1},
+		{"roles only", "", []string{"manager"}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			x, _, stores := newExec(t)
+			startIn(t, x, "", map[string]any{"taskUser": "alice"})
+			gets := 0
+			x.Stores = countingStores{redisStores: stores, gets: &gets}
+			out := run(t, closeAction(t, "ProceedTask", map[string]any{"inputPattern": "data"}), x,
+				request("p-1", tc.user, tc.roles, `{"parameters": {"taskId": "product-1", "data": 1}}`))
+			wantResult(t, out, envelope.StatusSuccess, "")
+			if gets != tc.wantGets {
+				t.Fatalf("%d reads before the close, want %d", gets, tc.wantGets)
+			}
+		})
+	}
+}
+
+// SPEC §11: a task id waiting for another instance is never taken over; the
+// step fails with TASK_ID_IN_USE and the waiting task is untouched. A replay
+// of the same start stays a no-op.
+func TestStartTaskIDInUse(t *testing.T) {
+	x, clk, stores := newExec(t)
+	created := 0
+	ctx := actions.WithStartedHook(context.Background(), func(*statemanager.Task) { created++ })
+	a := startAction(t, startParams)
+	first := runCtx(t, ctx, a, x, decode(t, startEvent))
+	before := getTask(t, stores, "workflow", "product-1")
+	clk.Advance(time.Second)
+
+	other := decode(t, startEvent)
+	other.RequestMeta.RequestID = "r-43"
+	out := runCtx(t, ctx, a, x, other)
+	wantResult(t, out, envelope.StatusFail, actions.CodeTaskIDInUse)
+	if out.Suspend || !strings.Contains(out.Env.Result.Message, `"product-1"`) || strings.Contains(out.Env.Result.Message, "r-42") {
+		t.Fatalf("outcome %+v, message %q: want a routable FAIL naming the id only", out, out.Env.Result.Message)
+	}
+	direct := build(t, "StartTask", actions.Input{Domain: "workflow", InputElement: "parameters"})
+	out = runCtx(t, ctx, direct, x, tenantRequest("r-44", "", "", nil, `{"parameters": {"taskId": "product-1"}}`))
+	wantResult(t, out, envelope.StatusFail, actions.CodeTaskIDInUse)
+
+	if after := getTask(t, stores, "workflow", "product-1"); !reflect.DeepEqual(after, before) {
+		t.Fatalf("the waiting task changed:\n%+v\n%+v", after, before)
+	}
+	if again := runCtx(t, ctx, a, x, decode(t, startEvent)); !reflect.DeepEqual(again, first) {
+		t.Fatalf("a replayed start is no longer a no-op:\n%+v\n%+v", again, first)
+	}
+	if created != 1 {
+		t.Fatalf("started hook called %d times, want 1", created)
+	}
+}
+
+// Task ids and assignment are checked where they enter, so the store never
+// refuses them later and a notification names exactly the stored id.
+func TestStartTaskValidatesFields(t *testing.T) {
+	ids := []struct {
+		name, id string
+		ok       bool
+	}{
+		{"512 bytes", strings.Repeat("a", 512), true},
+		{"unicode", "produkt-ü-1", true},
+		{"513 bytes", strings.Repeat("a", 513), false},
+		{"invalid UTF-8", "bad-\xff-id", false},
+		{"control character", "a\x1fb", false},
+		{"newline", "a\nb", false},
+		{"empty string", "", false},
+	}
+	for _, tc := range ids {
+		t.Run("id "+tc.name, func(t *testing.T) {
+			x, _, stores := newExec(t)
+			body, _ := json.Marshal(map[string]any{"parameters": map[string]string{"taskId": tc.id}})
+			if !utf8.ValidString(tc.id) {
+				body = []byte(`{"parameters": {"taskId": "bad-\\xff-id"}}`)
+				body = []byte(strings.Replace(string(body), `\\xff`, "\xff", 1))
+			}
+			env := request("r-1", "", nil, string(body))
+			a := build(t, "StartTask", actions.Input{Domain: "workflow", InputElement: "parameters"})
+			out := run(t, a, x, env)
+			if tc.ok {
+				wantResult(t, out, envelope.StatusSuccess, "")
+				getTask(t, stores, "workflow", tc.id)
+				return
+			}
+			if tc.id == "" {
+				// An empty id falls back to <requestId>:<stepId>:<partition>.
+				wantResult(t, out, envelope.StatusSuccess, "")
+				return
+			}
+			wantResult(t, out, envelope.StatusFail, actions.CodeBadInput)
+			if !strings.Contains(out.Env.Result.Message, "task id") {
+				t.Fatalf("message %q gives no reason", out.Env.Result.Message)
+			}
+			s, _ := stores.Store("workflow")
+			if ts, err := s.List(context.Background(), statemanager.Filter{}); err != nil || len(ts) != 0 {
+				t.Fatalf("a refused id stored %d tasks (%v)", len(ts), err)
+			}
+		})
+	}
+
+	configs := []struct {
+		name   string
+		action string
+		in     actions.Input
+		want   string
+	}{
+		{"role with the separator", "StartTask", actions.Input{Domain: "workflow", Params: map[string]any{"taskRoles": "a\x1fb,c"}}, "taskRoles"},
+		{"user with a control character", "StartTask", actions.Input{Domain: "workflow", Params: map[string]any{"taskUser": "al\x00ice"}}, "taskUser"},
+		{"StartTask domain with braces", "StartTask", actions.Input{Domain: "a{b}"}, "domain"},
+		{"ProceedTask long domain", "ProceedTask", actions.Input{Domain: strings.Repeat("d", 65)}, "domain"},
+		{"TimeoutTask domain with a colon", "TimeoutTask", actions.Input{Domain: "wf:1"}, "domain"},
+		{"TimeoutBetween domain with a space", "TimeoutBetween", actions.Input{Domain: "w f"}, "domain"},
+	}
+	for _, tc := range configs {
+		t.Run(tc.name, func(t *testing.T) {
+			spec, _ := actions.Default.Lookup(tc.action)
+			_, errs := spec.Build(tc.in)
+			if len(errs) == 0 {
+				t.Fatal("Build accepted the config")
+			}
+			if !strings.Contains(fmt.Sprint(errs), tc.want) {
+				t.Fatalf("errors %v do not mention %q", errs, tc.want)
 			}
 		})
 	}
