@@ -34,11 +34,22 @@ type Metrics struct {
 	// seconds. Buckets are fine below one second because the target is a
 	// p99 under 100 ms.
 	TimerLateness prometheus.Histogram
-	// DeadLettered counts records sent to the dead-letter topic.
-	DeadLettered prometheus.Counter
-	// ConsumerLag is the number of records behind the high watermark, by
-	// topic and partition.
+	// DeadLettered counts records sent to the dead-letter topic, by code
+	// ("ENGINE" for the engine's own, whose code is in the record).
+	DeadLettered *prometheus.CounterVec
+	// Retries counts failed steps tried again, by class (transient,
+	// unknown).
+	Retries *prometheus.CounterVec
+	// ProduceFailures counts output records whose produce failed, by
+	// class (transient, permanent, unknown).
+	ProduceFailures *prometheus.CounterVec
+	// ConsumerLag is the number of records not committed, the high
+	// watermark minus the committed offset, by topic and partition.
 	ConsumerLag *prometheus.GaugeVec
+	// OldestUncommitted is the age in seconds of the oldest polled record
+	// not yet committed, by topic and partition: a partition that does not
+	// move shows here while its lag alone may look small.
+	OldestUncommitted *prometheus.GaugeVec
 	// HTTPRequests counts gateway requests by route pattern and status
 	// code. The route is the registered pattern, never the raw URL, so
 	// task ids do not explode the label set.
@@ -90,13 +101,25 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help:    "How long after its deadline a task was timed out.",
 		Buckets: LatenessBuckets,
 	}))
-	m.DeadLettered = register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+	m.DeadLettered = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "dead_lettered_total",
-		Help: "Records sent to the dead-letter topic.",
-	}))
+		Help: "Records sent to the dead-letter topic, by code.",
+	}, []string{"code"}))
+	m.Retries = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "retries_total",
+		Help: "Failed steps tried again, by error class.",
+	}, []string{"class"}))
+	m.ProduceFailures = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "produce_failures_total",
+		Help: "Output records whose produce failed, by error class.",
+	}, []string{"class"}))
 	m.ConsumerLag = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: Namespace, Name: "consumer_lag_records",
-		Help: "Records behind the high watermark, by topic and partition.",
+		Help: "Records not committed (high watermark minus committed offset), by topic and partition.",
+	}, []string{"topic", "partition"}))
+	m.OldestUncommitted = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "oldest_uncommitted_seconds",
+		Help: "Age of the oldest polled record not yet committed, by topic and partition.",
 	}, []string{"topic", "partition"}))
 	m.HTTPRequests = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "http_requests_total",
@@ -179,12 +202,36 @@ func (m *Metrics) Lateness(d time.Duration) {
 	m.TimerLateness.Observe(d.Seconds())
 }
 
-// DeadLetter counts one record sent to the dead-letter topic.
-func (m *Metrics) DeadLetter() {
+// DeadLetter counts one record sent to the dead-letter topic with code.
+func (m *Metrics) DeadLetter(code string) {
 	if m == nil {
 		return
 	}
-	m.DeadLettered.Inc()
+	m.DeadLettered.WithLabelValues(code).Inc()
+}
+
+// Retry counts one failed step tried again, by error class.
+func (m *Metrics) Retry(class string) {
+	if m == nil {
+		return
+	}
+	m.Retries.WithLabelValues(class).Inc()
+}
+
+// ProduceFailed counts one output record whose produce failed, by class.
+func (m *Metrics) ProduceFailed(class string) {
+	if m == nil {
+		return
+	}
+	m.ProduceFailures.WithLabelValues(class).Inc()
+}
+
+// Uncommitted sets the age of a partition's oldest uncommitted record.
+func (m *Metrics) Uncommitted(topic string, partition int32, age time.Duration) {
+	if m == nil {
+		return
+	}
+	m.OldestUncommitted.WithLabelValues(topic, strconv.Itoa(int(partition))).Set(max(age, 0).Seconds())
 }
 
 // Lag sets the consumer lag of one partition.
@@ -198,13 +245,16 @@ func (m *Metrics) Lag(topic string, partition int32, lag int64) {
 	m.ConsumerLag.WithLabelValues(topic, strconv.Itoa(int(partition))).Set(float64(lag))
 }
 
-// DropLag forgets the lag of a partition this process no longer consumes
-// (revoked in a rebalance), so a stale value does not linger.
+// DropLag forgets the lag and uncommitted age of a partition this process
+// no longer consumes (revoked in a rebalance), so a stale value does not
+// linger.
 func (m *Metrics) DropLag(topic string, partition int32) {
 	if m == nil {
 		return
 	}
-	m.ConsumerLag.DeleteLabelValues(topic, strconv.Itoa(int(partition)))
+	p := strconv.Itoa(int(partition))
+	m.ConsumerLag.DeleteLabelValues(topic, p)
+	m.OldestUncommitted.DeleteLabelValues(topic, p)
 }
 
 // HTTP records one gateway request: its route pattern, status code and

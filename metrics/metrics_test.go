@@ -40,8 +40,11 @@ func TestNilMetricsIsSafe(t *testing.T) {
 	m.Started("workflow", 1)
 	m.Closed("COMPLETED")
 	m.Lateness(time.Millisecond)
-	m.DeadLetter()
+	m.DeadLetter("PANIC")
+	m.Retry("transient")
+	m.ProduceFailed("permanent")
 	m.Lag("t", 0, 3)
+	m.Uncommitted("t", 0, time.Second)
 	m.DropLag("t", 0)
 	m.HTTP("/x", 200, time.Millisecond)
 	if m.Handler() == nil {
@@ -61,7 +64,11 @@ func TestRecording(t *testing.T) {
 		{"consumed", func() { m.Consumed("a"); m.Consumed("a") }, m.RecordsConsumed.WithLabelValues("a"), 2},
 		{"started", func() { m.Started("workflow", 3); m.Started("workflow", 0) }, m.TasksStarted.WithLabelValues("workflow"), 3},
 		{"closed", func() { m.Closed("TIMEOUT") }, m.TasksClosed.WithLabelValues("TIMEOUT"), 1},
-		{"dead letter", func() { m.DeadLetter() }, m.DeadLettered, 1},
+		{"dead letter by code", func() { m.DeadLetter("PANIC"); m.DeadLetter("ENGINE") }, m.DeadLettered.WithLabelValues("PANIC"), 1},
+		{"retry by class", func() { m.Retry("transient"); m.Retry("transient") }, m.Retries.WithLabelValues("transient"), 2},
+		{"produce failure by class", func() { m.ProduceFailed("permanent") }, m.ProduceFailures.WithLabelValues("permanent"), 1},
+		{"uncommitted age", func() { m.Uncommitted("a", 3, 1500*time.Millisecond) }, m.OldestUncommitted.WithLabelValues("a", "3"), 1.5},
+		{"uncommitted age clamps negative", func() { m.Uncommitted("a", 4, -time.Second) }, m.OldestUncommitted.WithLabelValues("a", "4"), 0},
 		{"lag clamps negative", func() { m.Lag("a", 1, -5) }, m.ConsumerLag.WithLabelValues("a", "1"), 0},
 		{"lag", func() { m.Lag("a", 2, 7) }, m.ConsumerLag.WithLabelValues("a", "2"), 7},
 		{"http", func() { m.HTTP("/tasks", 200, time.Millisecond) }, m.HTTPRequests.WithLabelValues("/tasks", "200"), 1},
@@ -96,9 +103,9 @@ func TestHandlerServesRegistry(t *testing.T) {
 func TestNewTwiceOnOneRegistryShares(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	a, b := New(reg), New(reg)
-	a.DeadLetter()
-	b.DeadLetter()
-	if got := value(t, a.DeadLettered); got != 2 {
+	a.DeadLetter("PANIC")
+	b.DeadLetter("PANIC")
+	if got := value(t, a.DeadLettered.WithLabelValues("PANIC")); got != 2 {
 		t.Fatalf("shared counter = %v, want 2", got)
 	}
 }
@@ -109,5 +116,21 @@ func TestNilRegistryGetsOwn(t *testing.T) {
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if !strings.Contains(rec.Body.String(), "go_goroutines") {
 		t.Fatal("own registry should include the Go collector")
+	}
+}
+
+// TestDropLagForgetsEveryPartitionGauge: a revoked partition must not keep
+// showing an old lag or a growing age on this process.
+func TestDropLagForgetsEveryPartitionGauge(t *testing.T) {
+	m := New(prometheus.NewRegistry())
+	m.Lag("a", 1, 5)
+	m.Uncommitted("a", 1, time.Minute)
+	m.DropLag("a", 1)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, name := range []string{"sagarunner_consumer_lag_records{", "sagarunner_oldest_uncommitted_seconds{"} {
+		if strings.Contains(rec.Body.String(), name) {
+			t.Errorf("%s still exported after DropLag", name)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/sagarunner/sagarunner/saga"
 	"github.com/sagarunner/sagarunner/timers"
 )
 
@@ -25,6 +26,9 @@ const (
 	DefaultBackoffMin      = 100 * time.Millisecond
 	DefaultBackoffMax      = 5 * time.Second
 	DefaultShutdownTimeout = 30 * time.Second
+	DefaultMaxAttempts     = 5
+	DefaultMaxRecordBytes  = saga.DefaultMaxRecordBytes
+	DefaultStuckAfter      = 2 * time.Minute
 )
 
 // Config configures a Runner. Zero fields take the documented defaults when
@@ -81,13 +85,29 @@ type Config struct {
 	// Linger lets the producer batch records of several partitions into
 	// one request. Default 2 ms.
 	Linger time.Duration
-	// Backoff bounds the exponential wait before retrying a record after an
-	// infrastructure error. Defaults 100 ms and 5 s.
+	// Backoff bounds the exponential wait, with jitter, before retrying a
+	// record or a produce that failed. Defaults 100 ms and 5 s.
 	Backoff Backoff
 	// ShutdownTimeout bounds how long Run waits for in-flight batches
 	// after its context is cancelled before abandoning them (uncommitted,
 	// so they are replayed). Default 30 s.
 	ShutdownTimeout time.Duration
+
+	// MaxAttempts is how many times a record whose step fails with an
+	// error classified Unknown is tried before it is dead-lettered with the
+	// last error. Transient errors are retried without bound, Permanent
+	// ones dead-letter at once. Default 5.
+	MaxAttempts int
+	// MaxRecordBytes is the largest output record (key, value and
+	// headers) the runner produces; a larger one is replaced by a dead
+	// letter naming its target, because the broker would refuse it for
+	// ever. It must equal the engine's Config.MaxRecordBytes, which cuts
+	// dead letters to it; New takes the engine's when it is 0. Default
+	// 1,000,000, under Kafka's default 1 MiB message limit.
+	MaxRecordBytes int
+	// StuckAfter is how old a partition's oldest uncommitted record may
+	// get before Readiness reports the partition stuck. Default 2 min.
+	StuckAfter time.Duration
 
 	// Timers configures the automatic deadlines.
 	Timers timers.Config
@@ -180,6 +200,9 @@ func (c *Config) Validate() error {
 		bad("Backoff.Min %v is above Backoff.Max %v", c.Backoff.Min, c.Backoff.Max)
 	}
 	duration("ShutdownTimeout", &c.ShutdownTimeout, DefaultShutdownTimeout)
+	positive("MaxAttempts", &c.MaxAttempts, DefaultMaxAttempts)
+	positive("MaxRecordBytes", &c.MaxRecordBytes, DefaultMaxRecordBytes)
+	duration("StuckAfter", &c.StuckAfter, DefaultStuckAfter)
 	if c.Timers.BackoffMin == 0 && c.Timers.BackoffMax == 0 {
 		c.Timers.BackoffMin, c.Timers.BackoffMax = c.Backoff.Min, c.Backoff.Max
 	}

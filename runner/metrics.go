@@ -23,11 +23,23 @@ type Metrics interface {
 	// Closed counts one task-closed notification made durable, by status
 	// (COMPLETED, TIMEOUT, CANCELLED).
 	Closed(status string)
-	// DeadLetter counts one record produced to the dead-letter topic.
-	DeadLetter()
-	// Lag sets how many records of a partition wait behind the last one
-	// polled; DropLag forgets a partition this runner no longer owns.
+	// DeadLetter counts one dead letter, by code: the runner's (Dead*
+	// constants, saga.DeadPanic, saga.DeadTooLarge) when it made the
+	// dead letter, "ENGINE" for the engine's own.
+	DeadLetter(code string)
+	// Retry counts one failed step that will be tried again, by class
+	// ("transient", "unknown").
+	Retry(class string)
+	// ProduceFailed counts one output record whose produce failed, by
+	// class ("transient", "permanent", "unknown").
+	ProduceFailed(class string)
+	// Lag sets how many records of a partition are not committed: the
+	// high watermark minus the committed offset. Uncommitted sets the age
+	// of the partition's oldest polled record not yet committed (0 when
+	// none). DropLag forgets both for a partition this runner no longer
+	// owns.
 	Lag(topic string, partition int32, lag int64)
+	Uncommitted(topic string, partition int32, age time.Duration)
 	DropLag(topic string, partition int32)
 	// Lateness observes, per fired deadline, how long after the deadline
 	// its timeout became durable.
@@ -39,11 +51,14 @@ type NopMetrics struct{}
 
 var _ Metrics = NopMetrics{}
 
-func (NopMetrics) Consumed(string)          {}
-func (NopMetrics) Step(time.Duration)       {}
-func (NopMetrics) Started(string, int)      {}
-func (NopMetrics) Closed(string)            {}
-func (NopMetrics) DeadLetter()              {}
-func (NopMetrics) Lag(string, int32, int64) {}
-func (NopMetrics) DropLag(string, int32)    {}
-func (NopMetrics) Lateness(time.Duration)   {}
+func (NopMetrics) Consumed(string)                          {}
+func (NopMetrics) Step(time.Duration)                       {}
+func (NopMetrics) Started(string, int)                      {}
+func (NopMetrics) Closed(string)                            {}
+func (NopMetrics) DeadLetter(string)                        {}
+func (NopMetrics) Retry(string)                             {}
+func (NopMetrics) ProduceFailed(string)                     {}
+func (NopMetrics) Lag(string, int32, int64)                 {}
+func (NopMetrics) Uncommitted(string, int32, time.Duration) {}
+func (NopMetrics) DropLag(string, int32)                    {}
+func (NopMetrics) Lateness(time.Duration)                   {}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -65,10 +66,15 @@ type Runner struct {
 	clock   clock.Clock
 	kopts   []kgo.Opt
 
-	consumed      []string
-	notifications string
-	deadLetter    string
-	replyTopics   []string
+	consumed        []string
+	notifications   string
+	deadLetterTopic string
+	replyTopics     []string
+
+	// handle is the engine's Handle wrapped in the failure policy; every
+	// consumed record goes through it.
+	handle Handler
+	events *eventLog
 
 	timers *timers.Scheduler
 
@@ -115,11 +121,18 @@ func New(cfg Config, eng *saga.Engine, stores statemanager.Resolver, opts ...Opt
 }
 
 func newRunner(cfg Config, eng engine, ecfg saga.Config, triggers []string, stores statemanager.Resolver, opts ...Option) (*Runner, error) {
+	if stores == nil {
+		return nil, errors.New("runner: New needs a state-manager resolver")
+	}
+	if cfg.MaxRecordBytes == 0 {
+		cfg.MaxRecordBytes = ecfg.MaxRecordBytes
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if stores == nil {
-		return nil, errors.New("runner: New needs a state-manager resolver")
+	if cfg.MaxRecordBytes != ecfg.MaxRecordBytes && ecfg.MaxRecordBytes > 0 {
+		return nil, fmt.Errorf("runner: MaxRecordBytes %d differs from the engine's %d; dead letters would be cut to a size the runner refuses",
+			cfg.MaxRecordBytes, ecfg.MaxRecordBytes)
 	}
 	if cfg.RequestTopic != ecfg.Topics.Continuations {
 		return nil, fmt.Errorf("runner: RequestTopic %q differs from the engine's continuation topic %q; continuations would never be consumed",
@@ -135,24 +148,26 @@ func newRunner(cfg Config, eng engine, ecfg saga.Config, triggers []string, stor
 		}
 	}
 	r := &Runner{
-		cfg:           cfg,
-		eng:           eng,
-		stores:        stores,
-		log:           slog.Default(),
-		metrics:       NopMetrics{},
-		clock:         clock.Real{},
-		consumed:      consumed,
-		notifications: ecfg.Topics.Notifications,
-		deadLetter:    ecfg.DeadLetter,
-		replyTopics:   cfg.OutputTopics,
-		workers:       make(map[topicPartition]*worker),
-		owned:         make(map[string][]int32),
-		marked:        make(map[topicPartition]kgo.EpochOffset),
-		committed:     make(map[topicPartition]kgo.EpochOffset),
+		cfg:             cfg,
+		eng:             eng,
+		stores:          stores,
+		log:             slog.Default(),
+		metrics:         NopMetrics{},
+		clock:           clock.Real{},
+		consumed:        consumed,
+		notifications:   ecfg.Topics.Notifications,
+		deadLetterTopic: ecfg.DeadLetter,
+		replyTopics:     cfg.OutputTopics,
+		workers:         make(map[topicPartition]*worker),
+		owned:           make(map[string][]int32),
+		marked:          make(map[topicPartition]kgo.EpochOffset),
+		committed:       make(map[topicPartition]kgo.EpochOffset),
 	}
 	for _, o := range opts {
 		o(r)
 	}
+	r.events = newEventLog(r.log)
+	r.handle = chain(eng.Handle, r.failurePolicy, Recoverer())
 	sched, err := timers.New(cfg.Timers, eng, stores, r.emit,
 		timers.WithClock(r.clock), timers.WithLogger(r.log), timers.WithObserver(r.metrics))
 	if err != nil {
@@ -332,9 +347,7 @@ func (r *Runner) dispatch(p kgo.FetchTopicPartition, polled time.Time) {
 		go w.run()
 	}
 	r.mu.Unlock()
-	w.enqueue(p.Records, polled)
-	last := p.Records[len(p.Records)-1]
-	r.metrics.Lag(p.Topic, p.Partition, max(p.HighWatermark-last.Offset-1, 0))
+	w.enqueue(p.Records, polled, p.HighWatermark)
 }
 
 // stopWorkers stops the workers of the given partitions (all when nil), lets
@@ -356,7 +369,7 @@ func (r *Runner) stopWorkers(parts map[string][]int32) {
 	resume := map[string][]int32{}
 	for _, w := range ws {
 		<-w.done
-		r.metrics.DropLag(w.tp.topic, w.tp.partition)
+		r.metrics.DropLag(w.tp.topic, w.tp.partition) // and the uncommitted age
 		if w.isPaused() {
 			resume[w.tp.topic] = append(resume[w.tp.topic], w.tp.partition)
 		}
@@ -520,6 +533,13 @@ func (r *Runner) commit(ctx context.Context, revoked map[string][]int32) error {
 		r.committed[tp] = offsets[tp.topic][tp.partition]
 	}
 	r.marksMu.Unlock()
+	r.mu.Lock()
+	for _, tp := range tps {
+		if w := r.workers[tp]; w != nil {
+			w.committedTo(offsets[tp.topic][tp.partition].Offset)
+		}
+	}
+	r.mu.Unlock()
 	return nil
 }
 
@@ -550,6 +570,7 @@ func (r *Runner) commitLoop(ctx context.Context) {
 			if err := r.commit(ctx, nil); err != nil && ctx.Err() == nil {
 				r.log.Warn("runner: periodic commit failed; retrying next interval", "err", err)
 			}
+			r.observe()
 		}
 	}
 }
@@ -557,7 +578,7 @@ func (r *Runner) commitLoop(ctx context.Context) {
 // ensureTopics creates the missing topics, retrying while the cluster is
 // unreachable. "Already exists" is success: replicas start concurrently.
 func (r *Runner) ensureTopics(ctx context.Context) error {
-	topics := append(slices.Clone(r.consumed), r.notifications, r.deadLetter)
+	topics := append(slices.Clone(r.consumed), r.notifications, r.deadLetterTopic)
 	topics = append(topics, r.replyTopics...)
 	slices.Sort(topics)
 	topics = slices.Compact(topics)
@@ -625,8 +646,10 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// backoff doubles from Min to Max. Infrastructure backoff runs on wall time:
-// it waits for Redis or Kafka, not for a deadline.
+// backoff doubles from Min to Max, each wait drawn between half and all of
+// the current step so partitions that failed together (Redis went away
+// under all of them) do not retry in lockstep. Infrastructure backoff runs
+// on wall time: it waits for Redis or Kafka, not for a deadline.
 type backoff struct {
 	cfg Backoff
 	cur time.Duration
@@ -637,6 +660,9 @@ func newBackoff(cfg Backoff) *backoff { return &backoff{cfg: cfg, cur: cfg.Min} 
 func (b *backoff) next() time.Duration {
 	d := b.cur
 	b.cur = min(b.cur*2, b.cfg.Max)
+	if d > 1 {
+		d = d/2 + rand.N(d/2+1)
+	}
 	return d
 }
 

@@ -109,7 +109,7 @@ func TestPoisonRecordsAreDeadLetteredAndThePartitionMovesOn(t *testing.T) {
 		wantCode string
 	}{
 		{"value is not JSON", `not json at all`, saga.DeadUndecodable},
-		{"continuation names an unknown saga", `{"sagaMeta": {"saga": "nope", "stepId": "x"}}`, saga.DeadUnknownSaga},
+		{"continuation not signed by a runner", `{"sagaMeta": {"saga": "nope", "stepId": "x"}}`, saga.DeadForged},
 		{"engine panics", `{"id": "boom"}`, saga.DeadPanic},
 	}
 	e := newEnv(t, sharedRedis(t), true)
@@ -122,7 +122,7 @@ func TestPoisonRecordsAreDeadLetteredAndThePartitionMovesOn(t *testing.T) {
 			// partition moved past the poison.
 			key := fmt.Sprintf("poison-%d", i)
 			topic := "approvals"
-			if tc.wantCode == saga.DeadUnknownSaga {
+			if tc.wantCode == saga.DeadForged {
 				topic = requestTopic
 			}
 			bad := e.produce(topic, key, tc.value)

@@ -2,15 +2,14 @@ package runner
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"runtime/debug"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagarunner/sagarunner/saga"
+	"github.com/sagarunner/sagarunner/saga/envelope"
 )
 
 // worker handles the records of one partition, strictly in order. The poll
@@ -24,6 +23,15 @@ type worker struct {
 	mu     sync.Mutex
 	queue  []queued
 	paused bool
+	// What operators see (progress.go): records polled and not yet
+	// committed, in offset order; the partition's high watermark; the
+	// offset after the last polled record; the committed offset (-1 until
+	// this runner commits one); the error being retried.
+	pending   []uncommitted
+	hwm       int64
+	next      int64
+	committed int64
+	retrying  string
 
 	// keys feeds the long-lived goroutines that handle the keys of a batch
 	// concurrently; they live as long as the worker, so their stacks grow
@@ -44,20 +52,24 @@ type queued struct {
 func newWorker(r *Runner, tp topicPartition) *worker {
 	return &worker{
 		r: r, tp: tp,
-		wake: make(chan struct{}, 1),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		committed: -1,
+		wake:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 }
 
 // enqueue appends polled records. Past MaxInFlight queued records the
 // partition's fetching pauses; kgo drops paused partitions' buffered data
 // without moving their position, so nothing is skipped on resume.
-func (w *worker) enqueue(recs []*kgo.Record, polled time.Time) {
+func (w *worker) enqueue(recs []*kgo.Record, polled time.Time, hwm int64) {
 	w.mu.Lock()
 	for _, r := range recs {
 		w.queue = append(w.queue, queued{rec: r, polled: polled})
+		w.pending = append(w.pending, uncommitted{offset: r.Offset, polled: polled})
 	}
+	w.hwm = hwm
+	w.next = recs[len(recs)-1].Offset + 1
 	if !w.paused && len(w.queue) >= w.r.cfg.MaxInFlight {
 		w.paused = true
 		w.r.cl.PauseFetchPartitions(map[string][]int32{w.tp.topic: {w.tp.partition}})
@@ -134,24 +146,27 @@ func (w *worker) run() {
 	}
 }
 
-// process handles batch in order and makes its effects durable. On an
-// infrastructure error it first makes the records handled so far durable and
-// commits past them, then retries the failing record with backoff, so the
-// partition resumes by itself once Redis or Kafka are back. It returns false
-// when the worker was stopped (or the runner hard-stopped) before the batch
-// was done; the unmarked rest is replayed by whoever owns the partition next.
+// process handles batch in order and makes its effects durable. When a
+// record fails, it first makes the records handled so far durable and
+// commits past them, then retries the failing record with backoff; the
+// failure policy (middleware.go) decides when a record is dead-lettered
+// instead, so only transient failures retry for as long as they last, and
+// they pause the partition's fetching meanwhile. It returns false when the
+// worker was stopped (or the runner hard-stopped) before the batch was done;
+// the unmarked rest is replayed by whoever owns the partition next.
 func (w *worker) process(batch []queued) bool {
 	ctx := w.r.workCtx
 	b := newBackoff(w.r.cfg.Backoff)
+	failed, attempts := int64(-1), 0
+	defer w.setRetrying(nil)
 	for i := 0; i < len(batch); {
-		outs, herr := w.handleBatch(ctx, batch[i:])
-		n := len(outs)
-		var out saga.Output
-		for _, o := range outs {
-			out.Append(o)
+		hctx := ctx
+		if failed >= 0 {
+			hctx = withAttempt(ctx, failed, attempts+1)
 		}
-		if n > 0 {
-			if !w.makeDurable(ctx, out) {
+		outs, herr := w.handleBatch(hctx, batch[i:])
+		if n := len(outs); n > 0 {
+			if !w.makeDurable(ctx, batch[i:i+n], outs) {
 				return false
 			}
 			w.r.mark(batch[i+n-1].rec)
@@ -163,23 +178,43 @@ func (w *worker) process(batch []queued) bool {
 			i += n
 		}
 		if herr == nil {
+			w.setRetrying(nil)
 			continue
 		}
 		if ctx.Err() != nil {
 			return false
 		}
 		rec := batch[i].rec
-		level := "runner: infrastructure unavailable; pausing partition and retrying the record"
-		if !errors.Is(herr, saga.ErrRetry) {
-			level = "runner: engine returned an unclassified error; retrying the record"
+		if rec.Offset != failed {
+			failed, attempts = rec.Offset, 0
+			b.reset()
+		}
+		attempts++
+		class := Classify(herr)
+		w.setRetrying(herr)
+		if class == Transient {
+			// Nothing behind the record can go before it; stop fetching
+			// what would only pile up. take resumes it.
+			w.pause()
 		}
 		d := b.next()
-		w.r.log.Warn(level, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "err", herr, "in", d)
+		w.r.events.log(slog.LevelWarn, w.tp, "runner: step failed; retrying the record",
+			"offset", rec.Offset, "code", class.String(), "reason", herr.Error(), "attempt", attempts, "in", d)
 		if !w.sleep(ctx, d) {
 			return false
 		}
 	}
 	return true
+}
+
+// pause stops fetching the partition until take finds the queue drained.
+func (w *worker) pause() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.paused {
+		w.paused = true
+		w.r.cl.PauseFetchPartitions(map[string][]int32{w.tp.topic: {w.tp.partition}})
+	}
 }
 
 // handleBatch handles records in order per key and returns the outputs of
@@ -244,65 +279,79 @@ func (w *worker) handleBatch(ctx context.Context, batch []queued) ([]saga.Output
 	return outs, nil
 }
 
-// handle runs the engine on one record. A panic is a bug in a step, not in
-// the record's infrastructure: the record is dead-lettered so the partition
-// moves on, and the process keeps running.
-func (w *worker) handle(ctx context.Context, rec *kgo.Record) (out saga.Output, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			w.r.log.Error("runner: engine panicked; dead-lettering the record",
-				"topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset,
-				"panic", p, "stack", string(debug.Stack()))
-			out, err = w.r.deadLetterOutput(rec, fmt.Sprintf("panic: %v", p)), nil
-		}
-	}()
-	return w.r.eng.Handle(ctx, saga.Record{
-		Topic:     rec.Topic,
-		Partition: rec.Partition,
-		Offset:    rec.Offset,
-		Key:       rec.Key,
-		Value:     rec.Value,
-	})
+// handle runs one record through the runner's handler chain: the failure
+// policy and the recoverer around the engine.
+func (w *worker) handle(ctx context.Context, rec *kgo.Record) (saga.Output, error) {
+	return w.r.handle(ctx, sagaRecord(rec))
 }
 
-// makeDurable produces out.Records, re-producing only the failed ones until
-// all are acknowledged, then acks the closes in the engine. It gives up only
-// when the worker is stopped; the offsets stay unmarked then.
-func (w *worker) makeDurable(ctx context.Context, out saga.Output) bool {
+// sagaRecord is rec as the engine takes it.
+func sagaRecord(rec *kgo.Record) saga.Record {
+	sr := saga.Record{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value}
+	if len(rec.Headers) > 0 {
+		sr.Headers = make([]envelope.Header, len(rec.Headers))
+		for i, h := range rec.Headers {
+			sr.Headers[i] = envelope.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return sr
+}
+
+// makeDurable produces the outputs of srcs (outs[i] is the output of
+// srcs[i]), re-producing only the failed records until all are
+// acknowledged, then acks the closes in the engine. An output that can
+// never be produced is replaced by a dead letter naming its input (see
+// deliver), so it never holds the partition. It gives up only when the
+// worker is stopped; the offsets stay unmarked then.
+func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Output) bool {
+	var total saga.Output
+	var ds []delivery
+	for i, o := range outs {
+		if len(o.Records) > 0 {
+			src := sagaRecord(srcs[i].rec)
+			for _, rec := range o.Records {
+				ds = append(ds, delivery{rec: rec, src: src})
+			}
+		}
+		o.Records = nil
+		total.Append(o)
+	}
 	b := newBackoff(w.r.cfg.Backoff)
-	recs := out.Records
-	for len(recs) > 0 {
-		failed, err := w.r.produceAll(ctx, recs)
+	for len(ds) > 0 {
+		rest, err := w.r.deliver(ctx, ds)
+		ds = rest
 		if err == nil {
-			break
+			continue // only fresh dead letters are left: produce them now
 		}
 		if ctx.Err() != nil {
 			return false
 		}
+		w.setRetrying(err)
 		d := b.next()
-		w.r.log.Warn("runner: produce failed; retrying", "topic", w.tp.topic, "partition", w.tp.partition,
-			"failed", len(failed), "of", len(recs), "err", err, "in", d)
-		recs = failed
+		w.r.events.log(slog.LevelWarn, w.tp, "runner: produce failed; retrying the failed records",
+			"offset", srcs[len(srcs)-1].rec.Offset, "code", Classify(err).String(), "reason", err.Error(), "failed", len(ds), "in", d)
 		if !w.sleep(ctx, d) {
 			return false
 		}
 	}
 	b.reset()
-	for len(out.Acks) > 0 {
-		err := w.r.eng.Ack(ctx, out.Acks)
+	for len(total.Acks) > 0 {
+		err := w.r.eng.Ack(ctx, total.Acks)
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
 			return false
 		}
+		w.setRetrying(err)
 		d := b.next()
-		w.r.log.Warn("runner: ack failed; retrying", "topic", w.tp.topic, "partition", w.tp.partition, "err", err, "in", d)
+		w.r.events.log(slog.LevelWarn, w.tp, "runner: ack failed; retrying",
+			"offset", srcs[len(srcs)-1].rec.Offset, "code", Classify(err).String(), "reason", err.Error(), "in", d)
 		if !w.sleep(ctx, d) {
 			return false
 		}
 	}
-	w.r.countOutput(out)
+	w.r.countOutput(total)
 	return true
 }
 

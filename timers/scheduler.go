@@ -31,11 +31,15 @@ type Engine interface {
 
 var _ Engine = (*saga.Engine)(nil)
 
-// Emitter makes an output durable: it produces out.Records, waits for every
-// acknowledgement, then acks out.Acks in the engine. A non-nil error means
-// some of that did not happen; the loop calls it again with the same output
-// (duplicate records are allowed, lost ones are not).
-type Emitter func(ctx context.Context, out saga.Output) error
+// Emitter makes the output of loop k durable: it produces out.Records,
+// waits for every acknowledgement, then acks out.Acks in the engine. A
+// non-nil error means some of that did not happen, and rest is what is still
+// to do: the records not produced yet and the acks. The loop calls it again
+// with rest and the next attempt number (the first is 1), so records already
+// produced are not produced again on each retry of a sibling; every record
+// of rest has failed attempt-1 times. An output that can never be produced
+// is the emitter's to replace (with a dead letter), not to retry for ever.
+type Emitter func(ctx context.Context, k Key, attempt int, out saga.Output) (rest saga.Output, err error)
 
 // Observer receives timer measurements; the runner's metrics implement it.
 type Observer interface {
@@ -278,17 +282,18 @@ func (s *Scheduler) recover(ctx context.Context, l *loop, log *slog.Logger) bool
 	}
 }
 
-// emitUntilDone makes out durable, retrying with backoff until it succeeds or
-// the loop is stopped. A stopped loop leaves the closes pending; the next
+// emitUntilDone makes out durable, retrying what is left with backoff until
+// it succeeds or the loop is stopped. A stopped loop leaves the closes pending; the next
 // owner's Recover re-emits them.
 func (s *Scheduler) emitUntilDone(ctx context.Context, l *loop, out saga.Output, log *slog.Logger) bool {
 	b := s.newBackoff()
-	for {
-		err := s.emit(ctx, out)
+	for attempt := 1; ; attempt++ {
+		rest, err := s.emit(ctx, l.key, attempt, out)
 		if err == nil {
 			return true
 		}
-		log.Warn("timers: emit failed; retrying", "err", err, "records", len(out.Records), "in", b.peek())
+		out = rest
+		log.Warn("timers: emit failed; retrying what is left", "err", err, "records", len(out.Records), "acks", len(out.Acks), "in", b.peek())
 		if !s.wait(ctx, l, b.next()) {
 			return false
 		}

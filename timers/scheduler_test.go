@@ -114,14 +114,15 @@ type sink struct {
 	recs []envelope.Record
 }
 
-func (s *sink) emit(ctx context.Context, out saga.Output) error {
-	if err := s.eng.Ack(ctx, out.Acks); err != nil {
-		return err
-	}
+func (s *sink) emit(ctx context.Context, _ timers.Key, _ int, out saga.Output) (saga.Output, error) {
 	s.mu.Lock()
 	s.recs = append(s.recs, out.Records...)
 	s.mu.Unlock()
-	return nil
+	if err := s.eng.Ack(ctx, out.Acks); err != nil {
+		out.Records = nil
+		return out, err
+	}
+	return saga.Output{}, nil
 }
 
 func (s *sink) on(topic string) []envelope.Record {
@@ -401,20 +402,35 @@ func TestAssignRecoversClosesLostInACrash(t *testing.T) {
 	})
 }
 
-// TestEmitIsRetriedUntilDurable: a fired timeout whose produce fails (Kafka
-// down) is emitted again, not dropped and not fired twice.
-func TestEmitIsRetriedUntilDurable(t *testing.T) {
+// TestEmitRetriesOnlyWhatFailed: a fired timeout whose continuation cannot
+// be produced for a while (Kafka down for that partition) is retried until
+// durable, and its notification, produced at the first attempt, is not
+// produced again with every retry.
+func TestEmitRetriesOnlyWhatFailed(t *testing.T) {
 	f := newFixture(t, timers.Config{})
 	var mu sync.Mutex
-	failures := 0
-	emit := func(ctx context.Context, out saga.Output) error {
+	var attempts []int
+	var handed [][]envelope.Record
+	emit := func(ctx context.Context, k timers.Key, attempt int, out saga.Output) (saga.Output, error) {
 		mu.Lock()
-		defer mu.Unlock()
-		if failures < 3 {
-			failures++
-			return errors.New("kafka down")
+		attempts = append(attempts, attempt)
+		handed = append(handed, slices.Clone(out.Records))
+		mu.Unlock()
+		if attempt > 3 {
+			return f.sink.emit(ctx, k, attempt, out)
 		}
-		return f.sink.emit(ctx, out)
+		rest := out
+		rest.Records = nil
+		for _, r := range out.Records {
+			if r.Topic == requestTopic {
+				rest.Records = append(rest.Records, r) // its partition's leader is away
+				continue
+			}
+			f.sink.mu.Lock()
+			f.sink.recs = append(f.sink.recs, r)
+			f.sink.mu.Unlock()
+		}
+		return rest, errors.New("kafka down for one partition")
 	}
 	sched, err := timers.New(timers.Config{BackoffMin: time.Millisecond, BackoffMax: 2 * time.Millisecond},
 		f.eng, f.stores, emit, timers.WithClock(f.clk), timers.WithLogger(quiet))
@@ -428,16 +444,98 @@ func TestEmitIsRetriedUntilDurable(t *testing.T) {
 	// Backoff waits run on the virtual clock too: keep it moving.
 	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
 		f.clock.Advance(time.Millisecond)
-		if n := len(f.sink.on(notifyTopic)); n != 1 {
-			return fmt.Errorf("%d notifications", n)
+		if n := len(f.sink.on(requestTopic)); n != 1 {
+			return fmt.Errorf("%d continuations", n)
 		}
 		return nil
 	})
+	if n := len(f.sink.on(notifyTopic)); n != 1 {
+		t.Errorf("%d notifications, want 1: a retry must not produce what the first attempt did", n)
+	}
+	if got := f.task("product-4").Status; got != statemanager.StatusTimeout {
+		t.Errorf("status %s, want TIMEOUT", got)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if failures != 3 {
-		t.Errorf("emit failed %d times, want 3", failures)
+	if !slices.Equal(attempts, []int{1, 2, 3, 4}) {
+		t.Errorf("attempts %v, want 1..4", attempts)
 	}
+	for i, recs := range handed[1:] {
+		if len(recs) != 1 || recs[0].Topic != requestTopic {
+			t.Errorf("attempt %d was handed %d records, want only the continuation", i+2, len(recs))
+		}
+	}
+}
+
+// TestCorruptTaskDoesNotStopItsShard: a task whose stored envelope no
+// longer decodes is dead-lettered when its deadline fires, and the other
+// due tasks of its shard still time out.
+func TestCorruptTaskDoesNotStopItsShard(t *testing.T) {
+	f := newFixture(t, timers.Config{})
+	// Two tasks of one shard, the first corrupt.
+	var ids []string
+	for i := 0; len(ids) < 2; i++ {
+		id := fmt.Sprintf("corrupt-%d", i)
+		if statemanager.ShardOf(id, shards) == 0 {
+			ids = append(ids, id)
+		}
+	}
+	for _, id := range ids {
+		f.startTask(id)
+	}
+	f.corruptEnvelope(ids[0])
+	f.sched.Assign(f.ctx, 0, 1)
+	f.clk.waitParked(t, shards)
+	f.clock.Advance(time.Minute)
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		f.clock.Advance(time.Millisecond)
+		if n := len(f.sink.on(saga.DefaultDeadLetterTopic)); n != 1 {
+			return fmt.Errorf("%d dead letters", n)
+		}
+		if n := len(f.sink.on(requestTopic)); n != 1 {
+			return fmt.Errorf("%d continuations, want the healthy task's", n)
+		}
+		return nil
+	})
+	dl := f.sink.on(saga.DefaultDeadLetterTopic)[0]
+	if got := gjson.GetBytes(dl.Value, "taskId").String(); got != ids[0] {
+		t.Errorf("dead letter names task %q, want %q: %s", got, ids[0], dl.Value)
+	}
+	if got := f.task(ids[1]).Status; got != statemanager.StatusTimeout {
+		t.Errorf("healthy task is %s, want TIMEOUT", got)
+	}
+	// The shard keeps firing: a task due later still times out.
+	f.startTask("later")
+	f.clock.Advance(2 * time.Minute)
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		f.clock.Advance(time.Millisecond)
+		if got := f.task("later").Status; got != statemanager.StatusTimeout {
+			return fmt.Errorf("later task is %s", got)
+		}
+		return nil
+	})
+}
+
+// corruptEnvelope overwrites the stored envelope of task id with bytes that
+// do not decode, as a bad migration or a hand edit would.
+func (f *fixture) corruptEnvelope(id string) {
+	f.t.Helper()
+	keys, err := f.stores.client.Keys(f.ctx, "*").Result()
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for _, k := range keys {
+		if typ, _ := f.stores.client.Type(f.ctx, k).Result(); typ != "hash" {
+			continue
+		}
+		if got, _ := f.stores.client.HGet(f.ctx, k, "id").Result(); got == id {
+			if err := f.stores.client.HSet(f.ctx, k, "e", "{not json").Err(); err != nil {
+				f.t.Fatal(err)
+			}
+			return
+		}
+	}
+	f.t.Fatalf("no stored hash for task %s", id)
 }
 
 func TestConfigValidate(t *testing.T) {

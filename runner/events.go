@@ -1,0 +1,58 @@
+package runner
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// eventLogInterval is the least time between two logged retries or dead
+// letters of one partition: a poison flood or an outage must not turn into a
+// log flood, yet every partition in trouble still shows at once.
+const eventLogInterval = time.Second
+
+// eventLog logs retries and dead letters rate-limited per partition; a line
+// says how many were suppressed since the last one. The map holds one entry
+// per partition (or deadline shard) ever seen, which the cluster bounds.
+type eventLog struct {
+	out   *slog.Logger
+	every time.Duration
+
+	mu   sync.Mutex
+	last map[topicPartition]*eventState
+}
+
+type eventState struct {
+	at         time.Time
+	suppressed int
+}
+
+func newEventLog(log *slog.Logger) *eventLog {
+	return &eventLog{out: log, every: eventLogInterval, last: map[topicPartition]*eventState{}}
+}
+
+// log writes msg with the partition's coordinates, unless the partition had
+// a line less than every ago.
+func (l *eventLog) log(level slog.Level, tp topicPartition, msg string, attrs ...any) {
+	now := time.Now()
+	l.mu.Lock()
+	st := l.last[tp]
+	if st == nil {
+		st = &eventState{}
+		l.last[tp] = st
+	}
+	if !st.at.IsZero() && now.Sub(st.at) < l.every {
+		st.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	suppressed := st.suppressed
+	st.at, st.suppressed = now, 0
+	l.mu.Unlock()
+	attrs = append([]any{"topic", tp.topic, "partition", tp.partition}, attrs...)
+	if suppressed > 0 {
+		attrs = append(attrs, "suppressed", suppressed)
+	}
+	l.out.Log(context.Background(), level, msg, attrs...)
+}
