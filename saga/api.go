@@ -201,11 +201,16 @@ var (
 
 // FireDue times out the waiting tasks of one domain's shard whose deadline is
 // at or before now (per the engine clock), at most limit of them, exactly as
-// TimeoutTask would. It returns the output and how many it fired.
+// TimeoutTask would. It returns the output and how many it fired. A task
+// whose effects cannot be built (a corrupt stored envelope) or would exceed
+// MaxRecordBytes is dead-lettered (CORRUPT_TASK, RECORD_TOO_LARGE, naming
+// its domain and id) and acked like the others, so one task never stops
+// its shard; only a failing store call is an error (ErrRetry).
 // (e *Engine) FireDue(ctx context.Context, domain string, shard, limit int) (Output, int, error)
 
 // Recover re-emits the effects of tasks closed at or before closedBefore whose
-// effects were never acked (a crash between Close and produce).
+// effects were never acked (a crash between Close and produce), with
+// FireDue's rule for tasks whose effects cannot be built.
 // (e *Engine) Recover(ctx context.Context, domain string, shard int, closedBefore int64, limit int) (Output, error)
 
 // Ack acknowledges closes whose effects are durable.
