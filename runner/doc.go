@@ -8,8 +8,16 @@
 // acknowledgements, acks the closed tasks in the engine once, and marks the
 // batch's last offset for the committer. Revocation waits for in-flight
 // batches and commits before the partition moves, so a new owner starts
-// where the old one stopped. Infrastructure errors pause a partition and
-// retry the same record with backoff; poison records become dead letters.
+// where the old one stopped.
+//
+// Failures are judged in one place: every record goes through a handler
+// chain (middleware.go) whose failure policy classifies the error
+// (Classify): transient errors pause the partition and retry with jittered
+// backoff for as long as they last, permanent ones dead-letter the record at
+// once, unknown ones after Config.MaxAttempts tries. An output that cannot
+// be produced (too large, no such topic) is replaced by a dead letter naming
+// its target and its cause, so no record holds a partition. Readiness and
+// the lag and uncommitted-age gauges show a partition that does not move.
 // The runner also owns the automatic deadlines of its request-topic
 // partitions (package timers).
 package runner

@@ -18,6 +18,7 @@ const eventLogInterval = time.Second
 type eventLog struct {
 	out   *slog.Logger
 	every time.Duration
+	now   func() time.Time // time.Now; tests move it by hand
 
 	mu   sync.Mutex
 	last map[topicPartition]*eventState
@@ -29,13 +30,19 @@ type eventState struct {
 }
 
 func newEventLog(log *slog.Logger) *eventLog {
-	return &eventLog{out: log, every: eventLogInterval, last: map[topicPartition]*eventState{}}
+	return &eventLog{out: log, every: eventLogInterval, now: time.Now, last: map[topicPartition]*eventState{}}
 }
 
 // log writes msg with the partition's coordinates, unless the partition had
 // a line less than every ago.
 func (l *eventLog) log(level slog.Level, tp topicPartition, msg string, attrs ...any) {
-	now := time.Now()
+	l.logf(level, tp, msg, func() []any { return attrs })
+}
+
+// logf is log with the attributes built only when the line is written, for
+// attributes that cost a parse.
+func (l *eventLog) logf(level slog.Level, tp topicPartition, msg string, build func() []any) {
+	now := l.now()
 	l.mu.Lock()
 	st := l.last[tp]
 	if st == nil {
@@ -50,7 +57,7 @@ func (l *eventLog) log(level slog.Level, tp topicPartition, msg string, attrs ..
 	suppressed := st.suppressed
 	st.at, st.suppressed = now, 0
 	l.mu.Unlock()
-	attrs = append([]any{"topic", tp.topic, "partition", tp.partition}, attrs...)
+	attrs := append([]any{"topic", tp.topic, "partition", tp.partition}, build()...)
 	if suppressed > 0 {
 		attrs = append(attrs, "suppressed", suppressed)
 	}

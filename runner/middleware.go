@@ -128,9 +128,9 @@ func (r *Runner) failurePolicy(next Handler) Handler {
 			reason = fmt.Sprintf("%d attempts failed, the last with: %v", n, err)
 		}
 		dl := r.deadLetter(rec, code, reason, "")
+		// Counted here, where the code is known; logged once durable,
+		// with every other dead letter.
 		r.metrics.DeadLetter(code)
-		r.events.log(slog.LevelWarn, topicPartition{rec.Topic, rec.Partition}, "runner: record dead-lettered",
-			"offset", rec.Offset, "code", code, "reason", reason, "class", class.String())
 		return saga.Output{Records: []envelope.Record{dl}}, nil
 	}
 }

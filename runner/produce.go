@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/tidwall/gjson"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagarunner/sagarunner/saga"
@@ -82,6 +83,8 @@ func (r *Runner) deliver(ctx context.Context, ds []delivery) ([]delivery, error)
 		if err == nil {
 			if d.code != "" {
 				r.metrics.DeadLetter(d.code)
+			}
+			if d.rec.Topic == r.deadLetterTopic {
 				r.logDeadLetter(d)
 			}
 			continue
@@ -123,15 +126,29 @@ func (r *Runner) replace(d *delivery, code, reason string) {
 	d.code, d.reason, d.attempts = code, reason, 0
 }
 
+// logDeadLetter logs a dead letter once it is durable, whoever made it. The
+// engine's carry their code and reason only in the record, read here under
+// the rate limit, so a flood of them costs no parsing.
 func (r *Runner) logDeadLetter(d delivery) {
+	tp, offset := topicPartition{d.src.Topic, d.src.Partition}, d.src.Offset
 	if d.task != nil {
-		r.events.log(slog.LevelWarn, topicPartition{"deadlines:" + d.task.domain, int32(d.task.shard)},
-			"runner: deadline output dead-lettered", "offset", -1, "task", d.task.id, "target", d.rec.Topic,
-			"code", d.code, "reason", d.reason)
-		return
+		tp, offset = topicPartition{"deadlines:" + d.task.domain, int32(d.task.shard)}, -1
 	}
-	r.events.log(slog.LevelWarn, topicPartition{d.src.Topic, d.src.Partition}, "runner: output dead-lettered",
-		"offset", d.src.Offset, "code", d.code, "reason", d.reason)
+	r.events.logf(slog.LevelWarn, tp, "runner: dead letter produced", func() []any {
+		code, reason := d.code, d.reason
+		if code == "" {
+			v := gjson.GetManyBytes(d.rec.Value, "code", "error")
+			code, reason = v[0].String(), v[1].String()
+		}
+		attrs := []any{"offset", offset, "code", code, "reason", cut(reason, 500)}
+		if d.task != nil {
+			attrs = append(attrs, "task", d.task.id)
+		}
+		if t := gjson.GetBytes(d.rec.Value, "target").String(); t != "" {
+			attrs = append(attrs, "target", t)
+		}
+		return attrs
+	})
 }
 
 // produceAll produces recs asynchronously and waits for every

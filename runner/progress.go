@@ -78,6 +78,9 @@ func (r *Runner) observe() {
 	now := time.Now()
 	for _, w := range r.workerList() {
 		st := w.state(now)
+		if w.stopped() {
+			continue // revoked meanwhile: its gauges are dropped, not set again
+		}
 		r.metrics.Lag(w.tp.topic, w.tp.partition, st.lag)
 		r.metrics.Uncommitted(w.tp.topic, w.tp.partition, st.age)
 	}
@@ -133,5 +136,5 @@ func cut(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
