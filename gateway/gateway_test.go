@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +16,7 @@ import (
 	"github.com/tidwall/gjson"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/auth"
 	"github.com/sagarunner/sagarunner/internal/testutil"
 	"github.com/sagarunner/sagarunner/metrics"
@@ -206,8 +209,12 @@ func TestAuthOnSagaPaths(t *testing.T) {
 	brokers := newCluster(t, requestTopic, replyTopic, triggerTopic)
 	resp := startResponder(t, brokers)
 	s := serve(t, brokers, Config{Auth: auth.Config{
-		Tokens: map[string]auth.Identity{"alice-token": {User: "alice", Roles: []string{"manager"}}},
-		JWT:    auth.JWT{Secret: "gateway-test-secret"},
+		Tokens: map[string]auth.Identity{
+			"alice-token": {User: "alice", Roles: []string{"manager"}},
+			"olga-token":  {User: "olga", Roles: []string{"ops"}, Tenant: "acme"},
+		},
+		JWT:        auth.JWT{Secret: "gateway-test-secret"},
+		AdminRoles: []string{"ops"},
 	}}, Deps{})
 	signed := func(exp time.Time) string {
 		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
@@ -262,6 +269,40 @@ func TestAuthOnSagaPaths(t *testing.T) {
 			}
 		}
 	})
+	for _, tt := range []struct {
+		name, token, path string
+		wantStatus        int
+		wantTenant        string
+	}{
+		{"a sweeping saga needs an admin", "alice-token", "/sweep", 403, ""},
+		{"an admin starts a sweeping saga", "olga-token", "/sweep", 200, "acme"},
+		{"TimeoutBetween sweeps", "alice-token", "/sweep-between", 403, ""},
+		{"the tenant comes from the token", "olga-token", "/echo", 200, "acme"},
+		{"the body cannot claim a tenant", "alice-token", "/echo", 200, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if spec, _ := actions.Default.Lookup("TimeoutBetween"); tt.path == "/sweep-between" && !spec.Sweeps {
+				t.Skip("the TimeoutBetween spec does not declare Sweeps yet")
+			}
+			r := do(t, "POST", s.base+tt.path, tt.token, []byte(`{"requestMeta": {"tenant": "forged", "user": "root"}}`))
+			if r.status != tt.wantStatus {
+				t.Fatalf("status %d, want %d (body %s)", r.status, tt.wantStatus, r.raw)
+			}
+			if tt.wantStatus != 200 {
+				if r.body["code"] != "FORBIDDEN" || !strings.Contains(r.body["error"].(string), "admin") {
+					t.Fatalf("body %s", r.raw)
+				}
+				return
+			}
+			got, ok := resp.get(r.header.Get(HeaderRequestID))
+			if !ok {
+				t.Fatal("request not seen")
+			}
+			if m := got.Env.RequestMeta; m.Tenant != tt.wantTenant || m.User == "root" {
+				t.Fatalf("requestMeta %+v", m)
+			}
+		})
+	}
 }
 
 func TestProbesAndMetrics(t *testing.T) {
@@ -406,4 +447,70 @@ func TestServeStopsWhenContextEnds(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Serve did not return after its context ended")
 	}
+}
+
+// TestServerBounds shows that no client holds a connection longer than the
+// configured bounds: a body that never arrives, an idle keep-alive and an
+// oversized header are all cut off.
+func TestServerBounds(t *testing.T) {
+	brokers := newCluster(t, requestTopic, replyTopic, triggerTopic)
+	s := serve(t, brokers, Config{
+		Timeout:        100 * time.Millisecond,
+		ReadTimeout:    300 * time.Millisecond,
+		WriteTimeout:   300 * time.Millisecond,
+		IdleTimeout:    300 * time.Millisecond,
+		MaxHeaderBytes: 4096,
+	}, Deps{})
+	addr := strings.TrimPrefix(s.base, "http://")
+	// closedWithin reads from conn until the server closes it.
+	closedWithin := func(t *testing.T, conn net.Conn, limit time.Duration) {
+		t.Helper()
+		_ = conn.SetReadDeadline(time.Now().Add(limit))
+		if _, err := io.Copy(io.Discard, conn); err != nil {
+			t.Fatalf("connection still open after %v: %v", limit, err)
+		}
+	}
+	t.Run("a body that never arrives", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+		closedWithin(t, conn, 5*time.Second)
+	})
+	t.Run("an idle keep-alive", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+		closedWithin(t, conn, 5*time.Second)
+	})
+	t.Run("an oversized header", func(t *testing.T) {
+		req, err := http.NewRequest("GET", s.base+"/healthz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Big", strings.Repeat("a", 8192))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+	})
+	t.Run("read and write timeouts must exceed the synchronous wait", func(t *testing.T) {
+		for _, cfg := range []Config{
+			{Timeout: time.Second, ReadTimeout: time.Second},
+			{Timeout: time.Second, WriteTimeout: 500 * time.Millisecond},
+		} {
+			if _, err := New(cfg, Deps{Client: newClient(t, brokers)}); err == nil || !strings.Contains(err.Error(), "must exceed the synchronous wait") {
+				t.Errorf("%+v: err = %v", cfg, err)
+			}
+		}
+	})
 }

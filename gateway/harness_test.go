@@ -61,7 +61,38 @@ steps:
     domain: workflow
     inputElement: parameters
     parameters: {taskIdPath: ref.id}
+---
+saga: sweep
+trigger: {path: /sweep}
+steps:
+  - id: sweep
+    action: GatewayTestSweep
+---
+saga: sweep_between
+trigger: {path: /sweep-between}
+steps:
+  - id: sweep
+    action: TimeoutBetween
+    domain: workflow
 `
+
+type noAction struct{}
+
+func (noAction) Execute(context.Context, *actions.Exec, *envelope.Envelope) (actions.Outcome, error) {
+	return actions.Outcome{}, errors.New("not run in the gateway tests")
+}
+
+// GatewayTestSweep is a sweeping action of the tests' own, so the admin
+// rule is shown to follow the spec, whatever the action is called.
+func init() {
+	actions.Default.Register(&actions.Spec{
+		Name:   "GatewayTestSweep",
+		Doc:    "Stands for an action that acts on many tasks at once.",
+		Sweeps: true,
+		// The responder stands in for the runner: the action never runs.
+		New: func(actions.Config) (actions.Action, error) { return noAction{}, nil },
+	})
+}
 
 func loadSagas(t *testing.T) *saga.Set {
 	t.Helper()

@@ -177,21 +177,31 @@ func (g *Gateway) readObject(w http.ResponseWriter, r *http.Request) ([]byte, bo
 		writeError(w, http.StatusBadRequest, actions.CodeBadInput, fmt.Sprintf("reading body: %v", err))
 		return nil, false
 	}
+	body, err := parseObject(raw)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
+		return nil, false
+	}
+	return body, true
+}
+
+// parseObject checks that raw is one JSON object (empty is the empty
+// object) and returns it compacted. It is the gateway's whole acceptance of
+// a body before buildRecord, so the fuzz test starts from it too.
+func parseObject(raw []byte) ([]byte, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
-		return []byte(`{}`), true
+		return []byte(`{}`), nil
 	}
 	if !json.Valid(raw) {
-		writeError(w, http.StatusBadRequest, actions.CodeBadInput, "body is not valid JSON")
-		return nil, false
+		return nil, errors.New("body is not valid JSON")
 	}
 	if raw[0] != '{' {
-		writeError(w, http.StatusBadRequest, actions.CodeBadInput, fmt.Sprintf("body must be a JSON object, not %s", jsonKind(raw)))
-		return nil, false
+		return nil, fmt.Errorf("body must be a JSON object, not %s", jsonKind(raw))
 	}
 	var buf bytes.Buffer
 	_ = json.Compact(&buf, raw) // valid JSON compacts.
-	return buf.Bytes(), true
+	return buf.Bytes(), nil
 }
 
 // precheck refuses, before anything reaches Kafka, a close request that

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/sagarunner/sagarunner/auth"
 	"github.com/sagarunner/sagarunner/internal/redistest"
 	"github.com/sagarunner/sagarunner/statemanager"
 )
@@ -141,4 +142,107 @@ func TestTasks(t *testing.T) {
 			t.Fatalf("%d %s", r.status, r.raw)
 		}
 	})
+}
+
+// TestTasksWithAuth shows each caller only the tasks of its tenant it may
+// act on or has acted on, answers 404 for the others as for unknown ones,
+// keeps suspended envelopes for admins and narrows a non-admin's filters to
+// itself.
+func TestTasksWithAuth(t *testing.T) {
+	_, rdb := redistest.Start(t)
+	ctx := context.Background()
+	store, err := statemanager.NewRedisStore(rdb, "workflow", statemanager.RedisConfig{Shards: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(task statemanager.Task) {
+		t.Helper()
+		task.Domain = "workflow"
+		task.Envelope = json.RawMessage(`{"requestMeta": {"requestId": "r-` + task.ID + `"}}`)
+		if _, _, err := store.Start(ctx, &task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start(statemanager.Task{ID: "for-managers", Roles: []string{"manager"}, StartedAt: 1000})
+	start(statemanager.Task{ID: "for-bob", User: "bob", StartedAt: 2000})
+	start(statemanager.Task{ID: "for-alice", User: "alice", StartedAt: 3000})
+	start(statemanager.Task{ID: "closed-by-alice", User: "carol", StartedAt: 4000})
+	start(statemanager.Task{ID: "acme-for-alice", User: "alice", Tenant: "acme", StartedAt: 5000})
+	if _, _, err := store.Close(ctx, statemanager.Close{ID: "closed-by-alice", Status: statemanager.StatusCompleted, At: 4500, By: "alice", Key: "k"}); err != nil {
+		t.Fatal(err)
+	}
+
+	brokers := newCluster(t, requestTopic, replyTopic)
+	s := serve(t, brokers, Config{Auth: auth.Config{
+		AdminRoles: []string{"ops"},
+		Tokens: map[string]auth.Identity{
+			"alice":      {User: "alice", Roles: []string{"clerk"}},
+			"boss":       {User: "boss", Roles: []string{"ops"}},
+			"acme-alice": {User: "alice", Tenant: "acme"},
+			"acme-boss":  {User: "boss", Roles: []string{"ops"}, Tenant: "acme"},
+		},
+	}}, Deps{Stores: domains{"workflow": store}})
+
+	ids := func(raw []byte) string {
+		var out []string
+		for _, v := range gjson.ParseBytes(raw).Array() {
+			out = append(out, v.Get("taskId").String())
+		}
+		return fmt.Sprint(out)
+	}
+	tests := []struct {
+		name       string
+		token      string
+		path       string
+		wantStatus int
+		wantCode   string
+		wantIDs    string
+		check      func(t *testing.T, raw []byte)
+	}{
+		{name: "no token", path: "/tasks", wantStatus: 401, wantCode: "MISSING_TOKEN"},
+		{name: "an inbox holds only what the caller may act on", token: "alice", path: "/tasks", wantStatus: 200, wantIDs: "[for-alice]"},
+		{name: "a non-admin cannot read another user's inbox", token: "alice", path: "/tasks?user=bob", wantStatus: 200, wantIDs: "[for-alice]"},
+		{name: "nor a role's it does not hold", token: "alice", path: "/tasks?role=manager", wantStatus: 200, wantIDs: "[]"},
+		{name: "what the caller closed stays visible", token: "alice", path: "/tasks?status=completed", wantStatus: 200, wantIDs: "[closed-by-alice]"},
+		{name: "an admin sees its whole tenant", token: "boss", path: "/tasks", wantStatus: 200, wantIDs: "[for-managers for-bob for-alice]"},
+		{name: "an admin may read another user's inbox", token: "boss", path: "/tasks?user=bob", wantStatus: 200, wantIDs: "[for-bob]"},
+		{name: "another tenant's inbox", token: "acme-alice", path: "/tasks", wantStatus: 200, wantIDs: "[acme-for-alice]"},
+		{name: "another tenant's admin", token: "acme-boss", path: "/tasks", wantStatus: 200, wantIDs: "[acme-for-alice]"},
+		{name: "full=true is for admins", token: "alice", path: "/tasks?full=true", wantStatus: 403, wantCode: "FORBIDDEN"},
+		{name: "full=true on one task is for admins", token: "alice", path: "/tasks/workflow/for-alice?full=true", wantStatus: 403, wantCode: "FORBIDDEN"},
+		{name: "an admin reads envelopes", token: "boss", path: "/tasks/workflow/for-bob?full=true", wantStatus: 200,
+			check: func(t *testing.T, raw []byte) {
+				if gjson.GetBytes(raw, "envelope.requestMeta.requestId").String() != "r-for-bob" {
+					t.Errorf("body %s", raw)
+				}
+			}},
+		{name: "one's own task", token: "alice", path: "/tasks/workflow/for-alice", wantStatus: 200},
+		{name: "a task one closed", token: "alice", path: "/tasks/workflow/closed-by-alice", wantStatus: 200},
+		{name: "another user's task is not found", token: "alice", path: "/tasks/workflow/for-bob", wantStatus: 404, wantCode: "TASK_NOT_FOUND"},
+		{name: "another tenant's task is not found", token: "alice", path: "/tasks/workflow/acme-for-alice", wantStatus: 404, wantCode: "TASK_NOT_FOUND"},
+		{name: "another tenant's admin does not find it either", token: "acme-boss", path: "/tasks/workflow/for-bob", wantStatus: 404, wantCode: "TASK_NOT_FOUND"},
+		{name: "a bad domain in the path", token: "alice", path: "/tasks/a%7Bb%7D/x", wantStatus: 400, wantCode: "BAD_INPUT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := do(t, "GET", s.base+tt.path, tt.token, nil)
+			if r.status != tt.wantStatus {
+				t.Fatalf("status %d, want %d (body %s)", r.status, tt.wantStatus, r.raw)
+			}
+			if tt.wantCode != "" && r.body["code"] != tt.wantCode {
+				t.Errorf("code %v, want %s", r.body["code"], tt.wantCode)
+			}
+			if tt.wantIDs != "" {
+				if got := ids(r.raw); got != tt.wantIDs {
+					t.Errorf("ids %s, want %s", got, tt.wantIDs)
+				}
+			}
+			if tt.wantStatus == 200 && tt.check == nil && gjson.GetBytes(r.raw, "0.envelope").Exists() {
+				t.Errorf("envelope shown without full=true: %s", r.raw)
+			}
+			if tt.check != nil {
+				tt.check(t, r.raw)
+			}
+		})
+	}
 }
