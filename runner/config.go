@@ -39,6 +39,16 @@ type Config struct {
 	// Group is the consumer group every runner replica joins. Default
 	// "sagarunner".
 	Group string
+	// InstanceID turns on static group membership (KIP-345) when set: a
+	// runner restarted with the same id replaces its old self in the group
+	// at once, with its old assignment, instead of waiting for the broker
+	// to expire the dead member after the session timeout. Each replica
+	// needs its own stable id (a pod name, a host name); two live runners
+	// with one id fence each other. A static member does not leave the
+	// group when it stops, so after a graceful stop its partitions move to
+	// the others only once the session timeout passes, unless it comes
+	// back first. Default "" (dynamic membership).
+	InstanceID string
 	// RequestTopic carries continuations and direct action records. It must
 	// equal the engine's continuation topic. Default "sagarunner-requests".
 	RequestTopic string

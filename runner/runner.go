@@ -237,6 +237,9 @@ func (r *Runner) Run(ctx context.Context) error {
 		// resumed partition does not idle behind it.
 		kgo.FetchMaxWait(r.cfg.FetchMaxWait),
 	)
+	if r.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(r.cfg.InstanceID))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("runner: kafka client: %w", err)
