@@ -24,6 +24,7 @@ import (
 	"github.com/sagarunner/sagarunner/saga"
 	"github.com/sagarunner/sagarunner/saga/envelope"
 	"github.com/sagarunner/sagarunner/statemanager"
+	"github.com/sagarunner/sagarunner/timers"
 )
 
 func TestClassify(t *testing.T) {
@@ -341,4 +342,29 @@ func gauge(t *testing.T, c prometheus.Metric) float64 {
 		return out.Counter.GetValue()
 	}
 	return out.Gauge.GetValue()
+}
+
+// TestDeadlineOutputThatCannotBeProducedIsDeadLettered: a deadline's output
+// to a topic that does not exist becomes a dead letter naming the task and
+// the target; the rest of the firing is produced once and acked.
+func TestDeadlineOutputThatCannotBeProducedIsDeadLettered(t *testing.T) {
+	e := newEnv(t, sharedRedis(t), true)
+	r := e.start(e.config(), e.eng)
+	out := saga.Output{Records: []envelope.Record{
+		{Topic: "no-such-topic", Key: []byte("req-1"), Value: []byte(`{"continuation": true}`)},
+		{Topic: notifyTopic, Key: []byte("task-1"), Value: []byte(`{"taskId": "task-1", "status": "TIMEOUT"}`)},
+	}}
+	rest, err := r.emit(e.ctx, timers.Key{Domain: domain, Shard: 2}, 1, out)
+	if err != nil || len(rest.Records) != 0 {
+		t.Fatalf("emit = %d records left, %v; want all done", len(rest.Records), err)
+	}
+	dead := e.waitRecords(deadTopic, "taskId", "task-1", 1)
+	v := dead[0].Value
+	for path, want := range map[string]string{"code": DeadUndeliverable, "target": "no-such-topic", "domain": domain,
+		"partition": "2", "offset": "-1", "value.continuation": "true"} {
+		if got := gjson.GetBytes(v, path).String(); got != want {
+			t.Errorf("dead letter %s = %q, want %q: %s", path, got, want, v)
+		}
+	}
+	e.waitRecords(notifyTopic, "taskId", "task-1", 1)
 }

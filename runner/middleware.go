@@ -121,7 +121,7 @@ func (r *Runner) failurePolicy(next Handler) Handler {
 			code = DeadAttempts
 		default:
 			r.metrics.Retry(class.String())
-			return saga.Output{}, &retryError{class: class, attempt: n, err: err}
+			return saga.Output{}, err
 		}
 		reason := err.Error()
 		if code == DeadAttempts {
@@ -134,16 +134,6 @@ func (r *Runner) failurePolicy(next Handler) Handler {
 		return saga.Output{Records: []envelope.Record{dl}}, nil
 	}
 }
-
-// retryError is a step error the failure policy sends back for another try.
-type retryError struct {
-	class   Class
-	attempt int
-	err     error
-}
-
-func (e *retryError) Error() string { return e.err.Error() }
-func (e *retryError) Unwrap() error { return e.err }
 
 // deadLetter builds the dead letter of src in the engine's shape, cut to
 // MaxRecordBytes. target names the topic an output of src was meant for,
