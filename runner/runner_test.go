@@ -293,6 +293,8 @@ func TestConfigValidate(t *testing.T) {
 		}, wantErr: []string{"MaxInFlight 50 is below BatchSize 100", "Backoff.Min", "Partitions -1", "both consumed"}},
 		{name: "produce timeout under a second", cfg: Config{Brokers: []string{"b:9092"}, ProduceTimeout: time.Millisecond},
 			wantErr: []string{"ProduceTimeout"}},
+		{name: "failure policy bounds", cfg: Config{Brokers: []string{"b:9092"}, MaxAttempts: -1, MaxRecordBytes: -1, StuckAfter: -time.Second},
+			wantErr: []string{"MaxAttempts", "MaxRecordBytes", "StuckAfter"}},
 		{name: "timer config is checked", cfg: Config{Brokers: []string{"b:9092"}, Timers: timers.Config{PollInterval: -1}},
 			wantErr: []string{"PollInterval"}},
 	}
@@ -306,7 +308,8 @@ func TestConfigValidate(t *testing.T) {
 				c := tc.cfg
 				if c.Group != DefaultGroup || c.RequestTopic != DefaultRequestTopic || c.Partitions != DefaultPartitions ||
 					c.BatchSize != DefaultBatchSize || c.Backoff.Min != DefaultBackoffMin || c.Backoff.Max != DefaultBackoffMax ||
-					c.ReplicationFactor != -1 || c.Timers.PollInterval == 0 {
+					c.ReplicationFactor != -1 || c.Timers.PollInterval == 0 ||
+					c.MaxAttempts != DefaultMaxAttempts || c.MaxRecordBytes != DefaultMaxRecordBytes || c.StuckAfter != DefaultStuckAfter {
 					t.Errorf("defaults not filled: %+v", c)
 				}
 				return
@@ -329,6 +332,19 @@ func TestNewRejectsARequestTopicTheEngineDoesNotContinueOn(t *testing.T) {
 	cfg.RequestTopic = "other"
 	if _, err := New(cfg, e.eng, e.stores); err == nil || !strings.Contains(err.Error(), "continuation topic") {
 		t.Errorf("New = %v, want a continuation topic mismatch", err)
+	}
+}
+
+func TestNewRejectsAMaxRecordBytesOtherThanTheEngines(t *testing.T) {
+	e := newEnv(t, sharedRedis(t), true)
+	cfg := e.config()
+	cfg.MaxRecordBytes = saga.DefaultMaxRecordBytes / 2
+	if _, err := New(cfg, e.eng, e.stores); err == nil || !strings.Contains(err.Error(), "MaxRecordBytes") {
+		t.Errorf("New = %v, want a MaxRecordBytes mismatch", err)
+	}
+	cfg.MaxRecordBytes = 0 // takes the engine's
+	if _, err := New(cfg, e.eng, e.stores); err != nil {
+		t.Errorf("New with the engine's limit: %v", err)
 	}
 }
 
