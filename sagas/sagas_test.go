@@ -100,7 +100,7 @@ func (r *runner) collect(p produced, out saga.Output) []saga.Record {
 	var next []saga.Record
 	for _, rec := range out.Records {
 		if rec.Topic == requestTopic {
-			next = append(next, saga.Record{Topic: rec.Topic, Key: rec.Key, Value: rec.Value})
+			next = append(next, saga.Record{Topic: rec.Topic, Key: rec.Key, Value: rec.Value, Headers: rec.Headers})
 			continue
 		}
 		p[rec.Topic] = append(p[rec.Topic], rec)
