@@ -23,7 +23,8 @@ func newDevCmd() *cobra.Command {
 		Short: "Run everything in one process: embedded Kafka broker, embedded Redis, runner and gateway",
 		Long: "Starts an embedded Kafka-protocol broker on --kafka-port (any Kafka client, such as\n" +
 			"kcat -b localhost:9092, can talk to it), an embedded Redis unless --redis is given,\n" +
-			"the sagas in ./sagas and the HTTP gateway on :8080. Nothing is kept when it stops.\n" +
+			"the sagas in ./sagas and the HTTP gateway on :8080, where POST /topics/{topic} publishes\n" +
+			"to the sagas' trigger topics. Nothing is kept when it stops.\n" +
 			"Authentication is off: every caller is trusted.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -53,7 +54,10 @@ func newDevCmd() *cobra.Command {
 			}
 
 			log := newLogger(cfg.Log)
-			a, err := app.New(cfg, log, app.Options{})
+			// dev publishes to the sagas' trigger topics over HTTP, so a
+			// saga can be tried with one curl; run publishes only to what
+			// http.publishTopics lists.
+			a, err := app.New(cfg, log, app.Options{PublishSagaTopics: true})
 			if err != nil {
 				return err
 			}
@@ -78,6 +82,9 @@ func printBanner(w io.Writer, cfg *config.Config, a *app.App, redisNote string) 
 	fmt.Fprintln(w, "  auth      none configured: every caller is trusted")
 	fmt.Fprintf(w, "  topics    requests=%s replies=%s notifications=%s dead-letter=%s\n",
 		cfg.Topics.Requests, cfg.Topics.Replies, cfg.Topics.Notifications, cfg.Topics.DeadLetter)
+	if pub := app.PublishTopics(cfg, a.Sagas(), true); len(pub) > 0 && cfg.HTTP.Addr != "" {
+		fmt.Fprintf(w, "  publish   POST /topics/{topic} to %s\n", strings.Join(pub, ", "))
+	}
 	fmt.Fprintf(w, "  sagas     %d from %s\n", len(a.Sagas().Sagas), cfg.Sagas)
 	for _, g := range a.Sagas().Sagas {
 		var trig []string

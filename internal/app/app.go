@@ -6,13 +6,16 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -67,6 +70,10 @@ type Options struct {
 	// Listener, when set, serves the gateway instead of listening on
 	// cfg.HTTP.Addr (tests bind port 0).
 	Listener net.Listener
+	// PublishSagaTopics adds the loaded sagas' trigger topics to
+	// http.publishTopics, so POST /topics/{topic} can start them: what
+	// `dev` wants, and never the default of a deployment.
+	PublishSagaTopics bool
 }
 
 // New builds a process; Run starts it and Close releases it.
@@ -75,7 +82,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load sagas from %s:\n%w", cfg.Sagas, err)
 	}
-	stores, closeStores, err := BuildStores(cfg)
+	stores, defRedis, closeStores, err := buildStores(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -86,10 +93,20 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 			a.Close()
 		}
 	}()
+	keyCtx, cancelKey := context.WithTimeout(context.Background(), signingKeyTimeout)
+	signingKey, err := SigningKey(keyCtx, cfg, defRedis)
+	cancelKey()
+	if err != nil {
+		return nil, err
+	}
 	a.engine, err = saga.NewEngine(set, saga.Config{
-		Topics:     actions.Topics{Continuations: cfg.Topics.Requests, Notifications: cfg.Topics.Notifications},
-		DeadLetter: cfg.Topics.DeadLetter,
-		Stores:     stores,
+		Topics:         actions.Topics{Continuations: cfg.Topics.Requests, Notifications: cfg.Topics.Notifications},
+		DeadLetter:     cfg.Topics.DeadLetter,
+		Stores:         stores,
+		MaxRecordBytes: cfg.Runner.MaxRecordBytes,
+		SigningKey:     signingKey,
+		MaxHops:        cfg.Runner.MaxHops,
+		AdminRoles:     cfg.Auth.AdminRoles,
 	})
 	if err != nil {
 		return nil, err
@@ -114,6 +131,10 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 		BatchSize:         cfg.Runner.BatchSize,
 		KeyConcurrency:    cfg.Runner.KeyConcurrency,
 		MaxInFlight:       cfg.Runner.MaxInFlight,
+		MaxAttempts:       cfg.Runner.MaxAttempts,
+		MaxRecordBytes:    cfg.Runner.MaxRecordBytes,
+		StuckAfter:        cfg.Runner.StuckAfter,
+		InstanceID:        cfg.Kafka.InstanceID,
 		Timers: timers.Config{
 			PollInterval: cfg.Timers.PollInterval,
 			BatchSize:    cfg.Timers.BatchSize,
@@ -129,24 +150,26 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 		if err != nil {
 			return nil, err
 		}
-		tokens := map[string]auth.Identity{}
-		for _, t := range cfg.Auth.Tokens {
-			tokens[t.Token] = auth.Identity{User: t.User, Roles: t.Roles}
+		authCfg, err := AuthConfig(cfg)
+		if err != nil {
+			return nil, err
 		}
 		a.gateway, err = gateway.New(gateway.Config{
-			Addr:         cfg.HTTP.Addr,
-			RequestTopic: cfg.Topics.Requests,
-			ReplyTopic:   cfg.Topics.Replies,
-			Timeout:      cfg.HTTP.Timeout,
-			MaxBody:      cfg.HTTP.MaxBody,
-			PublishRoles: cfg.HTTP.PublishRoles,
-			Auth: auth.Config{
-				Tokens: tokens,
-				JWT: auth.JWT{Secret: cfg.Auth.JWT.Secret, Issuer: cfg.Auth.JWT.Issuer,
-					Audience: cfg.Auth.JWT.Audience, UserClaim: cfg.Auth.JWT.UserClaim,
-					RolesClaim: cfg.Auth.JWT.RolesClaim},
-			},
-		}, gateway.Deps{Sagas: set, Stores: stores, Client: a.gwClient, Logger: log, Metrics: m, Ready: a.runner.Ready})
+			Addr:          cfg.HTTP.Addr,
+			RequestTopic:  cfg.Topics.Requests,
+			ReplyTopic:    cfg.Topics.Replies,
+			Timeout:       cfg.HTTP.Timeout,
+			MaxBody:       cfg.HTTP.MaxBody,
+			PublishRoles:  cfg.HTTP.PublishRoles,
+			PublishTopics: PublishTopics(cfg, set, opt.PublishSagaTopics),
+			InternalTopics: []string{cfg.Topics.Notifications, cfg.Topics.TaskEvents, cfg.Topics.Audit,
+				cfg.Topics.DeadLetter},
+			ReadTimeout:    cfg.HTTP.ReadTimeout,
+			WriteTimeout:   cfg.HTTP.WriteTimeout,
+			IdleTimeout:    cfg.HTTP.IdleTimeout,
+			MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes,
+			Auth:           authCfg,
+		}, gateway.Deps{Sagas: set, Stores: stores, Client: a.gwClient, Logger: log, Metrics: m, Ready: a.runner.Readiness})
 		if err != nil {
 			return nil, err
 		}
@@ -203,6 +226,82 @@ func (a *App) Close() {
 	}
 }
 
+// AuthConfig maps the auth section onto the authenticator's config. A
+// static token listed twice is an error naming positions only.
+func AuthConfig(cfg *config.Config) (auth.Config, error) {
+	list := make([]auth.StaticToken, 0, len(cfg.Auth.Tokens))
+	for _, t := range cfg.Auth.Tokens {
+		list = append(list, auth.StaticToken{Token: t.Token, Identity: auth.Identity{User: t.User, Roles: t.Roles, Tenant: t.Tenant}})
+	}
+	tokens, err := auth.TokenMap(list)
+	if err != nil {
+		return auth.Config{}, fmt.Errorf("auth.tokens: %w", err)
+	}
+	j := cfg.Auth.JWT
+	return auth.Config{
+		Tokens: tokens,
+		JWT: auth.JWT{Secret: j.Secret, Issuer: j.Issuer, Audience: j.Audience, UserClaim: j.UserClaim,
+			RolesClaim: j.RolesClaim, TenantClaim: j.TenantClaim, OptionalExp: !j.RequireExp},
+		AdminRoles: cfg.Auth.AdminRoles,
+	}, nil
+}
+
+// PublishTopics is http.publishTopics, plus the sagas' trigger topics when
+// withSagas is set, less any internal topic among those (a saga may be
+// triggered by one, and the gateway refuses to list it).
+func PublishTopics(cfg *config.Config, set *saga.Set, withSagas bool) []string {
+	out := append([]string(nil), cfg.HTTP.PublishTopics...)
+	if !withSagas {
+		return out
+	}
+	internal := cfg.InternalTopics()
+	for _, t := range set.Topics() {
+		if internal[t] == "" && !strings.HasPrefix(t, "__") && !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// SigningKeyRedisKey holds the continuation signing key in the default
+// Redis when runner.signingKey is not configured.
+const SigningKeyRedisKey = "sagarunner:signing-key"
+
+// signingKeyTimeout bounds the start-up round trips for the signing key.
+const signingKeyTimeout = 10 * time.Second
+
+// SigningKey returns the key that signs continuations: runner.signingKey
+// as given, or else the key kept in rdb at SigningKeyRedisKey. The first
+// runner to start draws 32 random bytes and stores them with SET NX, and
+// every runner then reads what is stored, so all runners sharing the Redis
+// sign with one key and a continuation produced by one is accepted by the
+// others, whoever wins the race. The key never expires: continuations
+// signed with it wait in Kafka and in stored tasks for as long as tasks do.
+func SigningKey(ctx context.Context, cfg *config.Config, rdb redis.UniversalClient) ([]byte, error) {
+	if k := cfg.Runner.SigningKey; k != "" {
+		if len(k) < config.MinSigningKeyBytes {
+			return nil, fmt.Errorf("runner.signingKey: must be at least %d bytes, got %d", config.MinSigningKeyBytes, len(k))
+		}
+		return []byte(k), nil
+	}
+	fresh := make([]byte, 32)
+	if _, err := rand.Read(fresh); err != nil {
+		return nil, fmt.Errorf("signing key: draw: %w", err)
+	}
+	if err := rdb.SetNX(ctx, SigningKeyRedisKey, fresh, 0).Err(); err != nil {
+		return nil, fmt.Errorf("signing key: store it in Redis at %s (or configure runner.signingKey): %w", SigningKeyRedisKey, err)
+	}
+	key, err := rdb.Get(ctx, SigningKeyRedisKey).Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("signing key: read it from Redis at %s: %w", SigningKeyRedisKey, err)
+	}
+	if len(key) < config.MinSigningKeyBytes {
+		return nil, fmt.Errorf("signing key: Redis key %s holds %d bytes, fewer than %d; delete it or configure runner.signingKey",
+			SigningKeyRedisKey, len(key), config.MinSigningKeyBytes)
+	}
+	return key, nil
+}
+
 // publishTopics lists the topics Publish steps send to, so the runner can
 // create them with the others: a missing one would stall its partition.
 func publishTopics(set *saga.Set) []string {
@@ -241,6 +340,12 @@ func storeConfig(r config.Redis) statemanager.RedisConfig {
 // BuildStores opens the default Redis connection and one per configured
 // domain with its own address. The returned func closes them all.
 func BuildStores(c *config.Config) (*statemanager.RedisResolver, func(), error) {
+	res, _, closeAll, err := buildStores(c)
+	return res, closeAll, err
+}
+
+// buildStores is BuildStores that also returns the default connection.
+func buildStores(c *config.Config) (*statemanager.RedisResolver, redis.UniversalClient, func(), error) {
 	def := RedisClient(c.Redis)
 	clients := []redis.UniversalClient{def}
 	domains := map[string]statemanager.DomainConfig{}
@@ -263,13 +368,13 @@ func BuildStores(c *config.Config) (*statemanager.RedisResolver, func(), error) 
 		}
 		domains[sm.Domain] = dc
 	}
-	res := statemanager.NewResolver(def, storeConfig(c.Redis), domains)
+	res := statemanager.NewResolver(def, storeConfig(c.Redis), domains, statemanager.WithMaxStores(c.Redis.MaxDomains))
 	closeAll := func() {
 		for _, cl := range clients {
 			_ = cl.Close()
 		}
 	}
-	return res, closeAll, nil
+	return res, def, closeAll, nil
 }
 
 // KafkaOpts are the client options every Kafka client of the process shares.
