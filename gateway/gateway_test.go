@@ -420,7 +420,9 @@ func TestNew(t *testing.T) {
 					t.Fatal(err)
 				}
 				if g.cfg.Addr != DefaultAddr || g.cfg.Timeout != DefaultTimeout || g.cfg.MaxBody != DefaultMaxBody ||
-					g.cfg.RequestTopic != DefaultRequestTopic || g.cfg.ReplyTopic != DefaultReplyTopic {
+					g.cfg.RequestTopic != DefaultRequestTopic || g.cfg.ReplyTopic != DefaultReplyTopic ||
+					g.cfg.ReadTimeout != DefaultReadTimeout || g.cfg.WriteTimeout != DefaultTimeout+DefaultTimeoutMargin ||
+					g.cfg.IdleTimeout != DefaultIdleTimeout || g.cfg.MaxHeaderBytes != DefaultMaxHeaderBytes {
 					t.Fatalf("defaults not applied: %+v", g.cfg)
 				}
 				return

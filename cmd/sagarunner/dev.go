@@ -79,7 +79,11 @@ func printBanner(w io.Writer, cfg *config.Config, a *app.App, redisNote string) 
 	if cfg.HTTP.Addr != "" {
 		fmt.Fprintf(w, "  http      http://%s\n", displayAddr(cfg.HTTP.Addr))
 	}
-	fmt.Fprintln(w, "  auth      none configured: every caller is trusted")
+	if gw := a.Gateway(); gw != nil && gw.AuthEnabled() {
+		fmt.Fprintln(w, "  auth      on: callers need a bearer token")
+	} else {
+		fmt.Fprintln(w, "  auth      none configured: every caller is trusted")
+	}
 	fmt.Fprintf(w, "  topics    requests=%s replies=%s notifications=%s dead-letter=%s\n",
 		cfg.Topics.Requests, cfg.Topics.Replies, cfg.Topics.Notifications, cfg.Topics.DeadLetter)
 	if pub := app.PublishTopics(cfg, a.Sagas(), true); len(pub) > 0 && cfg.HTTP.Addr != "" {

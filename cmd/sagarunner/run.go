@@ -39,7 +39,7 @@ func newRunCmd() *cobra.Command {
 			}
 			defer a.Close()
 			log.Info("sagarunner running", "brokers", cfg.Brokers, "group", cfg.Group, "redis", cfg.Redis.Addr,
-				"http", cfg.HTTP.Addr, "sagas", len(a.Sagas().Sagas))
+				"http", cfg.HTTP.Addr, "publishTopics", cfg.HTTP.PublishTopics, "sagas", len(a.Sagas().Sagas))
 			return a.Run(cmd.Context())
 		},
 	}
