@@ -8,6 +8,15 @@
 // runners: each instance reads every partition of the reply topic and picks
 // out the request ids it is waiting for.
 //
+// Trust boundary (SPEC §11): the gateway builds every record's requestMeta
+// itself, from the authenticated identity (user, roles, tenant) alone; a
+// body is always data, the payload.parameters of that envelope, and the
+// record is read back with the runners' strict decoder before it is
+// produced. POST /topics/{topic} reaches only Config.PublishTopics and never
+// an internal topic. Task reads are scoped to the caller's tenant and to
+// what it may act on or has acted on; suspended envelopes and sweeping
+// sagas are for admin roles.
+//
 // Response shape of a saga path: the body is the response envelope's
 // payload as JSON, and the envelope's result travels in the X-Saga-Status,
 // X-Saga-Code headers (X-Request-Id names the request). SUCCESS, TIMEOUT and
