@@ -71,6 +71,11 @@ const (
 	CodeTaskClosed   = "TASK_CLOSED"    // the task was closed already
 	CodeForbidden    = "FORBIDDEN"      // the caller may not close that task
 	CodeFailed       = "FAILED"         // a Fail step
+	// CodeTaskIDInUse: a StartTask whose task id waits for another
+	// instance. Taking the id over would orphan that instance, and silently
+	// attaching this one to it would let anyone who knows an id squat on
+	// it; it is a business outcome, routable like any FAIL.
+	CodeTaskIDInUse = "TASK_ID_IN_USE"
 )
 
 // ErrRetryable marks infrastructure errors worth retrying; actions wrap store

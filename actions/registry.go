@@ -61,6 +61,13 @@ type Spec struct {
 	// Sweeps says the action acts on many tasks at once (TimeoutBetween):
 	// over HTTP only an admin may start a saga that runs it.
 	Sweeps bool
+	// Waits says the action parks the instance until a later record
+	// resumes it (StartTask), which makes a loop through it legitimate.
+	Waits bool
+	// ClosesTask says the action closes one waiting task named in its
+	// input (ProceedTask, TimeoutTask), so a request without a task id can
+	// be refused before it travels.
+	ClosesTask bool
 	// New builds the action from checked, defaulted, compiled config.
 	New func(c Config) (Action, error)
 }

@@ -30,12 +30,6 @@ const TimeoutKey = "timeout"
 // names none, the same default the generic /ProceedTask saga uses.
 const DefaultDomain = "workflow"
 
-// CodeTaskIDInUse is the FAIL code of a StartTask whose task id is waiting
-// for another instance: taking the id over would orphan that instance, and
-// silently attaching this one to it would let anyone who knows an id squat
-// on it. It is a business outcome, routable like any FAIL.
-const CodeTaskIDInUse = "TASK_ID_IN_USE"
-
 // maxTaskIDLen bounds a task id in bytes: it is a Redis key and the key of
 // every notification, and an unbounded one is a memory and record-size
 // hazard.
@@ -47,7 +41,8 @@ const betweenPage = 100
 
 func init() {
 	Default.Register(&Spec{
-		Name: "StartTask",
+		Name:  "StartTask",
+		Waits: true,
 		Doc: "Records the current event as a task assigned to a user or group and suspends the saga " +
 			"until a ProceedTask, a TimeoutTask or the task's deadline closes it. The task records the tenant " +
 			"of the request. Replaying the start of a task is a no-op; starting a task whose id is waiting " +
@@ -78,7 +73,8 @@ func init() {
 			"continues from the StartTask step with status TIMEOUT; a TIMEOUT notification is published. "+closeAuthDoc,
 		"timed out"))
 	Default.Register(&Spec{
-		Name: "TimeoutBetween",
+		Name:   "TimeoutBetween",
+		Sweeps: true,
 		Doc: "Times out every waiting task whose deadline lies in [from, to], each exactly as an automatic " +
 			"timeout would, then moves the state manager's watermark to the end of the range. The domain " +
 			"defaults to " + DefaultDomain + ".",
@@ -105,6 +101,7 @@ func closeSpec(name, status, doc, verb string) *Spec {
 	return &Spec{
 		Name:          name,
 		Doc:           doc,
+		ClosesTask:    true,
 		Domain:        Required,
 		InputElement:  Optional,
 		OutputElement: Optional,

@@ -32,6 +32,7 @@ const (
 var failStatus = map[string]int{
 	actions.CodeTaskNotFound: http.StatusNotFound,
 	actions.CodeTaskClosed:   http.StatusConflict,
+	actions.CodeTaskIDInUse:  http.StatusConflict,
 	actions.CodeForbidden:    http.StatusForbidden,
 	actions.CodeBadInput:     http.StatusBadRequest,
 	actions.CodePattern:      http.StatusBadRequest,
@@ -258,12 +259,10 @@ func precheck(s *saga.Saga, body []byte) error {
 }
 
 // closesTask reports whether a step closes one waiting task, whose id it
-// must then find in the body. It is the one place the gateway still knows
-// action names: the action specs do not yet declare which actions close a
-// task (a Spec field such as ClosesTask would let it ask the spec, as the
-// sweeping rule does).
+// must then find in the body; the action's spec says so.
 func closesTask(st *saga.Step) bool {
-	return st.ActionName == "ProceedTask" || st.ActionName == "TimeoutTask"
+	spec, ok := actions.Default.Lookup(st.ActionName)
+	return ok && spec.ClosesTask
 }
 
 func boolParam(r *http.Request, name string) (bool, error) {

@@ -157,6 +157,10 @@ func (g *Gateway) store(w http.ResponseWriter, domain string) (statemanager.Stor
 }
 
 func (g *Gateway) storeFailed(w http.ResponseWriter, domain string, err error) {
+	if errors.Is(err, statemanager.ErrInvalidFilter) {
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
+		return
+	}
 	g.log.Warn("gateway: state manager failed", "domain", domain, "err", err)
 	writeError(w, http.StatusServiceUnavailable, "STORE_UNAVAILABLE", fmt.Sprintf("state manager %q: %v", domain, err))
 }

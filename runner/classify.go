@@ -71,7 +71,7 @@ func Classify(err error) Class {
 	switch {
 	case err == nil:
 		return Unknown
-	case errors.Is(err, saga.ErrPermanent):
+	case errors.Is(err, saga.ErrPermanent), errors.Is(err, statemanager.ErrInvalidDomain):
 		return Permanent
 	}
 	for _, k := range permanentKafka {

@@ -6,11 +6,6 @@ import (
 	"strings"
 )
 
-// waitingActions are the actions that park an instance until a later record
-// resumes it. A loop through one of them advances only when someone acts, so
-// it is a legitimate retry loop; a loop without one would spin forever.
-var waitingActions = map[string]bool{"StartTask": true}
-
 // targets returns the step ids a step may route to, in a stable order.
 func (st *Step) targets() []string {
 	var out []string
@@ -82,7 +77,11 @@ func (l *loader) validateGraph(file string, g *Saga, name string) {
 		names := make([]string, len(loop))
 		for i, st := range loop {
 			names[i] = st.ID
-			waits = waits || waitingActions[st.ActionName]
+			// A loop through a waiting action advances only when someone
+			// acts, so it is a legitimate retry loop; one without would spin.
+			if spec, ok := l.reg.Lookup(st.ActionName); ok && spec.Waits {
+				waits = true
+			}
 		}
 		if !waits {
 			l.errorf(file, loop[0].Line, 0, "saga %q: steps %s form a loop with no waiting step (StartTask) in it, so an instance would never stop",

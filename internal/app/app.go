@@ -309,12 +309,15 @@ func publishTopics(set *saga.Set) []string {
 	var out []string
 	for _, g := range set.Sagas {
 		for _, st := range g.Steps {
-			if st.ActionName != "Publish" {
+			w, ok := st.Action.(actions.TopicWriter)
+			if !ok {
 				continue
 			}
-			if t, _ := st.Params["topic"].(string); t != "" && !seen[t] {
-				seen[t] = true
-				out = append(out, t)
+			for _, t := range w.WritesTo() {
+				if t != "" && !seen[t] {
+					seen[t] = true
+					out = append(out, t)
+				}
 			}
 		}
 	}
