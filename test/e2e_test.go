@@ -254,9 +254,9 @@ func TestEndToEnd(t *testing.T) {
 				nextDone: func(t *testing.T) { waitTask(t, p.base, "", "workflow", "dl-next-1", "WAITING") },
 			},
 			{
-				name: "an unknown saga in sagaMeta", topic: requestTopic,
+				name: "a continuation the runners did not sign", topic: requestTopic,
 				poison:   `{"sagaMeta":{"saga":"no_such_saga","stepId":"approve"},"payload":{}}`,
-				wantCode: "UNKNOWN_SAGA", wantErr: `unknown saga "no_such_saga"`,
+				wantCode: "FORGED_CONTINUATION", wantErr: `without a valid sagarunner-sig header`,
 				next: proceed("r-dl-proceed"), nextKey: "r-dl-proceed",
 				nextDone: func(t *testing.T) { waitTask(t, p.base, "", "workflow", "dl-wait", "COMPLETED") },
 			},
