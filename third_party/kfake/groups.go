@@ -1000,6 +1000,7 @@ func (g *group) replaceStaticMember(oldMemberID string, creq *clientReq, req *km
 	// Otherwise trigger a rebalance.
 	g.nJoining++
 	m.waitingReply = creq
+	g.updateHeartbeat(m) // as in addMemberAndRebalance
 	g.rebalance()
 	return nil, true
 }
@@ -1322,6 +1323,7 @@ func (g *group) rebalance() {
 		}
 	}
 
+	alreadyPreparing := g.state == groupPreparingRebalance
 	g.state = groupPreparingRebalance
 	g.clearPendingSync()
 
@@ -1330,8 +1332,16 @@ func (g *group) rebalance() {
 		return
 	}
 
-	// Always reset the timer with the current max rebalance timeout.
-	// A subsequent rebalance() call may have a different timeout.
+	// The join phase ends at the latest one rebalance timeout after it
+	// began, as Kafka's delayed join does: members joining or being
+	// removed meanwhile can only end it sooner. Re-arming the deadline
+	// on each of them let a member that never rejoins hold the group in
+	// PreparingRebalance for as long as other members kept restarting.
+	// Only completeRebalance leaves this state, and it clears the timer,
+	// so a timer still set here belongs to this join phase.
+	if alreadyPreparing && g.tRebalance != nil {
+		return
+	}
 	if g.tRebalance != nil {
 		g.tRebalance.Stop()
 	}
@@ -1368,6 +1378,15 @@ func (g *group) completeRebalance() {
 	var foundLeader bool
 	for _, m := range g.members {
 		if m.waitingReply.empty() {
+			g.removeMember(m)
+			continue
+		}
+		// A join whose connection has closed can never be answered.
+		// Kept, its member would be handed partitions it never
+		// consumes, or lead a generation that never syncs, until its
+		// session expires and the group rebalances again.
+		if !m.parkedAlive() {
+			m.waitingReply = nil
 			g.removeMember(m)
 			continue
 		}
@@ -1511,8 +1530,31 @@ func (g *group) updateHeartbeat(m *groupMember) {
 		if g.members[m.memberID] != m {
 			return
 		}
+		// A member parked in JoinGroup or SyncGroup cannot heartbeat;
+		// while its connection is open it is kept, as Kafka keeps
+		// members awaiting join or sync, and the rebalance deadlines
+		// bound the wait. Once the connection is gone no reply can
+		// reach it, so it expires like a silent member.
+		if m.parkedAlive() {
+			g.updateHeartbeat(m)
+			return
+		}
 		g.updateMemberAndRebalance(m, nil, nil)
 	})
+}
+
+// parkedAlive reports whether m waits for a JoinGroup or SyncGroup reply
+// on a connection that is still open.
+func (m *groupMember) parkedAlive() bool {
+	if m.waitingReply.empty() {
+		return false
+	}
+	select {
+	case <-m.waitingReply.cc.done:
+		return false
+	default:
+		return true
+	}
 }
 
 func (g *group) addPendingRebalance(m *groupMember) {
@@ -1623,6 +1665,10 @@ func (g *group) addMemberAndRebalance(m *groupMember, waitingReply *clientReq, j
 	g.members[m.memberID] = m
 	g.nJoining++
 	m.waitingReply = waitingReply
+	// stopPending stopped the pending member's timer. Without a new
+	// one a member whose connection died while its join was parked
+	// was never expired.
+	g.updateHeartbeat(m)
 	g.rebalance()
 }
 
@@ -1707,8 +1753,18 @@ func (g *group) reply(creq *clientReq, kresp kmsg.Response, m *groupMember) {
 		m.waitingReply = nil
 	}
 	if !creq.reply(kresp) {
-		return
+		select {
+		case <-g.c.die:
+			return
+		default:
+		}
 	}
+	// The session timer starts whether or not the response reached the
+	// client, as Kafka schedules the heartbeat expiration on completing
+	// a join or sync. A member whose connection died while its request
+	// was parked never heartbeats again; without the timer it stayed in
+	// the group for good, holding partitions, and the next rebalance
+	// waited a full rebalance timeout for it to rejoin.
 	if m != nil {
 		g.updateHeartbeat(m)
 	}
