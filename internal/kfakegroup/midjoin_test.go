@@ -185,7 +185,11 @@ func TestMemberKilledMidJoinExpires(t *testing.T) {
 
 	// A victim's second JoinGroup, the one that carries its member ID,
 	// is parked until the survivor rejoins; the victim dies right then.
+	// The dialers exist before the control that reads them runs.
 	dialers := make(map[string]*killableDialer, victims)
+	for i := range victims {
+		dialers[fmt.Sprintf("victim%d", i)] = &killableDialer{}
+	}
 	var (
 		mu       sync.Mutex
 		killed   = map[string]bool{}
@@ -206,10 +210,7 @@ func TestMemberKilledMidJoinExpires(t *testing.T) {
 		}
 		return nil, nil, false
 	})
-	for i := range victims {
-		id := fmt.Sprintf("victim%d", i)
-		d := &killableDialer{}
-		dialers[id] = d
+	for id, d := range dialers {
 		v := member(t, brokers, id+"-member", kgo.Dialer(d.DialContext))
 		t.Cleanup(func() { d.revive(); v.Close() })
 		poll(t, v)
