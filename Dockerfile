@@ -2,6 +2,8 @@
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
+# The patched embedded broker is a replaced module; go mod download reads its go.mod.
+COPY third_party/kfake/go.mod third_party/kfake/go.sum ./third_party/kfake/
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sagarunner ./cmd/sagarunner
