@@ -29,13 +29,18 @@ type FileError struct {
 	Reason string
 }
 
-// Error formats the problem as file:line: reason, the shape editors and CI
-// logs link to.
+// Error formats the problem as file:line:col: reason, the shape editors and
+// CI logs link to; the column is left out when it is not known (problems
+// about a whole step or saga, YAML syntax errors), and the line too when
+// the problem is about the whole file.
 func (e FileError) Error() string {
-	if e.Line <= 0 {
+	switch {
+	case e.Line <= 0:
 		return fmt.Sprintf("%s: %s", e.File, e.Reason)
+	case e.Col <= 0:
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason)
 	}
-	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason)
+	return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Col, e.Reason)
 }
 
 // LoadError holds every problem found while loading sagas. Loading never stops

@@ -83,17 +83,17 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown saga key",
 			yaml: "saga: s\ntrigger: {topic: t}\nretries: 3\nsteps:\n  - {id: a, action: Finish}\n",
-			want: []string{`x.yaml:3: saga: unknown key "retries" (known: saga, description, version, trigger, autoFail, steps)`},
+			want: []string{`x.yaml:3:1: saga: unknown key "retries" (known: saga, description, version, trigger, autoFail, steps)`},
 		},
 		{
 			name: "unknown step key",
 			yaml: head + "  - id: a\n    action: Finish\n    retry: 3\n",
-			want: []string{`x.yaml:6: step "a": unknown key "retry" (known: id, action, domain, inputElement, outputElement, parameters, condition, next)`},
+			want: []string{`x.yaml:6:5: step "a": unknown key "retry" (known: id, action, domain, inputElement, outputElement, parameters, condition, next)`},
 		},
 		{
 			name: "unknown trigger key",
 			yaml: "saga: s\ntrigger: {topic: t, cron: daily}\nsteps:\n  - {id: a, action: Finish}\n",
-			want: []string{`x.yaml:2: trigger: unknown key "cron" (known: topic, path)`},
+			want: []string{`x.yaml:2:21: trigger: unknown key "cron" (known: topic, path)`},
 		},
 		{
 			name: "unknown action",
@@ -103,7 +103,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown condition type",
 			yaml: head + "  - id: a\n    condition: {type: regex, element: x}\n",
-			want: []string{`x.yaml:5: step "a": unknown condition type "regex" (known: eventStatus, elementValue, hasElement, jmespath)`},
+			want: []string{`x.yaml:5:23: step "a": unknown condition type "regex" (known: eventStatus, elementValue, hasElement, jmespath)`},
 		},
 		{
 			name: "route to a missing step",
@@ -139,7 +139,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "condition pattern does not compile",
 			yaml: head + "  - id: a\n    condition:\n      type: jmespath\n      pattern: \"a[\"\n",
-			want: []string{`x.yaml:7: step "a": pattern "a[" does not compile: SyntaxError: Expected tStar, received: tEOF`},
+			want: []string{`x.yaml:7:16: step "a": pattern "a[" does not compile: SyntaxError: Expected tStar, received: tEOF`},
 		},
 		{
 			name: "missing required parameter",
@@ -169,22 +169,22 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "duplicate key",
 			yaml: "saga: s\nsaga: t\ntrigger: {topic: t}\nsteps:\n  - {id: a, action: Finish}\n",
-			want: []string{`x.yaml:2: saga: duplicate key "saga" (first at line 1)`},
+			want: []string{`x.yaml:2:1: saga: duplicate key "saga" (first at line 1)`},
 		},
 		{
 			name: "no trigger",
 			yaml: "saga: s\nsteps:\n  - {id: a, action: Finish}\n",
-			want: []string{`x.yaml:1: saga "s" has no trigger: set trigger.topic and/or trigger.path`},
+			want: []string{`x.yaml:1:1: saga "s" has no trigger: set trigger.topic and/or trigger.path`},
 		},
 		{
 			name: "no steps",
 			yaml: "saga: s\ntrigger: {topic: t}\nsteps: []\n",
-			want: []string{`x.yaml:3: saga "s" has no steps`},
+			want: []string{`x.yaml:3:8: saga "s" has no steps`},
 		},
 		{
 			name: "no name",
 			yaml: "trigger: {topic: t}\nsteps:\n  - {id: a, action: Finish}\n",
-			want: []string{`x.yaml:1: saga has no name: add the key saga`},
+			want: []string{`x.yaml:1:1: saga has no name: add the key saga`},
 		},
 		{
 			name: "both action and condition",
@@ -194,7 +194,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "neither action nor condition",
 			yaml: head + "  - id: a\n    domain: workflow\n",
-			want: []string{`x.yaml:4: step "a" has neither an action nor a condition`},
+			want: []string{`x.yaml:4:5: step "a" has neither an action nor a condition`},
 		},
 		{
 			name: "route on a status no action returns",
@@ -204,7 +204,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "trigger path without slash",
 			yaml: "saga: s\ntrigger: {path: hook}\nsteps:\n  - {id: a, action: Finish}\n",
-			want: []string{`x.yaml:2: trigger path "hook" must start with /`},
+			want: []string{`x.yaml:2:17: trigger path "hook" must start with /`},
 		},
 		{
 			name: "invalid YAML",
@@ -216,7 +216,7 @@ func TestLoadErrors(t *testing.T) {
 			yaml: head + "  - id: a\n    action: Teleport\n    next: b\n  - id: b\n    condition: {type: elementValue}\n    next: {\"*\": nowhere}\n  - {id: c, action: Finish}\n",
 			want: []string{
 				`x.yaml:5: step "a": unknown action "Teleport" (known: ` + strings.Join(actions.Default.Names(), ", ") + `)`,
-				`x.yaml:8: step "b": condition elementValue needs an element`,
+				`x.yaml:8:16: step "b": condition elementValue needs an element`,
 				`x.yaml:9: step "b": next "*" goes to unknown step "nowhere" (steps: a, b, c)`,
 				`x.yaml:10: saga "s": step "c" is unreachable from the first step "a"`,
 			},
@@ -260,9 +260,9 @@ func TestLoadFiles(t *testing.T) {
 			name:  "one file with many problems",
 			paths: []string{"testdata/bad_many.yaml"},
 			want: []string{
-				`testdata/bad_many.yaml:3: saga: unknown key "colour" (known: saga, description, version, trigger, autoFail, steps)`,
+				`testdata/bad_many.yaml:3:1: saga: unknown key "colour" (known: saga, description, version, trigger, autoFail, steps)`,
 				`testdata/bad_many.yaml:6: step "first": unknown action "Teleport" (known: ` + strings.Join(actions.Default.Names(), ", ") + `)`,
-				`testdata/bad_many.yaml:9: step "second": condition elementValue needs an element`,
+				`testdata/bad_many.yaml:9:16: step "second": condition elementValue needs an element`,
 				`testdata/bad_many.yaml:10: step "second": next "*" goes to unknown step "nowhere" (steps: first, second, orphan)`,
 				`testdata/bad_many.yaml:11: saga "many": step "orphan" is unreachable from the first step "first"`,
 			},
@@ -309,4 +309,22 @@ func TestLoadFiles(t *testing.T) {
 			t.Errorf("valid.yaml reported: %s", strings.Join(got, "\n"))
 		}
 	})
+}
+
+func TestFileErrorFormat(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  saga.FileError
+		want string
+	}{
+		{"line and column", saga.FileError{File: "x.yaml", Line: 3, Col: 7, Reason: "bad"}, "x.yaml:3:7: bad"},
+		{"line only", saga.FileError{File: "x.yaml", Line: 3, Reason: "bad"}, "x.yaml:3: bad"},
+		{"whole file", saga.FileError{File: "x.yaml", Reason: "bad"}, "x.yaml: bad"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.err.Error(); got != tc.want {
+				t.Errorf("Error() = %q, want %q", got, tc.want)
+			}
+		})
+	}
 }
