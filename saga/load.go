@@ -70,6 +70,69 @@ func Load(reg *actions.Registry, paths ...string) (*Set, error) {
 	return l.finish()
 }
 
+// BuiltInPrefix starts the file name of a built-in saga in messages, so a
+// problem or a duplicate is never mistaken for one in the user's folder.
+const BuiltInPrefix = "<built-in>/"
+
+// Shadowed is a built-in saga left out because a user's saga replaces it.
+type Shadowed struct {
+	// BuiltIn is the saga left out; By is the user's saga served instead,
+	// which has the same name or the same trigger path.
+	BuiltIn, By *Saga
+	// Same reports that By's file is a byte-for-byte copy of the built-in
+	// file, as in the folder shipped with the sources: nothing is replaced
+	// in effect, so there is nothing to warn about.
+	Same bool
+}
+
+// LoadWithBuiltIns loads paths as Load does, then adds the sagas of
+// builtIn (file name → YAML) that no loaded saga replaces: a user's saga
+// with the same name or the same trigger path wins, and is reported in
+// shadowed. A built-in therefore never makes a duplicate, and the user's
+// folder can always override one. Built-in files are named BuiltInPrefix
+// plus their file name in messages.
+func LoadWithBuiltIns(reg *actions.Registry, builtIn map[string][]byte, paths ...string) (set *Set, shadowed []Shadowed, err error) {
+	l := newLoader(reg)
+	for _, p := range paths {
+		l.addPath(p)
+	}
+	b := newLoader(reg)
+	names := make([]string, 0, len(builtIn))
+	for name := range builtIn {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		b.parseFile(BuiltInPrefix+name, builtIn[name])
+	}
+	l.errs = append(l.errs, b.errs...)
+	for _, g := range b.sagas {
+		by := replacing(l.sagas, g)
+		if by == nil {
+			l.sagas = append(l.sagas, g)
+			continue
+		}
+		same := l.files[by.File] != nil && bytes.Equal(l.files[by.File], b.files[g.File])
+		shadowed = append(shadowed, Shadowed{BuiltIn: g, By: by, Same: same})
+	}
+	set, err = l.finish()
+	if err != nil {
+		return nil, nil, err
+	}
+	return set, shadowed, nil
+}
+
+// replacing returns the saga of user that takes the place of the built-in
+// g: the first with its name or its trigger path.
+func replacing(user []*Saga, g *Saga) *Saga {
+	for _, u := range user {
+		if u.Name == g.Name || (g.Trigger.Path != "" && u.Trigger.Path == g.Trigger.Path) {
+			return u
+		}
+	}
+	return nil
+}
+
 // LoadBytes loads the sagas of one YAML document stream; name is used as the
 // file name in messages.
 func LoadBytes(reg *actions.Registry, name string, data []byte) (*Set, error) {
@@ -83,13 +146,16 @@ type loader struct {
 	reg   *actions.Registry
 	errs  []FileError
 	sagas []*Saga
+	// files keeps each file's bytes, so a user's copy of a built-in file
+	// can be told from a real replacement.
+	files map[string][]byte
 }
 
 func newLoader(reg *actions.Registry) *loader {
 	if reg == nil {
 		reg = actions.Default
 	}
-	return &loader{reg: reg}
+	return &loader{reg: reg, files: map[string][]byte{}}
 }
 
 func (l *loader) errorf(file string, line, col int, format string, args ...any) {
@@ -176,6 +242,7 @@ func (l *loader) yamlError(file string, err error) {
 
 // parseFile reads every YAML document of a file; each document is one saga.
 func (l *loader) parseFile(file string, data []byte) {
+	l.files[file] = data
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	found := 0
 	for {

@@ -2,6 +2,7 @@ package saga_test
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -324,6 +325,61 @@ func TestFileErrorFormat(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.err.Error(); got != tc.want {
 				t.Errorf("Error() = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadWithBuiltIns(t *testing.T) {
+	const hook = "saga: hook\ntrigger: {path: /Hook}\nsteps:\n  - id: f\n    action: Finish\n"
+	builtIn := map[string][]byte{"hook.yaml": []byte(hook)}
+	for _, tc := range []struct {
+		name string
+		user string // the one user file's content; "" for an empty folder
+		// wantHook is the file of the saga served on /Hook.
+		wantHook     string
+		wantShadowed string // "built-in name -> user name", "" for none
+		wantSame     bool
+	}{
+		{name: "empty folder serves the built-in", wantHook: saga.BuiltInPrefix + "hook.yaml"},
+		{name: "an unrelated user saga leaves it",
+			user:     "saga: other\ntrigger: {path: /Other}\nsteps:\n  - id: f\n    action: Finish\n",
+			wantHook: saga.BuiltInPrefix + "hook.yaml"},
+		{name: "a user saga on the same path wins",
+			user:     "saga: mine\ntrigger: {path: /Hook}\nsteps:\n  - id: f\n    action: Finish\n",
+			wantHook: "user.yaml", wantShadowed: "hook -> mine"},
+		{name: "a user saga with the same name wins",
+			user:         "saga: hook\ntrigger: {topic: t}\nsteps:\n  - id: f\n    action: Finish\n",
+			wantShadowed: "hook -> hook"},
+		{name: "a copy of the built-in file is the same",
+			user: hook, wantHook: "user.yaml", wantShadowed: "hook -> hook", wantSame: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.user != "" {
+				if err := os.WriteFile(filepath.Join(dir, "user.yaml"), []byte(tc.user), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			set, shadowed, err := saga.LoadWithBuiltIns(actions.Default, builtIn, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotHook := ""
+			if g, ok := set.ByPath("/Hook"); ok {
+				gotHook = strings.TrimPrefix(g.File, dir+string(filepath.Separator))
+			}
+			if gotHook != tc.wantHook {
+				t.Errorf("/Hook served from %q, want %q", gotHook, tc.wantHook)
+			}
+			var got []string
+			same := false
+			for _, s := range shadowed {
+				got = append(got, s.BuiltIn.Name+" -> "+s.By.Name)
+				same = same || s.Same
+			}
+			if strings.Join(got, ", ") != tc.wantShadowed || same != tc.wantSame {
+				t.Errorf("shadowed = %q (same %v), want %q (same %v)", got, same, tc.wantShadowed, tc.wantSame)
 			}
 		})
 	}
