@@ -30,6 +30,7 @@ import (
 	"github.com/sagarunner/sagarunner/metrics"
 	"github.com/sagarunner/sagarunner/runner"
 	"github.com/sagarunner/sagarunner/saga"
+	"github.com/sagarunner/sagarunner/sagas"
 	"github.com/sagarunner/sagarunner/statemanager"
 	"github.com/sagarunner/sagarunner/timers"
 )
@@ -78,9 +79,9 @@ type Options struct {
 
 // New builds a process; Run starts it and Close releases it.
 func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
-	set, err := saga.Load(actions.Default, cfg.Sagas)
+	set, err := LoadSagas(cfg.Sagas, log)
 	if err != nil {
-		return nil, fmt.Errorf("load sagas from %s:\n%w", cfg.Sagas, err)
+		return nil, err
 	}
 	stores, defRedis, closeStores, err := buildStores(cfg)
 	if err != nil {
@@ -176,6 +177,25 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// LoadSagas loads the sagas of dir beside the built-in /ProceedTask and
+// /TimeoutTask, so those hooks are served whatever folder is configured. A
+// saga of dir with a built-in's name or trigger path replaces it, with one
+// warning naming both, unless its file is a copy of the built-in one.
+func LoadSagas(dir string, log *slog.Logger) (*saga.Set, error) {
+	set, shadowed, err := saga.LoadWithBuiltIns(actions.Default, sagas.BuiltIn(), dir)
+	if err != nil {
+		return nil, fmt.Errorf("load sagas from %s:\n%w", dir, err)
+	}
+	for _, s := range shadowed {
+		if !s.Same {
+			log.Warn("a saga of the sagas folder replaces a built-in saga",
+				"builtIn", s.BuiltIn.Name, "builtInPath", s.BuiltIn.Trigger.Path,
+				"saga", s.By.Name, "path", s.By.Trigger.Path, "file", fmt.Sprintf("%s:%d", s.By.File, s.By.Line))
+		}
+	}
+	return set, nil
 }
 
 // Run runs the runner and the gateway until ctx ends or one of them fails,
