@@ -29,6 +29,15 @@ func TestValidate(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("saga: bad\nversion: 1\ntrigger: {topic: t}\nsteps:\n  - id: a\n    action: NoSuchAction\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	userDir, overDir := t.TempDir(), t.TempDir()
+	for dir, content := range map[string]string{
+		userDir: "saga: mine\ntrigger: {topic: t}\nsteps:\n  - id: f\n    action: Finish\n",
+		overDir: "saga: mine\ntrigger: {path: /ProceedTask}\nsteps:\n  - id: f\n    action: Finish\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, "mine.yaml"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		name     string
 		args     []string
@@ -36,7 +45,10 @@ func TestValidate(t *testing.T) {
 		wantOut  string
 	}{
 		{"shipped sagas are valid", []string{"validate", "../../sagas"}, 0, "ok  job_post_approval"},
-		{"bad file reports file:line", []string{"validate", bad}, 1, "bad.yaml:6"},
+		{"bad file reports file:line:col", []string{"validate", bad}, 1, "bad.yaml:6"},
+		{"built-ins load beside a folder holding copies of them", []string{"validate", "../../sagas"}, 0, "ok  proceed_task"},
+		{"built-ins are listed as such", []string{"validate", userDir}, 0, "(POST /ProceedTask)  built-in"},
+		{"a user's saga on a built-in path replaces it", []string{"validate", overDir}, 0, `saga "mine" replaces the built-in "proceed_task"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, errOut, err := execute(t, "", tc.args...)
