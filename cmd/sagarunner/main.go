@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -40,8 +41,12 @@ func newRoot() *cobra.Command {
 		Short:         "Run declarative YAML sagas with human tasks on Kafka and Redis",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// cobra prints Version for --version; the template keeps it the
+		// same one line as `sagarunner version`.
+		Version: versionLine(debug.ReadBuildInfo()),
 	}
-	root.AddCommand(newDevCmd(), newRunCmd(), newValidateCmd(), newPublishCmd(), newTasksCmd(), newActionsCmd())
+	root.SetVersionTemplate("{{.Version}}\n")
+	root.AddCommand(newVersionCmd(), newDevCmd(), newRunCmd(), newValidateCmd(), newPublishCmd(), newTasksCmd(), newActionsCmd())
 	addExtraCommands(root)
 	return root
 }
