@@ -1,5 +1,10 @@
 // Package redistest gives tests a real redis-server on a free port: one
 // shared per test binary, or one of their own to kill and restart.
+//
+// Nothing outlives the test binary: a test's own server stops when the test
+// ends, and the shared one, which no test owns, keeps nothing on disk and
+// is killed with the binary (see internal/redisserver), so a package needs
+// no TestMain for it.
 package redistest
 
 import (
@@ -31,7 +36,15 @@ var (
 // skipped, unless CI is set, where it fails: CI installs it.
 func Start(t testing.TB) (addr string, client *redis.Client) {
 	t.Helper()
-	sharedOnce.Do(func() { shared, sharedErr = startServer() })
+	sharedOnce.Do(func() {
+		shared, sharedErr = startServer()
+		if sharedErr == nil {
+			// No test is the last to use it, so no cleanup could remove
+			// its directory at the right time: remove it now. It
+			// persists nothing and is never restarted.
+			shared.ReleaseDir()
+		}
+	})
 	if sharedErr != nil {
 		if os.Getenv("CI") == "" {
 			t.Skipf("redistest: %v", sharedErr)
