@@ -1,10 +1,12 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
-	"sort"
+	"regexp"
 	"strings"
 	"time"
 
@@ -46,6 +48,9 @@ type Config struct {
 	// RedisExplicit reports whether redis.addr was given (file, environment
 	// or flag) rather than defaulted; `dev` embeds a Redis when it was not.
 	RedisExplicit bool `mapstructure:"-"`
+	// HTTPExplicit reports whether http.addr was given rather than
+	// defaulted; `dev` listens on the loopback interface when it was not.
+	HTTPExplicit bool `mapstructure:"-"`
 }
 
 // Kafka holds Kafka client settings beyond the brokers.
@@ -302,9 +307,10 @@ const EnvPrefix = "SAGARUNNER"
 
 // Load reads the configuration: defaults, then file (if not ""), then the
 // environment, then the flags in bind (flag name → config key) that were set
-// on fs. Every problem is reported at once.
+// on fs. Every problem is reported at once, as Errors: each located at its
+// file:line:col, or naming the flag or environment variable that set the
+// value.
 func Load(file string, fs *pflag.FlagSet, bind map[string]string) (*Config, error) {
-	var keyErr error
 	v := viper.New()
 	for k, d := range defaults {
 		v.SetDefault(k, d)
@@ -317,12 +323,24 @@ func Load(file string, fs *pflag.FlagSet, bind map[string]string) (*Config, erro
 	for k := range defaults {
 		_ = v.BindEnv(k)
 	}
+	var errs Errors
+	pos := filePositions{}
 	if file != "" {
-		v.SetConfigFile(file)
-		if err := v.ReadInConfig(); err != nil {
-			return nil, fmt.Errorf("config: read %s: %w", file, err)
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, Errors{{File: file, Reason: fmt.Sprintf("read: %v", unwrapPathError(err))}}
 		}
-		keyErr = checkKeys(v, file)
+		// yaml.v3 first: its nodes carry the positions viper drops, and a
+		// syntax error is reported at its line.
+		var perrs Errors
+		if pos, perrs = parseFile(file, data); pos == nil {
+			return nil, perrs
+		}
+		errs = append(errs, perrs...)
+		v.SetConfigType("yaml")
+		if err := v.ReadConfig(bytes.NewReader(data)); err != nil {
+			return nil, Errors{{File: file, Reason: err.Error()}}
+		}
 	}
 	if fs != nil {
 		for flag, key := range bind {
@@ -337,24 +355,95 @@ func Load(file string, fs *pflag.FlagSet, bind map[string]string) (*Config, erro
 			}
 		}
 	}
-	var c Config
-	if err := v.Unmarshal(&c); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	c.RedisExplicit = os.Getenv(EnvPrefix+"_REDIS_ADDR") != "" || (file != "" && v.InConfig("redis.addr"))
-	if fs != nil {
-		for flag, key := range bind {
-			if key == "redis.addr" && fs.Lookup(flag) != nil && fs.Lookup(flag).Changed {
-				c.RedisExplicit = true
+	// locate says where key's value came from, the same precedence as
+	// viper's: a flag, then the environment, then the file.
+	flagOf := func(key string) string {
+		for flag, k := range bind {
+			if strings.EqualFold(k, key) && fs != nil && fs.Lookup(flag) != nil && fs.Lookup(flag).Changed {
+				return "--" + flag
 			}
 		}
+		return ""
 	}
+	locate := func(e Error) Error {
+		if e.File != "" || e.Key == "" {
+			return e
+		}
+		if f := flagOf(e.Key); f != "" {
+			e.Source = f
+			return e
+		}
+		if os.Getenv(envVar(e.Key)) != "" {
+			e.Source = envVar(e.Key)
+			return e
+		}
+		if at, ok := pos.lookup(e.Key); ok {
+			e.File, e.Line, e.Col = file, at.line, at.col
+		}
+		return e
+	}
+	var c Config
+	if err := v.Unmarshal(&c); err != nil {
+		// A value of the wrong type leaves its field zero; checking the
+		// rest would only add noise about it.
+		reported := map[string]bool{}
+		for _, e := range errs {
+			reported[strings.ToLower(e.Key)] = true
+		}
+		for _, e := range decodeErrors(err) {
+			if !reported[strings.ToLower(e.Key)] { // "must be a mapping" already says it
+				errs = append(errs, locate(e))
+			}
+		}
+		return nil, errs.orNil()
+	}
+	explicit := func(key string) bool {
+		return flagOf(key) != "" || os.Getenv(envVar(key)) != "" || (file != "" && v.InConfig(key))
+	}
+	c.RedisExplicit = explicit("redis.addr")
+	c.HTTPExplicit = explicit("http.addr")
 	// A comma-separated SAGARUNNER_BROKERS arrives as one element.
 	c.Brokers = splitList(c.Brokers)
-	if err := errors.Join(keyErr, c.Validate()); err != nil {
+	for _, e := range c.validate() {
+		errs = append(errs, locate(e))
+	}
+	if err := errs.orNil(); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// decodeLine is one problem of mapstructure's decoding error: 'key' reason.
+var decodeLine = regexp.MustCompile(`^'([^']+)' (.*)$`)
+
+// decodeErrors splits viper's decoding error into one Error per key.
+func decodeErrors(err error) Errors {
+	var out Errors
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if sub := decodeLine.FindStringSubmatch(strings.TrimSpace(line)); sub != nil {
+			out = append(out, Error{Key: sub[1], Reason: sub[2]})
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, Error{Reason: err.Error()})
+	}
+	return out
+}
+
+// unwrapPathError drops the path from an *fs.PathError, which the message
+// already starts with.
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// envVar is the environment variable that sets key: SAGARUNNER_REDIS_ADDR
+// for redis.addr.
+func envVar(key string) string {
+	return EnvPrefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
 }
 
 func splitList(in []string) []string {
@@ -384,100 +473,68 @@ var known = func() map[string]bool {
 	return m
 }()
 
-func checkKeys(v *viper.Viper, file string) error {
-	var errs []string
-	for _, k := range v.AllKeys() {
-		switch {
-		case known[k]:
-		case k == "auth.tokens":
-			errs = append(errs, listKeys(v.Get(k), file, k, "token", "user", "roles", "tenant")...)
-		case k == "statemanagers":
-			errs = append(errs, listKeys(v.Get(k), file, k, "domain", "addr", "db", "username", "password",
-				"prefix", "shards", "closedttl")...)
-		default:
-			errs = append(errs, fmt.Sprintf("%s: unknown key %q", file, k))
-		}
-	}
-	sort.Strings(errs)
-	if len(errs) > 0 {
-		return errors.New(strings.Join(errs, "\n"))
-	}
-	return nil
+// listItems are the keys holding lists of mappings, with the keys each
+// item may have.
+var listItems = map[string][]string{
+	"auth.tokens":   {"token", "user", "roles", "tenant"},
+	"statemanagers": {"domain", "addr", "db", "username", "password", "prefix", "shards", "closedTTL"},
 }
 
-// listKeys checks the keys of each map in a list value.
-func listKeys(val any, file, key string, allowed ...string) []string {
-	items, ok := val.([]any)
-	if !ok {
-		return []string{fmt.Sprintf("%s: %s must be a list", file, key)}
-	}
-	var errs []string
-	for i, it := range items {
-		m, ok := it.(map[string]any)
-		if !ok {
-			errs = append(errs, fmt.Sprintf("%s: %s[%d] must be a mapping", file, key, i))
-			continue
-		}
-		for k := range m {
-			found := false
-			for _, a := range allowed {
-				if strings.EqualFold(k, a) {
-					found = true
-				}
-			}
-			if !found {
-				errs = append(errs, fmt.Sprintf("%s: unknown key %q in %s[%d] (known: %s)", file, k, key, i, strings.Join(allowed, ", ")))
-			}
-		}
-	}
-	return errs
-}
+// Validate reports every inconsistency at once, as Errors sorted by key.
+func (c *Config) Validate() error { return c.validate().orNil() }
 
-// Validate reports every inconsistency at once.
-func (c *Config) Validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+// validate returns each problem under the key it is about, for Load to
+// locate.
+func (c *Config) validate() Errors {
+	var errs Errors
+	add := func(key, format string, args ...any) {
+		errs = append(errs, Error{Key: key, Reason: fmt.Sprintf(format, args...)})
+	}
 	if len(c.Brokers) == 0 {
-		add("brokers: at least one broker is required")
+		add("brokers", "at least one broker is required")
 	}
 	if c.Group == "" {
-		add("group: must not be empty")
+		add("group", "must not be empty")
 	}
-	for name, t := range map[string]string{"topics.requests": c.Topics.Requests, "topics.replies": c.Topics.Replies,
-		"topics.notifications": c.Topics.Notifications, "topics.deadLetter": c.Topics.DeadLetter,
-		"topics.taskEvents": c.Topics.TaskEvents, "topics.audit": c.Topics.Audit} {
-		if t == "" {
-			add("%s: must not be empty", name)
+	for _, t := range []struct{ key, topic string }{{"topics.requests", c.Topics.Requests}, {"topics.replies", c.Topics.Replies},
+		{"topics.notifications", c.Topics.Notifications}, {"topics.deadLetter", c.Topics.DeadLetter},
+		{"topics.taskEvents", c.Topics.TaskEvents}, {"topics.audit", c.Topics.Audit}} {
+		if t.topic == "" {
+			add(t.key, "must not be empty")
 		}
 	}
 	if c.Topics.Requests == c.Topics.Replies {
-		add("topics.replies: must differ from topics.requests")
+		add("topics.replies", "must differ from topics.requests")
 	}
 	if c.Topics.Partitions < 1 {
-		add("topics.partitions: must be at least 1, got %d", c.Topics.Partitions)
+		add("topics.partitions", "must be at least 1, got %d", c.Topics.Partitions)
 	}
+	// A state manager's zero shards and closedTTL mean "as the default
+	// section", so only negative values are wrong there.
 	checkRedis := func(name string, r Redis) {
 		if r.Shards < 0 {
-			add("%s.shards: must not be negative, got %d", name, r.Shards)
+			add(name+".shards", "must not be negative, got %d", r.Shards)
 		}
 		if r.ClosedTTL < 0 {
-			add("%s.closedTTL: must not be negative", name)
+			add(name+".closedTTL", "must not be negative")
 		}
 	}
 	if c.Redis.Addr == "" {
-		add("redis.addr: must not be empty")
+		add("redis.addr", "must not be empty")
 	}
 	if c.Redis.Shards < 1 {
-		add("redis.shards: must be at least 1, got %d", c.Redis.Shards)
+		add("redis.shards", "must be at least 1, got %d", c.Redis.Shards)
 	}
-	checkRedis("redis", c.Redis)
+	if c.Redis.ClosedTTL < 0 {
+		add("redis.closedTTL", "must not be negative")
+	}
 	seen := map[string]bool{}
 	for i, sm := range c.StateManagers {
 		name := fmt.Sprintf("stateManagers[%d]", i)
 		if sm.Domain == "" {
-			add("%s.domain: must not be empty", name)
+			add(name+".domain", "must not be empty")
 		} else if seen[sm.Domain] {
-			add("%s.domain: %q is listed twice", name, sm.Domain)
+			add(name+".domain", "%q is listed twice", sm.Domain)
 		}
 		seen[sm.Domain] = true
 		checkRedis(name, sm.Redis)
@@ -485,98 +542,94 @@ func (c *Config) Validate() error {
 	firstToken := map[string]int{}
 	for i, t := range c.Auth.Tokens {
 		if t.Token == "" {
-			add("auth.tokens[%d].token: must not be empty", i)
+			add(fmt.Sprintf("auth.tokens[%d].token", i), "must not be empty")
 		}
 		if t.User == "" {
-			add("auth.tokens[%d].user: must not be empty", i)
+			add(fmt.Sprintf("auth.tokens[%d].user", i), "must not be empty")
 		}
 		// Never print the token: configuration errors end up in logs.
 		if j, dup := firstToken[t.Token]; dup && t.Token != "" {
-			add("auth.tokens[%d].token: same token as auth.tokens[%d]; each token must stand for one identity", i, j)
+			add(fmt.Sprintf("auth.tokens[%d].token", i), "same token as auth.tokens[%d]; each token must stand for one identity", j)
 		} else {
 			firstToken[t.Token] = i
 		}
 	}
 	for i, r := range c.Auth.AdminRoles {
 		if r == "" {
-			add("auth.adminRoles[%d]: must not be empty", i)
+			add(fmt.Sprintf("auth.adminRoles[%d]", i), "must not be empty")
 		}
 	}
 	internal := c.InternalTopics()
 	for i, t := range c.HTTP.PublishTopics {
+		key := fmt.Sprintf("http.publishTopics[%d]", i)
 		switch {
 		case t == "":
-			add("http.publishTopics[%d]: must not be empty", i)
+			add(key, "must not be empty")
 		case strings.HasPrefix(t, "__"):
-			add("http.publishTopics[%d]: %q is a broker-internal topic", i, t)
+			add(key, "%q is a broker-internal topic", t)
 		case internal[t] != "":
-			add("http.publishTopics[%d]: %q is the %s topic; internal topics are never publishable over HTTP", i, t, internal[t])
+			add(key, "%q is the %s topic; internal topics are never publishable over HTTP", t, internal[t])
 		}
 	}
-	if c.Kafka.SessionTimeout <= 0 || c.Kafka.RebalanceTimeout <= 0 {
-		add("kafka.sessionTimeout and kafka.rebalanceTimeout: must be positive")
-	}
-	if c.HTTP.Timeout <= 0 {
-		add("http.timeout: must be positive")
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{{"kafka.sessionTimeout", c.Kafka.SessionTimeout}, {"kafka.rebalanceTimeout", c.Kafka.RebalanceTimeout},
+		{"http.timeout", c.HTTP.Timeout}, {"http.idleTimeout", c.HTTP.IdleTimeout},
+		{"runner.stuckAfter", c.Runner.StuckAfter}, {"timers.pollInterval", c.Timers.PollInterval}} {
+		if d.d <= 0 {
+			add(d.key, "must be positive, got %v", d.d)
+		}
 	}
 	if c.HTTP.MaxBody <= 0 {
-		add("http.maxBody: must be positive")
+		add("http.maxBody", "must be positive, got %d", c.HTTP.MaxBody)
 	}
-	if c.HTTP.IdleTimeout <= 0 {
-		add("http.idleTimeout: must be positive")
-	}
-	for name, d := range map[string]time.Duration{"http.readTimeout": c.HTTP.ReadTimeout, "http.writeTimeout": c.HTTP.WriteTimeout} {
-		if d <= c.HTTP.Timeout {
-			add("%s: must exceed http.timeout (%v), or synchronous requests are cut before they answer, got %v", name, c.HTTP.Timeout, d)
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{{"http.readTimeout", c.HTTP.ReadTimeout}, {"http.writeTimeout", c.HTTP.WriteTimeout}} {
+		if d.d <= c.HTTP.Timeout {
+			add(d.key, "must exceed http.timeout (%v), or synchronous requests are cut before they answer, got %v", c.HTTP.Timeout, d.d)
 		}
 	}
 	if c.HTTP.MaxHeaderBytes < 1024 {
-		add("http.maxHeaderBytes: must be at least 1024, got %d", c.HTTP.MaxHeaderBytes)
+		add("http.maxHeaderBytes", "must be at least 1024, got %d", c.HTTP.MaxHeaderBytes)
 	}
-	if c.Runner.BatchSize < 1 || c.Runner.KeyConcurrency < 1 || c.Runner.MaxInFlight < c.Runner.BatchSize {
-		add("runner: batchSize and keyConcurrency must be at least 1 and maxInFlight at least batchSize")
+	for _, n := range []struct {
+		key    string
+		n, min int
+	}{{"runner.batchSize", c.Runner.BatchSize, 1}, {"runner.keyConcurrency", c.Runner.KeyConcurrency, 1},
+		{"runner.maxAttempts", c.Runner.MaxAttempts, 1}, {"runner.maxHops", c.Runner.MaxHops, 1},
+		{"runner.maxRecordBytes", c.Runner.MaxRecordBytes, 1024}, {"redis.maxDomains", c.Redis.MaxDomains, 1},
+		{"timers.batchSize", c.Timers.BatchSize, 1}} {
+		if n.n < n.min {
+			add(n.key, "must be at least %d, got %d", n.min, n.n)
+		}
 	}
-	if c.Runner.MaxAttempts < 1 {
-		add("runner.maxAttempts: must be at least 1, got %d", c.Runner.MaxAttempts)
-	}
-	if c.Runner.MaxHops < 1 {
-		add("runner.maxHops: must be at least 1, got %d", c.Runner.MaxHops)
-	}
-	if c.Runner.MaxRecordBytes < 1024 {
-		add("runner.maxRecordBytes: must be at least 1024, got %d", c.Runner.MaxRecordBytes)
-	}
-	if c.Runner.StuckAfter <= 0 {
-		add("runner.stuckAfter: must be positive")
+	if c.Runner.BatchSize >= 1 && c.Runner.MaxInFlight < c.Runner.BatchSize {
+		add("runner.maxInFlight", "must be at least runner.batchSize (%d), got %d", c.Runner.BatchSize, c.Runner.MaxInFlight)
 	}
 	if k := c.Runner.SigningKey; k != "" && len(k) < MinSigningKeyBytes {
 		// The length only: the key is a secret.
-		add("runner.signingKey: must be at least %d bytes, got %d (leave it empty to share a random key through Redis)", MinSigningKeyBytes, len(k))
-	}
-	if c.Redis.MaxDomains < 1 {
-		add("redis.maxDomains: must be at least 1, got %d", c.Redis.MaxDomains)
-	}
-	if c.Timers.PollInterval <= 0 {
-		add("timers.pollInterval: must be positive")
-	}
-	if c.Timers.BatchSize < 1 {
-		add("timers.batchSize: must be at least 1")
+		add("runner.signingKey", "must be at least %d bytes, got %d (leave it empty to share a random key through Redis)", MinSigningKeyBytes, len(k))
 	}
 	switch strings.ToLower(c.Kafka.SASLMechanism) {
 	case "", "plain", "scram-sha-256", "scram-sha-512":
 	default:
-		add("kafka.saslMechanism: want plain, scram-sha-256 or scram-sha-512, got %q", c.Kafka.SASLMechanism)
+		add("kafka.saslMechanism", "want plain, scram-sha-256 or scram-sha-512, got %q", c.Kafka.SASLMechanism)
 	}
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "error":
 	default:
-		add("log.level: want debug, info, warn or error, got %q", c.Log.Level)
+		add("log.level", "want debug, info, warn or error, got %q", c.Log.Level)
 	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
-		add("log.format: want text or json, got %q", c.Log.Format)
+		add("log.format", "want text or json, got %q", c.Log.Format)
 	}
-	return errors.Join(errs...)
+	errs.sort()
+	return errs
 }
 
 // MinSigningKeyBytes is the shortest runner.signingKey accepted: an HMAC

@@ -175,7 +175,7 @@ func TestErrors(t *testing.T) {
 		{"runner bounds", "runner: {maxAttempts: 0, maxHops: 0, maxRecordBytes: 10, stuckAfter: 0s}\nredis: {maxDomains: 0}\n",
 			[]string{"runner.maxAttempts", "runner.maxHops", "runner.maxRecordBytes", "runner.stuckAfter", "redis.maxDomains"}},
 		{"empty admin role", "auth: {adminRoles: [\"\"]}\n", []string{"auth.adminRoles[0]"}},
-		{"bad yaml", "brokers: [\n", []string{"read"}},
+		{"bad yaml", "brokers: [\n", []string{"sagarunner.yaml:1: invalid YAML: did not find expected node content"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(writeFile(t, tc.body), nil, nil)
@@ -196,19 +196,44 @@ func TestErrors(t *testing.T) {
 	}
 }
 
-func TestRedisExplicit(t *testing.T) {
-	c, err := Load("", nil, nil)
-	if err != nil || c.RedisExplicit {
-		t.Fatalf("default: explicit=%v err=%v", c.RedisExplicit, err)
-	}
-	c, err = Load(writeFile(t, "redis: {addr: \"r:1\"}\n"), nil, nil)
-	if err != nil || !c.RedisExplicit {
-		t.Fatalf("file: explicit=%v err=%v", c.RedisExplicit, err)
-	}
-	t.Setenv("SAGARUNNER_REDIS_ADDR", "e:1")
-	c, err = Load("", nil, nil)
-	if err != nil || !c.RedisExplicit {
-		t.Fatalf("env: explicit=%v err=%v", c.RedisExplicit, err)
+func TestExplicit(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		file      string
+		env, flag [2]string // name, value
+		wantRedis bool
+		wantHTTP  bool
+	}{
+		{name: "defaults"},
+		{name: "file", file: "redis: {addr: \"r:1\"}\nhttp: {addr: \":9\"}\n", wantRedis: true, wantHTTP: true},
+		{name: "environment", env: [2]string{"SAGARUNNER_REDIS_ADDR", "e:1"}, wantRedis: true},
+		{name: "http environment", env: [2]string{"SAGARUNNER_HTTP_ADDR", ":9"}, wantHTTP: true},
+		{name: "flag", flag: [2]string{"http", "127.0.0.1:9"}, wantHTTP: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env[0] != "" {
+				t.Setenv(tc.env[0], tc.env[1])
+			}
+			file := ""
+			if tc.file != "" {
+				file = writeFile(t, tc.file)
+			}
+			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+			fs.String("http", "", "")
+			fs.String("redis", "", "")
+			if tc.flag[0] != "" {
+				if err := fs.Set(tc.flag[0], tc.flag[1]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := Load(file, fs, map[string]string{"http": "http.addr", "redis": "redis.addr"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.RedisExplicit != tc.wantRedis || c.HTTPExplicit != tc.wantHTTP {
+				t.Errorf("RedisExplicit=%v HTTPExplicit=%v, want %v %v", c.RedisExplicit, c.HTTPExplicit, tc.wantRedis, tc.wantHTTP)
+			}
+		})
 	}
 }
 
@@ -224,7 +249,67 @@ func TestExampleFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.RedisExplicit, d.RedisExplicit = false, false
+	c.HTTPExplicit, d.HTTPExplicit = false, false
 	if fmt.Sprintf("%+v", *c) != fmt.Sprintf("%+v", *d) {
 		t.Errorf("example file differs from the defaults:\nfile     %+v\ndefaults %+v", *c, *d)
+	}
+}
+
+// TestErrorPositions pins the shape of every problem: file:line:col: from
+// the file, the flag or variable otherwise, all at once and in the same
+// order on every run (some once came from map iteration).
+func TestErrorPositions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		body string
+		env  map[string]string
+		flag [2]string
+		want []string // F stands for the file
+	}{
+		{name: "unknown keys", body: "grop: x\nredis: {adr: y}\n", want: []string{
+			`F:1:1: unknown key "grop"`,
+			`F:2:9: unknown key "redis.adr"`}},
+		{name: "list items", body: "auth:\n  tokens:\n    - {token: t, usr: u}\n", want: []string{
+			`F:3:7: auth.tokens[0].user: must not be empty`,
+			`F:3:18: unknown key "usr" in auth.tokens[0] (known: token, user, roles, tenant)`}},
+		{name: "values, sorted by position", body: "timers: {batchSize: 0}\nlog: {level: loud}\ntopics: {partitions: 0, requests: \"\"}\n", want: []string{
+			`F:1:21: timers.batchSize: must be at least 1, got 0`,
+			`F:2:14: log.level: want debug, info, warn or error, got "loud"`,
+			`F:3:22: topics.partitions: must be at least 1, got 0`,
+			`F:3:35: topics.requests: must not be empty`}},
+		{name: "values of the wrong type", body: "topics: {partitions: abc}\nhttp: {maxBody: [1]}\n", want: []string{
+			`F:1:22: topics.partitions: cannot parse value as 'int32': strconv.ParseInt: invalid syntax`,
+			`F:2:17: http.maxBody: expected type 'int64', got unconvertible type '[]interface {}'`}},
+		{name: "a section that is not a mapping", body: "redis: 5\n", want: []string{
+			`F:1:8: redis: must be a mapping`}},
+		{name: "environment and flag name themselves", body: "log: {format: xml}\n",
+			env: map[string]string{"SAGARUNNER_RUNNER_MAXHOPS": "0"}, flag: [2]string{"group", ""}, want: []string{
+				`F:1:15: log.format: want text or json, got "xml"`,
+				`--group: group: must not be empty`,
+				`SAGARUNNER_RUNNER_MAXHOPS: runner.maxHops: must be at least 1, got 0`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v)
+			}
+			file := writeFile(t, tc.body)
+			want := strings.Join(tc.want, "\n")
+			for range 20 {
+				fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+				fs.String("group", "", "")
+				if tc.flag[0] != "" {
+					if err := fs.Set(tc.flag[0], tc.flag[1]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				_, err := Load(file, fs, map[string]string{"group": "group"})
+				if err == nil {
+					t.Fatal("no error")
+				}
+				if got := strings.ReplaceAll(err.Error(), file, "F"); got != want {
+					t.Fatalf("errors:\n got: %s\nwant: %s", got, want)
+				}
+			}
+		})
 	}
 }
