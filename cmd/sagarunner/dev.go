@@ -22,10 +22,12 @@ func newDevCmd() *cobra.Command {
 		Use:   "dev",
 		Short: "Run everything in one process: embedded Kafka broker, embedded Redis, runner and gateway",
 		Long: "Starts an embedded Kafka-protocol broker on --kafka-port (any Kafka client, such as\n" +
-			"kcat -b localhost:9092, can talk to it), an embedded Redis unless --redis is given,\n" +
-			"the sagas in ./sagas and the HTTP gateway on :8080, where POST /topics/{topic} publishes\n" +
-			"to the sagas' trigger topics. Nothing is kept when it stops.\n" +
-			"Authentication is off: every caller is trusted.",
+			"kcat -b localhost:9092, can talk to it), an embedded in-memory Redis unless --redis or\n" +
+			"--config names one, the sagas in ./sagas beside the built-in /ProceedTask and /TimeoutTask,\n" +
+			"and the HTTP gateway on " + devHTTPAddr + " (only this machine; --http :8080 opens it to all\n" +
+			"interfaces), where POST /topics/{topic} publishes to the sagas' trigger topics. Nothing is\n" +
+			"kept when it stops. Authentication is off, every caller trusted, unless --config configures\n" +
+			"auth; the start-up output says which.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cmd)
@@ -33,6 +35,11 @@ func newDevCmd() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
+			if !cfg.HTTPExplicit {
+				// With auth off by default, the gateway must not be
+				// reachable from the network unless asked for.
+				cfg.HTTP.Addr = devHTTPAddr
+			}
 
 			broker, err := kfake.NewCluster(kfake.Ports(kafkaPort), kfake.NumBrokers(1),
 				kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(int(cfg.Topics.Partitions)))
@@ -53,12 +60,27 @@ func newDevCmd() *cobra.Command {
 				redisNote = "embedded, in memory; pass --redis host:port to use a real one"
 			}
 
+			// Listening before the app starts makes a taken port a clear
+			// error and lets the banner print the port actually bound
+			// (--http 127.0.0.1:0 picks a free one).
+			var ln net.Listener
+			if cfg.HTTP.Addr != "" {
+				ln, err = net.Listen("tcp", cfg.HTTP.Addr)
+				if err != nil {
+					return fmt.Errorf("listen for HTTP on %s: %w (is the port taken? pick another with --http)", cfg.HTTP.Addr, err)
+				}
+				cfg.HTTP.Addr = ln.Addr().String()
+			}
+
 			log := newLogger(cfg.Log)
 			// dev publishes to the sagas' trigger topics over HTTP, so a
 			// saga can be tried with one curl; run publishes only to what
 			// http.publishTopics lists.
-			a, err := app.New(cfg, log, app.Options{PublishSagaTopics: true})
+			a, err := app.New(cfg, log, app.Options{PublishSagaTopics: true, Listener: ln})
 			if err != nil {
+				if ln != nil {
+					_ = ln.Close()
+				}
 				return err
 			}
 			defer a.Close()
@@ -68,8 +90,15 @@ func newDevCmd() *cobra.Command {
 	}
 	cmd.Flags().IntVar(&kafkaPort, "kafka-port", 9092, "port of the embedded Kafka broker")
 	addConfigFlags(cmd, "sagas", "http", "redis")
+	// dev's defaults differ from run's: say what dev does.
+	cmd.Flags().Lookup("redis").Usage = "Redis address host:port (default: an embedded in-memory Redis)"
+	cmd.Flags().Lookup("http").Usage = "HTTP gateway listen address (default " + devHTTPAddr + "; \"\" turns it off)"
 	return cmd
 }
+
+// devHTTPAddr is where dev serves HTTP unless told otherwise: the loopback
+// interface, because dev trusts every caller.
+const devHTTPAddr = "127.0.0.1:8080"
 
 func printBanner(w io.Writer, cfg *config.Config, a *app.App, redisNote string) {
 	fmt.Fprintln(w, "sagarunner dev")
@@ -77,11 +106,19 @@ func printBanner(w io.Writer, cfg *config.Config, a *app.App, redisNote string) 
 		strings.Join(cfg.Brokers, ","), port(cfg.Brokers[0]))
 	fmt.Fprintf(w, "  redis     %s   (%s)\n", cfg.Redis.Addr, redisNote)
 	if cfg.HTTP.Addr != "" {
-		fmt.Fprintf(w, "  http      http://%s\n", displayAddr(cfg.HTTP.Addr))
-	}
-	if gw := a.Gateway(); gw != nil && gw.AuthEnabled() {
-		fmt.Fprintln(w, "  auth      on: callers need a bearer token")
+		scope := "   (this machine only; --http :8080 for every interface)"
+		if host, _, err := net.SplitHostPort(cfg.HTTP.Addr); err == nil && (host == "" || host == "0.0.0.0" || host == "::") {
+			scope = "   (every interface)"
+		}
+		fmt.Fprintf(w, "  http      http://%s%s\n", displayAddr(cfg.HTTP.Addr), scope)
 	} else {
+		fmt.Fprintln(w, "  http      off")
+	}
+	switch gw := a.Gateway(); {
+	case gw == nil:
+	case gw.AuthEnabled():
+		fmt.Fprintln(w, "  auth      on: callers need a bearer token")
+	default:
 		fmt.Fprintln(w, "  auth      none configured: every caller is trusted")
 	}
 	fmt.Fprintf(w, "  topics    requests=%s replies=%s notifications=%s dead-letter=%s\n",
