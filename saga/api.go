@@ -3,6 +3,8 @@ package saga
 import (
 	"errors"
 	"fmt"
+	"iter"
+	"time"
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/clock"
@@ -24,18 +26,29 @@ type Record struct {
 // runner produces Records, waits for their acks, calls Engine.Ack with Acks,
 // and only then commits the offset of the record that caused them.
 //
-// The counters are for metrics, filled where the records are made, so the
-// runner never parses what it produces.
+// The rest is for metrics and logs, filled where the records are made, so
+// the runner never parses what it produces. On the happy path none of it
+// allocates: Notes stays nil, and the tallies and Steps keep their first
+// entry inline.
 type Output struct {
 	Records []envelope.Record
 	Acks    []actions.Ack
-	// Started counts tasks newly started.
-	Started int
+	// Started counts tasks newly started; StartedIn is the same by domain.
+	Started   int
+	StartedIn Tally
 	// Closed counts the task-closed notifications in Records by status
 	// (COMPLETED, TIMEOUT, CANCELLED).
 	Closed map[string]int
-	// DeadLetters counts the dead letters in Records.
-	DeadLetters int
+	// DeadLetters counts the dead letters in Records; DeadLetterCodes is
+	// the same by dead-letter code (the Dead* constants or the result code
+	// of a malformed instance).
+	DeadLetters     int
+	DeadLetterCodes Tally
+	// Steps are the saga steps run, with how each ended and took.
+	Steps StepRuns
+	// Notes are outcomes an operator would otherwise never see: nil
+	// unless something worth a log line happened.
+	Notes []Note
 }
 
 // Append adds o2 to o.
@@ -43,10 +56,14 @@ func (o *Output) Append(o2 Output) {
 	o.Records = append(o.Records, o2.Records...)
 	o.Acks = append(o.Acks, o2.Acks...)
 	o.Started += o2.Started
+	o.StartedIn.Merge(o2.StartedIn)
 	for st, n := range o2.Closed {
 		o.countClosed(st, n)
 	}
 	o.DeadLetters += o2.DeadLetters
+	o.DeadLetterCodes.Merge(o2.DeadLetterCodes)
+	o.Steps.Merge(o2.Steps)
+	o.Notes = append(o.Notes, o2.Notes...)
 }
 
 func (o *Output) countClosed(status string, n int) {
@@ -54,6 +71,183 @@ func (o *Output) countClosed(status string, n int) {
 		o.Closed = make(map[string]int, 1)
 	}
 	o.Closed[status] += n
+}
+
+// Tally counts by label: a domain, a dead-letter code. The first label is
+// kept inline: an output almost always has at most one, which then costs
+// no allocation. The zero value is empty and ready to use.
+type Tally struct {
+	first Count
+	more  []Count
+}
+
+// Count is one label's count in a Tally.
+type Count struct {
+	Label string
+	N     int
+}
+
+// Add counts n more under label; n <= 0 is ignored.
+func (t *Tally) Add(label string, n int) {
+	if n <= 0 {
+		return
+	}
+	switch {
+	case t.first.N == 0:
+		t.first = Count{label, n}
+		return
+	case t.first.Label == label:
+		t.first.N += n
+		return
+	}
+	for i := range t.more {
+		if t.more[i].Label == label {
+			t.more[i].N += n
+			return
+		}
+	}
+	t.more = append(t.more, Count{label, n})
+}
+
+// Merge adds every count of t2 to t.
+func (t *Tally) Merge(t2 Tally) {
+	for label, n := range t2.All() {
+		t.Add(label, n)
+	}
+}
+
+// Get returns the count of label.
+func (t Tally) Get(label string) int {
+	for l, n := range t.All() {
+		if l == label {
+			return n
+		}
+	}
+	return 0
+}
+
+// Total is the sum of the counts.
+func (t Tally) Total() int {
+	n := 0
+	for _, c := range t.All() {
+		n += c
+	}
+	return n
+}
+
+// Len is the number of labels counted.
+func (t Tally) Len() int {
+	if t.first.N == 0 {
+		return 0
+	}
+	return 1 + len(t.more)
+}
+
+// All yields each label with its count, in the order first counted.
+func (t Tally) All() iter.Seq2[string, int] {
+	return func(yield func(string, int) bool) {
+		if t.first.N == 0 || !yield(t.first.Label, t.first.N) {
+			return
+		}
+		for _, c := range t.more {
+			if !yield(c.Label, c.N) {
+				return
+			}
+		}
+	}
+}
+
+// StepRun is one saga step run for a record: which step, how it ended and
+// how long its action took. Saga and Step come from the loaded
+// definitions and Status from a fixed set, so they can label metrics.
+type StepRun struct {
+	Saga, Step string
+	// Status is the step's result (envelope.StatusSuccess, StatusFail,
+	// StatusTimeout, StatusCancelled), StepWaiting when it suspended the
+	// instance, or StepOther for anything else an action left there.
+	Status   string
+	Duration time.Duration
+}
+
+// Step statuses besides the result statuses.
+const (
+	StepWaiting = "WAITING" // the step suspended the instance (a task waits)
+	StepOther   = "OTHER"   // the action left a status outside the known set
+)
+
+// StepRuns lists the steps one output ran, the first inline: a record
+// usually runs one action step, which then costs no allocation. The zero
+// value is empty and ready to use.
+type StepRuns struct {
+	n     int
+	first StepRun
+	more  []StepRun
+}
+
+// Add appends r.
+func (s *StepRuns) Add(r StepRun) {
+	if s.n == 0 {
+		s.first = r
+	} else {
+		s.more = append(s.more, r)
+	}
+	s.n++
+}
+
+// Merge appends every run of s2.
+func (s *StepRuns) Merge(s2 StepRuns) {
+	for r := range s2.All() {
+		s.Add(r)
+	}
+}
+
+// Len is the number of steps run.
+func (s StepRuns) Len() int { return s.n }
+
+// All yields the runs in the order they ran.
+func (s StepRuns) All() iter.Seq[StepRun] {
+	return func(yield func(StepRun) bool) {
+		if s.n == 0 || !yield(s.first) {
+			return
+		}
+		for _, r := range s.more {
+			if !yield(r) {
+				return
+			}
+		}
+	}
+}
+
+// Note kinds: outcomes that produce no dead letter and, often, no answer
+// anyone reads, so the runner logs and counts them.
+const (
+	// NoteTaskIDInUse: a StartTask found its task id waiting for another
+	// instance (actions.CodeTaskIDInUse) and this instance stopped.
+	NoteTaskIDInUse = "task_id_in_use"
+	// NoteUnknownTask: a close (ProceedTask, TimeoutTask) named a task that
+	// does not exist (actions.CodeTaskNotFound).
+	NoteUnknownTask = "unknown_task"
+	// NoteClosedTask: a close found its task closed already
+	// (actions.CodeTaskClosed), usually a proceed that lost to a timeout.
+	NoteClosedTask = "closed_task"
+	// NoteFailed: an instance, or a direct action, ended FAIL with no
+	// requestMeta.replyTo, so nobody hears the answer.
+	NoteFailed = "failed"
+)
+
+// Note is one notable outcome of a record, for the runner to log with its
+// ids. Kind is one of the Note* constants; the rest comes from the record
+// and may be anything a producer sent, so it is for logs, never labels.
+type Note struct {
+	Kind string
+	// Saga and Step are empty for a direct action.
+	Saga, Step string
+	// Action is the action that answered: the step's, or the direct one.
+	Action    string
+	RequestID string
+	Domain    string
+	// Code and Message are the FAIL result; the message names the task.
+	Code, Message string
 }
 
 // Config configures an Engine.

@@ -110,13 +110,13 @@ const maxStepsPerRecord = 1000
 func (e *Engine) Handle(ctx context.Context, rec Record) (Output, error) {
 	// Output.Started counts tasks newly stored, not replayed starts, which
 	// only StartTask itself can tell apart.
-	started := 0
-	ctx = actions.WithStartedHook(ctx, func(*statemanager.Task) { started++ })
+	var started Tally
+	ctx = actions.WithStartedHook(ctx, func(t *statemanager.Task) { started.Add(t.Domain, 1) })
 	out, env, err := e.handle(ctx, rec)
 	if err != nil {
 		return Output{}, err
 	}
-	out.Started = started
+	out.Started, out.StartedIn = started.Total(), started
 	for i, r := range out.Records {
 		if size := e.recordSize(r); size > e.cfg.MaxRecordBytes {
 			d := NewDeadLetter(rec, env, DeadTooLarge, fmt.Sprintf("output to %q is %d bytes, more than the %d allowed", r.Topic, size, e.cfg.MaxRecordBytes))
@@ -152,15 +152,18 @@ func (e *Engine) recordSize(r envelope.Record) int {
 
 // seal is the one place outputs leave the engine (Handle, FireDue,
 // Recover): every continuation is signed here, whichever action or task
-// made it, and the dead letters are counted.
+// made it, and the dead letters are counted by code. Reading the code back
+// from the record keeps one source for it, at a cost paid only by dead
+// letters.
 func (e *Engine) seal(out *Output) {
-	out.DeadLetters = 0
+	out.DeadLetters, out.DeadLetterCodes = 0, Tally{}
 	for i := range out.Records {
 		switch out.Records[i].Topic {
 		case e.cfg.Topics.Continuations:
 			e.signer.sign(&out.Records[i])
 		case e.cfg.DeadLetter:
 			out.DeadLetters++
+			out.DeadLetterCodes.Add(gjson.GetBytes(out.Records[i].Value, "code").String(), 1)
 		}
 	}
 }
@@ -325,6 +328,7 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 			} else {
 				env.EventMeta = st.meta
 				env.EventMeta.Parameters = append(json.RawMessage(nil), st.meta.Parameters...)
+				began := e.cfg.Clock.Now()
 				o, err := st.Action.Execute(ctx, x, env)
 				if err != nil {
 					return Output{}, actionError(fmt.Sprintf("saga %q step %q", g.Name, st.ID), err)
@@ -334,6 +338,8 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 				if o.Env != nil {
 					env = o.Env
 				}
+				out.Steps.Add(StepRun{Saga: g.Name, Step: st.ID, Status: stepStatus(o.Suspend, env.Result.Status),
+					Duration: e.cfg.Clock.Now().Sub(began)})
 				if o.Suspend {
 					return e.stop(out, rec, env, false), nil
 				}
@@ -356,6 +362,19 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 	}
 }
 
+// stepStatus names how a step ended from a fixed set, so that an action
+// copying a status out of its input cannot mint metric labels.
+func stepStatus(suspended bool, status string) string {
+	if suspended {
+		return StepWaiting
+	}
+	switch status {
+	case envelope.StatusSuccess, envelope.StatusFail, envelope.StatusTimeout, envelope.StatusCancelled:
+		return status
+	}
+	return StepOther
+}
+
 // route returns the step to go to for a status or condition value.
 func (st *Step) route(value string) (string, bool) {
 	if st.Always != "" {
@@ -371,7 +390,8 @@ func (st *Step) route(value string) (string, bool) {
 // stop ends the processing of a record: the response goes to replyTo, and a
 // failed instance whose data was malformed is also dead-lettered so an
 // operator sees it. Business failures (an unknown or closed task, a refused
-// caller) are answers, not poison: they only produce the response.
+// caller) are answers, not poison: they only produce the response, and a
+// Note (see noteKind) so that they are not silent.
 //
 // The response is one hop further than the record: a reply that reaches a
 // topic answering back counts towards MaxHops.
@@ -385,9 +405,39 @@ func (e *Engine) stop(out Output, rec Record, env *envelope.Envelope, failed boo
 			Headers: []envelope.Header{{Key: actions.HopsHeader, Value: strconv.AppendInt(nil, int64(hops+1), 10)}}})
 	}
 	if failed && malformed(env.Result.Code) {
+		// The dead letter is logged already.
 		out.Records = append(out.Records, e.deadLetter(rec, env, env.Result.Code, env.Result.Message))
+		return out
+	}
+	if kind := noteKind(env, failed); kind != "" {
+		out.Notes = append(out.Notes, Note{Kind: kind, Saga: env.SagaMeta.Saga, Step: env.SagaMeta.StepID,
+			Action: env.EventMeta.Action, RequestID: env.RequestMeta.RequestID, Domain: env.EventMeta.Domain,
+			Code: env.Result.Code, Message: env.Result.Message})
 	}
 	return out
+}
+
+// noteKind says which Note an instance stopping with env deserves, or "".
+// A task id in use and a close of an unknown or closed task are noted
+// whoever asked, because they mean two producers disagree about a task; any
+// other failure only when it ended the instance (failed) with no replyTo,
+// since a caller that gets the answer has been told already.
+func noteKind(env *envelope.Envelope, failed bool) string {
+	if env.Result.Status != envelope.StatusFail {
+		return ""
+	}
+	switch env.Result.Code {
+	case actions.CodeTaskIDInUse:
+		return NoteTaskIDInUse
+	case actions.CodeTaskNotFound:
+		return NoteUnknownTask
+	case actions.CodeTaskClosed:
+		return NoteClosedTask
+	}
+	if failed && env.RequestMeta.ReplyTo == "" {
+		return NoteFailed
+	}
+	return ""
 }
 
 func malformed(code string) bool {
