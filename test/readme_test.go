@@ -28,7 +28,28 @@ var readmeCommands = []string{
 	`curl -s -X POST localhost:8080/ProceedTask -d '{"taskId":"product-1","data":{"decision":"approved","user":"alice"}}'`,
 	`kcat -C -b localhost:9092 -t HTM_TASK_CLOSED_NOTIFICATION -e -q`,
 	`kcat -C -b localhost:9092 -t job-posts-approved -e -q`,
+	// Proceeding over Kafka: a new key and product, and the direct action
+	// on the request topic (on the trigger topic it would start an instance).
+	`echo '{"productId":"product-3","brief":"winter"}' | kcat -P -b localhost:9092 -t job-posts -k r-3`,
+	`echo '` + kafkaProceed + `' | kcat -P -b localhost:9092 -t sagarunner-requests -k p-3`,
+	// Timeouts and escalation.
+	`echo '{"productId":"product-2","brief":"autumn"}' | kcat -P -b localhost:9092 -t job-posts -k r-2`,
 	"curl -X POST localhost:8080/TimeoutTask -d '{\"taskId\":\"product-2\"}'",
+	`curl -s 'localhost:8080/tasks?domain=workflow&role=director'`,
+}
+
+// kafkaProceed is the README's ProceedTask envelope for sagarunner-requests.
+const kafkaProceed = `{"requestMeta":{"requestId":"p-3"},"eventMeta":{"action":"ProceedTask","domain":"workflow","inputElement":"parameters","parameters":{"taskIdPath":"taskId","enrichPath":"decision","inputPattern":"data"}},"payload":{"parameters":{"taskId":"product-3","data":{"decision":"approved","user":"bob"}}}}`
+
+// readmeSetupCommands are README lines this test only requires to be
+// there: what they do is tested where it is built (the binary by
+// binary_test.go, version in cmd/sagarunner, scripts/test by CI running it).
+var readmeSetupCommands = []string{
+	"go run ./cmd/sagarunner dev",
+	"./scripts/test",
+	"go install ./cmd/sagarunner",
+	"sagarunner version",
+	"docker build -t sagarunner .",
 }
 
 // curlPost sends a body the way `curl -X POST -d` does, form content type
@@ -53,7 +74,7 @@ func TestReadmeWorkedExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, cmd := range readmeCommands {
+	for _, cmd := range append(readmeCommands, readmeSetupCommands...) {
 		if !bytes.Contains(readme, []byte(cmd)) {
 			t.Errorf("README.md no longer holds the command %s; update this test with it", cmd)
 		}
@@ -157,6 +178,36 @@ func TestReadmeWorkedExample(t *testing.T) {
 		})
 	})
 
+	t.Run("proceed over Kafka on sagarunner-requests", func(t *testing.T) {
+		// Running the example again with the same key is a replay of r-1:
+		// it must leave product-1 as it was.
+		produce(t, kcat, &kgo.Record{Topic: "job-posts", Key: []byte("r-1"), Value: []byte(`{"productId":"product-1","brief":"summer vibes"}`)})
+		produce(t, kcat, &kgo.Record{Topic: "job-posts", Key: []byte("r-3"), Value: []byte(`{"productId":"product-3","brief":"winter"}`)})
+		waitTask(t, p.base, "", "workflow", "product-3", "WAITING")
+		produce(t, kcat, &kgo.Record{Topic: requestTopic, Key: []byte("p-3"), Value: []byte(kafkaProceed)})
+		approved := out.waitFor(t, "job-posts-approved", "r-3", nil)
+		if !jsonEqual(approved.Value, []byte(`{"by":"bob","id":"product-3"}`)) {
+			t.Errorf("job-posts-approved: %s", approved.Value)
+		}
+		n := out.waitFor(t, notificationTopic, "product-3", nil)
+		checkNotification(t, n, map[string]any{"taskId": "product-3", "status": "COMPLETED", "requestId": "r-3",
+			"data": map[string]any{"decision": "approved", "user": "bob"}}, 60000)
+		// The r-1 replay was produced before r-3's round trip (a start, a
+		// proceed, a continuation), which gives it that long to do
+		// something wrong: an absence can only be checked after a wait.
+		st, body := do(t, "GET", p.base+"/tasks/workflow/product-1", "", "")
+		if st != http.StatusOK || gjson.GetBytes(body, "status").String() != "COMPLETED" {
+			t.Errorf("after publishing r-1 again, product-1: %d %s, want it still COMPLETED", st, body)
+		}
+		if st, body := do(t, "GET", p.base+"/tasks?domain=workflow", "", ""); st == http.StatusOK {
+			for _, tk := range gjson.ParseBytes(body).Array() {
+				if tk.Get("requestId").String() == "r-1" {
+					t.Errorf("publishing r-1 again started a task: %s", tk.Raw)
+				}
+			}
+		}
+	})
+
 	t.Run("time a task out by hand", func(t *testing.T) {
 		produce(t, kcat, &kgo.Record{Topic: "job-posts", Key: []byte("r-2"), Value: []byte(`{"productId":"product-2","brief":"autumn"}`)})
 		waitTask(t, p.base, "", "workflow", "product-2", "WAITING")
@@ -165,6 +216,11 @@ func TestReadmeWorkedExample(t *testing.T) {
 		}
 		n := out.waitFor(t, notificationTopic, "product-2", nil)
 		checkNotification(t, n, map[string]any{"taskId": "product-2", "status": "TIMEOUT", "stepId": "approve"}, 60000)
+		// What the README warns of after 60 s: the task is closed.
+		st, body := curlPost(t, p.base+"/ProceedTask", `{"taskId":"product-2","data":{"decision":"approved","user":"alice"}}`)
+		if st != http.StatusConflict || gjson.GetBytes(body, "code").String() != "TASK_CLOSED" {
+			t.Errorf("POST /ProceedTask of a timed-out task: %d %s, want 409 TASK_CLOSED", st, body)
+		}
 		// The TIMEOUT route escalates to a director.
 		testutil.Eventually(t, waitLong, poll, func() error {
 			st, body := do(t, "GET", p.base+"/tasks?domain=workflow&role=director", "", "")
