@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/auth"
@@ -21,6 +22,7 @@ import (
 	"github.com/sagarunner/sagarunner/saga"
 	"github.com/sagarunner/sagarunner/saga/envelope"
 	"github.com/sagarunner/sagarunner/statemanager"
+	"github.com/sagarunner/sagarunner/tracing"
 )
 
 // Deps are the gateway's collaborators.
@@ -46,6 +48,11 @@ type Deps struct {
 	Now func() time.Time
 	// NewID generates request ids; defaults to saga.NewID.
 	NewID func() string
+	// TracerProvider, when set, traces every request in a server span
+	// (continuing a W3C traceparent header the caller sends); the Client
+	// should then carry tracing.ProduceHook, which carries that span into
+	// the records produced. Nil means tracing off.
+	TracerProvider trace.TracerProvider
 }
 
 // Gateway serves HTTP. Create it with New, then call Run or Serve.
@@ -60,6 +67,7 @@ type Gateway struct {
 	now     func() time.Time
 	newID   func() string
 	auth    *auth.Authenticator
+	tracer  trace.Tracer // nil: tracing off
 	// sweeping holds the path sagas with a step whose action sweeps many
 	// tasks at once; over HTTP only an admin may start them.
 	sweeping map[*saga.Saga]string
@@ -101,6 +109,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		now:     deps.Now,
 		newID:   deps.NewID,
 		auth:    a,
+		tracer:  tracing.Tracer(deps.TracerProvider),
 		waiters: map[string]chan *envelope.Envelope{},
 	}
 	if g.sagas == nil {

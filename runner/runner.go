@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/clock"
@@ -65,6 +66,8 @@ type Runner struct {
 	metrics Metrics
 	clock   clock.Clock
 	kopts   []kgo.Opt
+	// tracer makes the handling spans; nil when tracing is off.
+	tracer trace.Tracer
 
 	consumed        []string
 	notifications   string
@@ -167,7 +170,7 @@ func newRunner(cfg Config, eng engine, ecfg saga.Config, triggers []string, stor
 		o(r)
 	}
 	r.events = newEventLog(r.log)
-	r.handle = chain(eng.Handle, r.failurePolicy, Recoverer())
+	r.handle = chain(eng.Handle, r.traced, r.failurePolicy, Recoverer())
 	sched, err := timers.New(cfg.Timers, eng, stores, r.emit,
 		timers.WithClock(r.clock), timers.WithLogger(r.log), timers.WithObserver(r.metrics))
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/auth"
@@ -33,6 +34,7 @@ import (
 	"github.com/sagarunner/sagarunner/sagas"
 	"github.com/sagarunner/sagarunner/statemanager"
 	"github.com/sagarunner/sagarunner/timers"
+	"github.com/sagarunner/sagarunner/tracing"
 )
 
 // App is one runner process: the engine over the loaded sagas, the Kafka
@@ -48,6 +50,9 @@ type App struct {
 	gateway     *gateway.Gateway
 	gwClient    *kgo.Client
 	listener    net.Listener
+	// stopTracing flushes and stops the tracer provider New built from
+	// the environment; a no-op when tracing is off or Options gave one.
+	stopTracing tracing.Shutdown
 }
 
 // Sagas returns the loaded sagas.
@@ -75,6 +80,10 @@ type Options struct {
 	// http.publishTopics, so POST /topics/{topic} can start them: what
 	// `dev` wants, and never the default of a deployment.
 	PublishSagaTopics bool
+	// TracerProvider, when set, receives the spans instead of the
+	// provider the OTEL_* environment variables describe (tests pass an
+	// in-memory one). The caller shuts it down.
+	TracerProvider trace.TracerProvider
 }
 
 // New builds a process; Run starts it and Close releases it.
@@ -83,11 +92,20 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	stores, defRedis, closeStores, err := buildStores(cfg)
+	tp, stopTracing, err := tracerProvider(opt, log)
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, sagas: set, stores: stores, closeStores: closeStores, listener: opt.Listener}
+	var redisHooks []redis.Hook
+	if tp != nil {
+		redisHooks = append(redisHooks, tracing.RedisHook(tp))
+	}
+	stores, defRedis, closeStores, err := buildStores(cfg, redisHooks...)
+	if err != nil {
+		_ = stopTracing(context.Background())
+		return nil, err
+	}
+	a := &App{cfg: cfg, log: log, sagas: set, stores: stores, closeStores: closeStores, listener: opt.Listener, stopTracing: stopTracing}
 	ok := false
 	defer func() {
 		if !ok {
@@ -141,13 +159,17 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 			BatchSize:    cfg.Timers.BatchSize,
 			Domains:      cfg.Timers.Domains,
 		},
-	}, a.engine, stores, runner.WithLogger(log), runner.WithMetrics(m), runner.WithKafkaOptions(append(kopts,
+	}, a.engine, stores, runner.WithLogger(log), runner.WithMetrics(m), runner.WithTracerProvider(tp), runner.WithKafkaOptions(append(kopts,
 		kgo.SessionTimeout(cfg.Kafka.SessionTimeout), kgo.RebalanceTimeout(cfg.Kafka.RebalanceTimeout))...))
 	if err != nil {
 		return nil, err
 	}
 	if cfg.HTTP.Addr != "" {
-		a.gwClient, err = kgo.NewClient(append(kopts, kgo.ProducerLinger(0))...)
+		gwOpts := append(slices.Clone(kopts), kgo.ProducerLinger(0))
+		if tp != nil {
+			gwOpts = append(gwOpts, kgo.WithHooks(tracing.ProduceHook(tp)))
+		}
+		a.gwClient, err = kgo.NewClient(gwOpts...)
 		if err != nil {
 			return nil, err
 		}
@@ -170,7 +192,8 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 			IdleTimeout:    cfg.HTTP.IdleTimeout,
 			MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes,
 			Auth:           authCfg,
-		}, gateway.Deps{Sagas: set, Stores: stores, Client: a.gwClient, Logger: log, Metrics: m, Ready: a.runner.Readiness})
+		}, gateway.Deps{Sagas: set, Stores: stores, Client: a.gwClient, Logger: log, Metrics: m, Ready: a.runner.Readiness,
+			TracerProvider: tp})
 		if err != nil {
 			return nil, err
 		}
@@ -243,6 +266,13 @@ func (a *App) Close() {
 	}
 	if a.closeStores != nil {
 		a.closeStores()
+	}
+	if a.stopTracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), tracingFlushTimeout)
+		if err := a.stopTracing(ctx); err != nil {
+			a.log.Warn("tracing: spans not flushed at shutdown", "err", err)
+		}
+		cancel()
 	}
 }
 
@@ -368,7 +398,8 @@ func BuildStores(c *config.Config) (*statemanager.RedisResolver, func(), error) 
 }
 
 // buildStores is BuildStores that also returns the default connection.
-func buildStores(c *config.Config) (*statemanager.RedisResolver, redis.UniversalClient, func(), error) {
+// hooks (tracing's) are added to every connection.
+func buildStores(c *config.Config, hooks ...redis.Hook) (*statemanager.RedisResolver, redis.UniversalClient, func(), error) {
 	def := RedisClient(c.Redis)
 	clients := []redis.UniversalClient{def}
 	domains := map[string]statemanager.DomainConfig{}
@@ -390,6 +421,11 @@ func buildStores(c *config.Config) (*statemanager.RedisResolver, redis.Universal
 			dc.Client = cl
 		}
 		domains[sm.Domain] = dc
+	}
+	for _, cl := range clients {
+		for _, h := range hooks {
+			cl.AddHook(h)
+		}
 	}
 	res := statemanager.NewResolver(def, storeConfig(c.Redis), domains, statemanager.WithMaxStores(c.Redis.MaxDomains))
 	closeAll := func() {
@@ -418,4 +454,25 @@ func KafkaOpts(c *config.Config) ([]kgo.Opt, error) {
 		return nil, fmt.Errorf("unknown SASL mechanism %q", c.Kafka.SASLMechanism)
 	}
 	return opts, nil
+}
+
+// tracingFlushTimeout bounds the export of the last spans at shutdown, so
+// an unreachable collector cannot hold the process.
+const tracingFlushTimeout = 5 * time.Second
+
+// tracerProvider is opt.TracerProvider, or else the one the OTEL_*
+// environment variables describe; nil when tracing is off. The Shutdown is
+// the app's to call only for the latter.
+func tracerProvider(opt Options, log *slog.Logger) (trace.TracerProvider, tracing.Shutdown, error) {
+	if opt.TracerProvider != nil {
+		return opt.TracerProvider, func(context.Context) error { return nil }, nil
+	}
+	tp, stop, err := tracing.FromEnv(context.Background())
+	if err != nil {
+		return nil, nil, err
+	}
+	if tp != nil {
+		log.Info("tracing on: exporting spans over OTLP as the OTEL_* environment variables say")
+	}
+	return tp, stop, nil
 }
