@@ -30,10 +30,24 @@ type Metrics struct {
 	// TasksClosed counts task closes by status (COMPLETED, TIMEOUT,
 	// CANCELLED).
 	TasksClosed *prometheus.CounterVec
+	// TasksWaiting is the number of waiting tasks, by domain, as the
+	// runner last sampled it from the state manager. Every replica reports
+	// the same store-wide count: aggregate it with max, not sum.
+	TasksWaiting *prometheus.GaugeVec
 	// TimerLateness is how long after its deadline a task was timed out, in
-	// seconds. Buckets are fine below one second because the target is a
-	// p99 under 100 ms.
-	TimerLateness prometheus.Histogram
+	// seconds, by domain. Buckets are fine below one second because the
+	// target is a p99 under 100 ms.
+	TimerLateness *prometheus.HistogramVec
+	// StepDuration is how long one saga step's action took, in seconds,
+	// by saga and step.
+	StepDuration *prometheus.HistogramVec
+	// Steps counts saga steps run, by saga, step and status (SUCCESS,
+	// FAIL, TIMEOUT, CANCELLED, WAITING, OTHER).
+	Steps *prometheus.CounterVec
+	// Outcomes counts the notable outcomes the runner logs that are no
+	// dead letter (a task id in use, a close of an unknown or closed task,
+	// an unanswered FAIL), by kind.
+	Outcomes *prometheus.CounterVec
 	// DeadLettered counts records sent to the dead-letter topic, by code
 	// ("ENGINE" for the engine's own, whose code is in the record).
 	DeadLettered *prometheus.CounterVec
@@ -58,6 +72,30 @@ type Metrics struct {
 	HTTPLatency *prometheus.HistogramVec
 
 	gatherer prometheus.Gatherer
+
+	// The series of the labels the runner passes, bounded (bounded.go).
+	started, waiting, closed, dead, retries, produce, outcomes *bounded[[1]string, prometheus.Counter]
+	waitingGauges                                              *bounded[[1]string, prometheus.Gauge]
+	lateness                                                   *bounded[[1]string, prometheus.Observer]
+	stepDur                                                    *bounded[[2]string, prometheus.Observer]
+	steps                                                      *bounded[[3]string, prometheus.Counter]
+}
+
+// Option configures New.
+type Option func(*options)
+
+type options struct{ maxSeries int }
+
+// WithMaxSeries bounds how many label sets each metric whose labels the
+// runner passes (domain, saga and step, code, status, class, kind) keeps;
+// past it, new label sets count under OtherLabel. n <= 0 keeps the default,
+// DefaultMaxSeries. Two Metrics sharing one registry bound each on its own.
+func WithMaxSeries(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.maxSeries = n
+		}
+	}
 }
 
 // LatenessBuckets are the TimerLateness buckets in seconds.
@@ -69,7 +107,11 @@ var LatenessBuckets = []float64{.001, .0025, .005, .01, .025, .05, .075, .1, .15
 // Handler serves it; otherwise Handler serves prometheus.DefaultGatherer.
 // Registering into a registry that already holds these collectors (two
 // components sharing one registry) reuses the registered ones.
-func New(reg prometheus.Registerer) *Metrics {
+func New(reg prometheus.Registerer, opts ...Option) *Metrics {
+	o := options{maxSeries: DefaultMaxSeries}
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if reg == nil {
 		r := prometheus.NewRegistry()
 		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -96,11 +138,28 @@ func New(reg prometheus.Registerer) *Metrics {
 		Namespace: Namespace, Name: "tasks_closed_total",
 		Help: "Tasks closed, by status.",
 	}, []string{"status"}))
-	m.TimerLateness = register(reg, prometheus.NewHistogram(prometheus.HistogramOpts{
+	m.TasksWaiting = register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: Namespace, Name: "tasks_waiting",
+		Help: "Waiting tasks, by domain, as last sampled from the state manager (the same on every replica).",
+	}, []string{"domain"}))
+	m.TimerLateness = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Namespace: Namespace, Name: "timer_lateness_seconds",
-		Help:    "How long after its deadline a task was timed out.",
+		Help:    "How long after its deadline a task was timed out, by domain.",
 		Buckets: LatenessBuckets,
-	}))
+	}, []string{"domain"}))
+	m.StepDuration = register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace, Name: "step_duration_seconds",
+		Help:    "How long one saga step's action took, by saga and step.",
+		Buckets: StepBuckets,
+	}, []string{"saga", "step"}))
+	m.Steps = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "steps_total",
+		Help: "Saga steps run, by saga, step and status.",
+	}, []string{"saga", "step", "status"}))
+	m.Outcomes = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace, Name: "outcomes_total",
+		Help: "Notable outcomes that are no dead letter (task id in use, unknown or closed task, unanswered FAIL), by kind.",
+	}, []string{"kind"}))
 	m.DeadLettered = register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: Namespace, Name: "dead_lettered_total",
 		Help: "Records sent to the dead-letter topic, by code.",
@@ -130,8 +189,24 @@ func New(reg prometheus.Registerer) *Metrics {
 		Help:    "Gateway request latency by route.",
 		Buckets: prometheus.DefBuckets,
 	}, []string{"route"}))
+
+	counters := func(v *prometheus.CounterVec) *bounded[[1]string, prometheus.Counter] {
+		return newBounded(o.maxSeries, func(k [1]string) prometheus.Counter { return v.WithLabelValues(k[0]) }, one)
+	}
+	m.started, m.closed, m.dead = counters(m.TasksStarted), counters(m.TasksClosed), counters(m.DeadLettered)
+	m.retries, m.produce, m.outcomes = counters(m.Retries), counters(m.ProduceFailures), counters(m.Outcomes)
+	m.waitingGauges = newBounded(o.maxSeries, func(k [1]string) prometheus.Gauge { return m.TasksWaiting.WithLabelValues(k[0]) }, one)
+	m.lateness = newBounded(o.maxSeries, func(k [1]string) prometheus.Observer { return m.TimerLateness.WithLabelValues(k[0]) }, one)
+	m.stepDur = newBounded(o.maxSeries, func(k [2]string) prometheus.Observer { return m.StepDuration.WithLabelValues(k[0], k[1]) },
+		func([2]string) [2]string { return [2]string{OtherLabel, OtherLabel} })
+	m.steps = newBounded(o.maxSeries, func(k [3]string) prometheus.Counter { return m.Steps.WithLabelValues(k[0], k[1], k[2]) },
+		func(k [3]string) [3]string { return [3]string{OtherLabel, OtherLabel, k[2]} })
 	return m
 }
+
+// StepBuckets are the StepDuration buckets in seconds: a step is one or two
+// Redis round trips, well under a millisecond on a healthy store.
+var StepBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5}
 
 // register registers c, or returns the collector already registered under
 // the same descriptor. Any other registration error is a programming error
@@ -179,7 +254,7 @@ func (m *Metrics) Started(domain string, n int) {
 	if m == nil || n <= 0 {
 		return
 	}
-	m.TasksStarted.WithLabelValues(domain).Add(float64(n))
+	m.started.get([1]string{domain}).Add(float64(n))
 }
 
 // Closed counts one task closed with status.
@@ -187,19 +262,43 @@ func (m *Metrics) Closed(status string) {
 	if m == nil {
 		return
 	}
-	m.TasksClosed.WithLabelValues(status).Inc()
+	m.closed.get([1]string{status}).Inc()
 }
 
-// Lateness records how late a deadline fired. Early firings (negative d,
-// possible with clock skew between replicas) are recorded as zero.
-func (m *Metrics) Lateness(d time.Duration) {
+// Lateness records how late a deadline of domain fired. Early firings
+// (negative d, possible with clock skew between replicas) are recorded as
+// zero.
+func (m *Metrics) Lateness(domain string, d time.Duration) {
 	if m == nil {
 		return
 	}
-	if d < 0 {
-		d = 0
+	m.lateness.get([1]string{domain}).Observe(max(d, 0).Seconds())
+}
+
+// Waiting sets the number of waiting tasks of domain.
+func (m *Metrics) Waiting(domain string, n int64) {
+	if m == nil {
+		return
 	}
-	m.TimerLateness.Observe(d.Seconds())
+	m.waitingGauges.get([1]string{domain}).Set(float64(max(n, 0)))
+}
+
+// StepDone records one saga step run: its saga, step, status and how long
+// its action took.
+func (m *Metrics) StepDone(saga, step, status string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.stepDur.get([2]string{saga, step}).Observe(max(d, 0).Seconds())
+	m.steps.get([3]string{saga, step, status}).Inc()
+}
+
+// Outcome counts one notable outcome of kind.
+func (m *Metrics) Outcome(kind string) {
+	if m == nil {
+		return
+	}
+	m.outcomes.get([1]string{kind}).Inc()
 }
 
 // DeadLetter counts one record sent to the dead-letter topic with code.
@@ -207,7 +306,7 @@ func (m *Metrics) DeadLetter(code string) {
 	if m == nil {
 		return
 	}
-	m.DeadLettered.WithLabelValues(code).Inc()
+	m.dead.get([1]string{code}).Inc()
 }
 
 // Retry counts one failed step tried again, by error class.
@@ -215,7 +314,7 @@ func (m *Metrics) Retry(class string) {
 	if m == nil {
 		return
 	}
-	m.Retries.WithLabelValues(class).Inc()
+	m.retries.get([1]string{class}).Inc()
 }
 
 // ProduceFailed counts one output record whose produce failed, by class.
@@ -223,7 +322,7 @@ func (m *Metrics) ProduceFailed(class string) {
 	if m == nil {
 		return
 	}
-	m.ProduceFailures.WithLabelValues(class).Inc()
+	m.produce.get([1]string{class}).Inc()
 }
 
 // Uncommitted sets the age of a partition's oldest uncommitted record.

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -39,7 +40,10 @@ func TestNilMetricsIsSafe(t *testing.T) {
 	m.Step(time.Millisecond)
 	m.Started("workflow", 1)
 	m.Closed("COMPLETED")
-	m.Lateness(time.Millisecond)
+	m.Lateness("workflow", time.Millisecond)
+	m.Waiting("workflow", 3)
+	m.StepDone("approval", "approve", "WAITING", time.Millisecond)
+	m.Outcome("unknown_task")
 	m.DeadLetter("PANIC")
 	m.Retry("transient")
 	m.ProduceFailed("permanent")
@@ -72,6 +76,14 @@ func TestRecording(t *testing.T) {
 		{"lag clamps negative", func() { m.Lag("a", 1, -5) }, m.ConsumerLag.WithLabelValues("a", "1"), 0},
 		{"lag", func() { m.Lag("a", 2, 7) }, m.ConsumerLag.WithLabelValues("a", "2"), 7},
 		{"http", func() { m.HTTP("/tasks", 200, time.Millisecond) }, m.HTTPRequests.WithLabelValues("/tasks", "200"), 1},
+		{"waiting by domain", func() { m.Waiting("workflow", 4); m.Waiting("workflow", 2) }, m.TasksWaiting.WithLabelValues("workflow"), 2},
+		{"waiting clamps negative", func() { m.Waiting("contracts", -1) }, m.TasksWaiting.WithLabelValues("contracts"), 0},
+		{"steps by saga, step and status", func() {
+			m.StepDone("approval", "approve", "WAITING", time.Millisecond)
+			m.StepDone("approval", "approve", "WAITING", time.Millisecond)
+			m.StepDone("approval", "approve", "FAIL", time.Millisecond)
+		}, m.Steps.WithLabelValues("approval", "approve", "WAITING"), 2},
+		{"outcome by kind", func() { m.Outcome("task_id_in_use") }, m.Outcomes.WithLabelValues("task_id_in_use"), 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,14 +97,17 @@ func TestRecording(t *testing.T) {
 
 func TestHandlerServesRegistry(t *testing.T) {
 	m := New(prometheus.NewRegistry())
-	m.Lateness(30 * time.Millisecond)
+	m.Lateness("workflow", 30*time.Millisecond)
 	m.Step(time.Millisecond)
+	m.StepDone("approval", "publish", "SUCCESS", 2*time.Millisecond)
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	body, _ := io.ReadAll(rec.Body)
 	for _, want := range []string{
-		`sagarunner_timer_lateness_seconds_bucket{le="0.05"} 1`,
+		`sagarunner_timer_lateness_seconds_bucket{domain="workflow",le="0.05"} 1`,
 		`sagarunner_step_latency_seconds_count 1`,
+		`sagarunner_step_duration_seconds_bucket{saga="approval",step="publish",le="0.0025"} 1`,
+		`sagarunner_steps_total{saga="approval",status="SUCCESS",step="publish"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("exposition lacks %q", want)
@@ -132,5 +147,70 @@ func TestDropLagForgetsEveryPartitionGauge(t *testing.T) {
 		if strings.Contains(rec.Body.String(), name) {
 			t.Errorf("%s still exported after DropLag", name)
 		}
+	}
+}
+
+// TestLabelSetsAreBounded: past WithMaxSeries label sets, new values count
+// under "other" (keeping a fixed label such as status), values already
+// admitted keep their own series, and the exposition never grows past the
+// bound plus the overflow series.
+func TestLabelSetsAreBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, WithMaxSeries(3))
+	for i := range 10 {
+		d := fmt.Sprintf("d%d", i)
+		m.Started(d, 1)
+		m.Waiting(d, int64(i))
+		m.Lateness(d, time.Millisecond)
+		m.DeadLetter("CODE_" + d)
+		m.StepDone("saga", d, "SUCCESS", time.Millisecond)
+		m.StepDone("saga", d, "FAIL", time.Millisecond)
+	}
+	m.Started("d0", 1) // admitted before the bound: still its own series
+
+	tests := []struct {
+		name   string
+		metric prometheus.Collector
+		want   float64
+	}{
+		{"started admitted", m.TasksStarted.WithLabelValues("d0"), 2},
+		{"started overflow", m.TasksStarted.WithLabelValues(OtherLabel), 7},
+		{"waiting overflow holds the last", m.TasksWaiting.WithLabelValues(OtherLabel), 9},
+		{"dead letters overflow", m.DeadLettered.WithLabelValues(OtherLabel), 7},
+		// Three label sets admitted: d0 SUCCESS, d0 FAIL, d1 SUCCESS.
+		{"steps admitted", m.Steps.WithLabelValues("saga", "d1", "SUCCESS"), 1},
+		{"steps overflow keeps the status", m.Steps.WithLabelValues(OtherLabel, OtherLabel, "FAIL"), 9},
+		{"steps overflow success", m.Steps.WithLabelValues(OtherLabel, OtherLabel, "SUCCESS"), 8},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := value(t, tt.metric); got != tt.want {
+				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := map[string]int{
+		"sagarunner_tasks_started_total":    4, // 3 + other
+		"sagarunner_tasks_waiting":          4,
+		"sagarunner_timer_lateness_seconds": 4,
+		"sagarunner_dead_lettered_total":    4,
+		"sagarunner_step_duration_seconds":  4,
+		"sagarunner_steps_total":            5, // 3 + other per status
+	}
+	for _, f := range families {
+		if limit, ok := limits[f.GetName()]; ok {
+			if n := len(f.GetMetric()); n != limit {
+				t.Errorf("%s has %d series, want %d", f.GetName(), n, limit)
+			}
+			delete(limits, f.GetName())
+		}
+	}
+	for name := range limits {
+		t.Errorf("%s not exported", name)
 	}
 }

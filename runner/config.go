@@ -29,6 +29,7 @@ const (
 	DefaultMaxAttempts     = 5
 	DefaultMaxRecordBytes  = saga.DefaultMaxRecordBytes
 	DefaultStuckAfter      = 2 * time.Minute
+	DefaultWaitingInterval = 15 * time.Second
 )
 
 // Config configures a Runner. Zero fields take the documented defaults when
@@ -118,6 +119,10 @@ type Config struct {
 	// StuckAfter is how old a partition's oldest uncommitted record may
 	// get before Readiness reports the partition stuck. Default 2 min.
 	StuckAfter time.Duration
+	// WaitingInterval is how often the waiting-tasks gauge is sampled from
+	// the state managers of the known domains, one count per domain.
+	// Default 15 s, a common scrape interval.
+	WaitingInterval time.Duration
 
 	// Timers configures the automatic deadlines.
 	Timers timers.Config
@@ -213,6 +218,7 @@ func (c *Config) Validate() error {
 	positive("MaxAttempts", &c.MaxAttempts, DefaultMaxAttempts)
 	positive("MaxRecordBytes", &c.MaxRecordBytes, DefaultMaxRecordBytes)
 	duration("StuckAfter", &c.StuckAfter, DefaultStuckAfter)
+	duration("WaitingInterval", &c.WaitingInterval, DefaultWaitingInterval)
 	if c.Timers.BackoffMin == 0 && c.Timers.BackoffMax == 0 {
 		c.Timers.BackoffMin, c.Timers.BackoffMax = c.Backoff.Min, c.Backoff.Max
 	}

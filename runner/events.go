@@ -12,16 +12,25 @@ import (
 // log flood, yet every partition in trouble still shows at once.
 const eventLogInterval = time.Second
 
-// eventLog logs retries and dead letters rate-limited per partition; a line
-// says how many were suppressed since the last one. The map holds one entry
-// per partition (or deadline shard) ever seen, which the cluster bounds.
+// eventLog logs retries, dead letters and notable outcomes rate-limited per
+// partition and message, so one kind of event flooding a partition does not
+// hide another; a line says how many of its kind were suppressed since the
+// last one. The map holds one entry per partition (or deadline shard) and
+// message ever seen: the cluster bounds the first, the code the second.
 type eventLog struct {
 	out   *slog.Logger
 	every time.Duration
 	now   func() time.Time // time.Now; tests move it by hand
 
 	mu   sync.Mutex
-	last map[topicPartition]*eventState
+	last map[eventKey]*eventState
+}
+
+// eventKey is what one rate limit covers: a message (a constant of the
+// code, never request data) on one partition.
+type eventKey struct {
+	tp  topicPartition
+	msg string
 }
 
 type eventState struct {
@@ -30,11 +39,11 @@ type eventState struct {
 }
 
 func newEventLog(log *slog.Logger) *eventLog {
-	return &eventLog{out: log, every: eventLogInterval, now: time.Now, last: map[topicPartition]*eventState{}}
+	return &eventLog{out: log, every: eventLogInterval, now: time.Now, last: map[eventKey]*eventState{}}
 }
 
 // log writes msg with the partition's coordinates, unless the partition had
-// a line less than every ago.
+// a line with msg less than every ago.
 func (l *eventLog) log(level slog.Level, tp topicPartition, msg string, attrs ...any) {
 	l.logf(level, tp, msg, func() []any { return attrs })
 }
@@ -44,10 +53,11 @@ func (l *eventLog) log(level slog.Level, tp topicPartition, msg string, attrs ..
 func (l *eventLog) logf(level slog.Level, tp topicPartition, msg string, build func() []any) {
 	now := l.now()
 	l.mu.Lock()
-	st := l.last[tp]
+	k := eventKey{tp, msg}
+	st := l.last[k]
 	if st == nil {
 		st = &eventState{}
-		l.last[tp] = st
+		l.last[k] = st
 	}
 	if !st.at.IsZero() && now.Sub(st.at) < l.every {
 		st.suppressed++

@@ -17,15 +17,24 @@ type Metrics interface {
 	// Step observes the time from polling a record to its effects being
 	// durable (its offset committable).
 	Step(d time.Duration)
-	// Started counts n tasks newly started in domain. The engine reports
-	// starts per handled record, not per domain, so domain is "".
+	// Started counts n tasks newly started in domain, one of the known
+	// domains (the loaded sagas' and the configured ones) or OtherDomain.
 	Started(domain string, n int)
+	// Waiting sets how many tasks wait in a known domain, as sampled from
+	// its state manager every Config.WaitingInterval.
+	Waiting(domain string, n int64)
+	// StepDone observes one saga step whose effects are durable: its saga
+	// and step (from the loaded definitions), how it ended (a
+	// saga.StepRun status) and how long its action took.
+	StepDone(saga, step, status string, d time.Duration)
+	// Outcome counts one notable outcome, by kind (saga.Note*).
 	// Closed counts one task-closed notification made durable, by status
 	// (COMPLETED, TIMEOUT, CANCELLED).
 	Closed(status string)
+	Outcome(kind string)
 	// DeadLetter counts one dead letter, by code: the runner's (Dead*
-	// constants, saga.DeadPanic, saga.DeadTooLarge) when it made the
-	// dead letter, "ENGINE" for the engine's own.
+	// constants, saga.DeadPanic, saga.DeadTooLarge) or the engine's
+	// (saga.Dead*, a malformed instance's result code).
 	DeadLetter(code string)
 	// Retry counts one failed step that will be tried again, by class
 	// ("transient", "unknown").
@@ -41,8 +50,8 @@ type Metrics interface {
 	Lag(topic string, partition int32, lag int64)
 	Uncommitted(topic string, partition int32, age time.Duration)
 	DropLag(topic string, partition int32)
-	// Lateness observes, per fired deadline, how long after the deadline
-	// its timeout became durable.
+	// Lateness observes, per fired deadline of a domain, how long after
+	// the deadline its timeout became durable.
 	timers.Observer
 }
 
@@ -51,14 +60,17 @@ type NopMetrics struct{}
 
 var _ Metrics = NopMetrics{}
 
-func (NopMetrics) Consumed(string)                          {}
-func (NopMetrics) Step(time.Duration)                       {}
-func (NopMetrics) Started(string, int)                      {}
-func (NopMetrics) Closed(string)                            {}
-func (NopMetrics) DeadLetter(string)                        {}
-func (NopMetrics) Retry(string)                             {}
-func (NopMetrics) ProduceFailed(string)                     {}
-func (NopMetrics) Lag(string, int32, int64)                 {}
-func (NopMetrics) Uncommitted(string, int32, time.Duration) {}
-func (NopMetrics) DropLag(string, int32)                    {}
-func (NopMetrics) Lateness(time.Duration)                   {}
+func (NopMetrics) Consumed(string)                                {}
+func (NopMetrics) Step(time.Duration)                             {}
+func (NopMetrics) Started(string, int)                            {}
+func (NopMetrics) Waiting(string, int64)                          {}
+func (NopMetrics) StepDone(string, string, string, time.Duration) {}
+func (NopMetrics) Outcome(string)                                 {}
+func (NopMetrics) Closed(string)                                  {}
+func (NopMetrics) DeadLetter(string)                              {}
+func (NopMetrics) Retry(string)                                   {}
+func (NopMetrics) ProduceFailed(string)                           {}
+func (NopMetrics) Lag(string, int32, int64)                       {}
+func (NopMetrics) Uncommitted(string, int32, time.Duration)       {}
+func (NopMetrics) DropLag(string, int32)                          {}
+func (NopMetrics) Lateness(string, time.Duration)                 {}

@@ -80,6 +80,9 @@ type Runner struct {
 	events *eventLog
 
 	timers *timers.Scheduler
+	// domains are the known domains, sorted: the only ones that label
+	// metrics, and the ones whose waiting tasks are sampled.
+	domains []string
 
 	ready   atomic.Bool
 	closing atomic.Bool
@@ -171,12 +174,13 @@ func newRunner(cfg Config, eng engine, ecfg saga.Config, triggers []string, stor
 	}
 	r.events = newEventLog(r.log)
 	r.handle = chain(eng.Handle, r.traced, r.failurePolicy, Recoverer())
-	sched, err := timers.New(cfg.Timers, eng, stores, r.emit,
+	sched, err := timers.New(cfg.Timers, eng, stores, r.emitCounted,
 		timers.WithClock(r.clock), timers.WithLogger(r.log), timers.WithObserver(r.metrics))
 	if err != nil {
 		return nil, err
 	}
 	r.timers = sched
+	r.domains = sched.Domains()
 	return r, nil
 }
 
@@ -250,9 +254,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.cl = cl
 
 	var bg sync.WaitGroup
-	bg.Add(2)
+	bg.Add(3)
 	go func() { defer bg.Done(); r.becomeReady(ctx) }()
 	go func() { defer bg.Done(); r.commitLoop(ctx) }()
+	go func() { defer bg.Done(); r.sampleWaiting(ctx) }()
 
 	r.pollLoop(ctx)
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/saga"
 	"github.com/sagarunner/sagarunner/saga/envelope"
 )
@@ -304,7 +305,7 @@ func sagaRecord(rec *kgo.Record) saga.Record {
 // deliver), so it never holds the partition. It gives up only when the
 // worker is stopped; the offsets stay unmarked then.
 func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Output) bool {
-	var total saga.Output
+	var acks []actions.Ack
 	var ds []delivery
 	for i, o := range outs {
 		if len(o.Records) > 0 {
@@ -313,8 +314,7 @@ func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Out
 				ds = append(ds, delivery{rec: rec, src: src})
 			}
 		}
-		o.Records = nil
-		total.Append(o)
+		acks = append(acks, o.Acks...)
 	}
 	b := newBackoff(w.r.cfg.Backoff)
 	for len(ds) > 0 {
@@ -335,8 +335,8 @@ func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Out
 		}
 	}
 	b.reset()
-	for len(total.Acks) > 0 {
-		err := w.r.eng.Ack(ctx, total.Acks)
+	for len(acks) > 0 {
+		err := w.r.eng.Ack(ctx, acks)
 		if err == nil {
 			break
 		}
@@ -351,7 +351,9 @@ func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Out
 			return false
 		}
 	}
-	w.r.countOutput(total)
+	for i := range outs {
+		w.r.countOutcomes(w.tp, srcs[i].rec.Offset, &outs[i])
+	}
 	return true
 }
 

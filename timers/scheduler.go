@@ -43,9 +43,10 @@ type Emitter func(ctx context.Context, k Key, attempt int, out saga.Output) (res
 
 // Observer receives timer measurements; the runner's metrics implement it.
 type Observer interface {
-	// Lateness is observed once per fired task: how long after its
-	// deadline its timeout became durable.
-	Lateness(d time.Duration)
+	// Lateness is observed once per fired task of domain (one the
+	// scheduler fires, so the set is bounded): how long after its deadline
+	// its timeout became durable.
+	Lateness(domain string, d time.Duration)
 }
 
 // Option configures a Scheduler.
@@ -236,7 +237,7 @@ func (s *Scheduler) run(ctx context.Context, l *loop) {
 			if !s.emitUntilDone(ctx, l, out, log) {
 				return
 			}
-			s.observeLateness(out)
+			s.observeLateness(l.key.Domain, out)
 		}
 		b.reset()
 		if fired >= s.cfg.BatchSize {
@@ -316,7 +317,7 @@ func (s *Scheduler) wait(ctx context.Context, l *loop, d time.Duration) bool {
 // FireDue does not return deadlines, and the notification is the one record
 // that carries them (SPEC §6); continuations are envelopes without a
 // top-level deadline.
-func (s *Scheduler) observeLateness(out saga.Output) {
+func (s *Scheduler) observeLateness(domain string, out saga.Output) {
 	if s.obs == nil {
 		return
 	}
@@ -327,7 +328,7 @@ func (s *Scheduler) observeLateness(out saga.Output) {
 			continue
 		}
 		late := max(now-v[2].Int(), 0)
-		s.obs.Lateness(time.Duration(late) * time.Millisecond)
+		s.obs.Lateness(domain, time.Duration(late)*time.Millisecond)
 	}
 }
 

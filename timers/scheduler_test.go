@@ -169,13 +169,15 @@ func (c *countingClock) waitParked(t *testing.T, n int) {
 }
 
 type latenessLog struct {
-	mu sync.Mutex
-	ds []time.Duration
+	mu      sync.Mutex
+	ds      []time.Duration
+	domains []string
 }
 
-func (l *latenessLog) Lateness(d time.Duration) {
+func (l *latenessLog) Lateness(domain string, d time.Duration) {
 	l.mu.Lock()
 	l.ds = append(l.ds, d)
+	l.domains = append(l.domains, domain)
 	l.mu.Unlock()
 }
 
@@ -183,6 +185,12 @@ func (l *latenessLog) all() []time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.ds)
+}
+
+func (l *latenessLog) allDomains() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.domains)
 }
 
 type fixture struct {
@@ -299,6 +307,9 @@ func TestFireDueOnVirtualClock(t *testing.T) {
 		}
 		return nil
 	})
+	if ds := f.late.allDomains(); len(ds) != 1 || ds[0] != "workflow" {
+		t.Errorf("lateness observed for domains %q, want the task's domain workflow", ds)
+	}
 
 	// Later polls do not fire it again.
 	f.clk.waitParked(t, 3*shards)
