@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagarunner/sagarunner/actions"
@@ -473,6 +474,9 @@ func tracerProvider(opt Options, log *slog.Logger) (trace.TracerProvider, tracin
 	}
 	if tp != nil {
 		log.Info("tracing on: exporting spans over OTLP as the OTEL_* environment variables say")
+		// The SDK reports failed exports here, at most once per batch;
+		// by default they would bypass the configured log format.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing: export failed", "err", err) }))
 	}
 	return tp, stop, nil
 }
