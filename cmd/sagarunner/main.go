@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sagarunner/sagarunner/config"
 )
 
 // exitError carries an exit code through cobra without printing twice.
@@ -29,6 +31,12 @@ func main() {
 	switch {
 	case errors.As(err, &ee):
 		os.Exit(ee.code)
+	case errors.As(err, new(config.Errors)):
+		// One problem a line, each starting with its file:line:col, as
+		// editors and CI logs expect.
+		fmt.Fprintln(os.Stderr, "sagarunner: invalid configuration:")
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "sagarunner:", err)
 		os.Exit(1)
@@ -46,6 +54,9 @@ func newRoot() *cobra.Command {
 		Version: versionLine(debug.ReadBuildInfo()),
 	}
 	root.SetVersionTemplate("{{.Version}}\n")
+	// A misspelt or malformed flag is a usage error: exit 2, as for an
+	// invalid filter value.
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError(cmd, err) })
 	root.AddCommand(newVersionCmd(), newDevCmd(), newRunCmd(), newValidateCmd(), newPublishCmd(), newTasksCmd(), newActionsCmd())
 	addExtraCommands(root)
 	return root

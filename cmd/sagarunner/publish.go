@@ -7,13 +7,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
-
-	"github.com/sagarunner/sagarunner/internal/app"
 
 	"github.com/spf13/cobra"
 	"github.com/tidwall/gjson"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sagarunner/sagarunner/config"
+	"github.com/sagarunner/sagarunner/internal/app"
 )
 
 func newPublishCmd() *cobra.Command {
@@ -59,6 +61,15 @@ func newPublishCmd() *cobra.Command {
 				return err
 			}
 			defer cl.Close()
+			// One bounded look for a broker first: an unreachable one is
+			// then one error naming the addresses, not a produce timeout.
+			pingCtx, cancelPing := context.WithTimeout(cmd.Context(), brokerPingTimeout)
+			err = cl.Ping(pingCtx)
+			cancelPing()
+			if err != nil {
+				return fmt.Errorf("cannot reach a Kafka broker at %s within %v (set them with --brokers, brokers or %s_BROKERS): %w",
+					strings.Join(c.Brokers, ","), brokerPingTimeout, config.EnvPrefix, err)
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			res := cl.ProduceSync(ctx, recs...)
@@ -76,6 +87,9 @@ func newPublishCmd() *cobra.Command {
 	addConfigFlags(cmd, "brokers")
 	return cmd
 }
+
+// brokerPingTimeout bounds how long publish looks for a broker.
+const brokerPingTimeout = 10 * time.Second
 
 // readEvents parses every non-empty line as a JSON object, reporting all bad
 // lines at once.
