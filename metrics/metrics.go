@@ -48,8 +48,9 @@ type Metrics struct {
 	// dead letter (a task id in use, a close of an unknown or closed task,
 	// an unanswered FAIL), by kind.
 	Outcomes *prometheus.CounterVec
-	// DeadLettered counts records sent to the dead-letter topic, by code
-	// ("ENGINE" for the engine's own, whose code is in the record).
+	// DeadLettered counts records sent to the dead-letter topic, by code:
+	// the engine's (saga.Dead*, a malformed instance's result code) and the
+	// runner's (runner.Dead*).
 	DeadLettered *prometheus.CounterVec
 	// Retries counts failed steps tried again, by class (transient,
 	// unknown).

@@ -68,7 +68,7 @@ func TestRecording(t *testing.T) {
 		{"consumed", func() { m.Consumed("a"); m.Consumed("a") }, m.RecordsConsumed.WithLabelValues("a"), 2},
 		{"started", func() { m.Started("workflow", 3); m.Started("workflow", 0) }, m.TasksStarted.WithLabelValues("workflow"), 3},
 		{"closed", func() { m.Closed("TIMEOUT") }, m.TasksClosed.WithLabelValues("TIMEOUT"), 1},
-		{"dead letter by code", func() { m.DeadLetter("PANIC"); m.DeadLetter("ENGINE") }, m.DeadLettered.WithLabelValues("PANIC"), 1},
+		{"dead letter by code", func() { m.DeadLetter("PANIC"); m.DeadLetter("UNDECODABLE") }, m.DeadLettered.WithLabelValues("PANIC"), 1},
 		{"retry by class", func() { m.Retry("transient"); m.Retry("transient") }, m.Retries.WithLabelValues("transient"), 2},
 		{"produce failure by class", func() { m.ProduceFailed("permanent") }, m.ProduceFailures.WithLabelValues("permanent"), 1},
 		{"uncommitted age", func() { m.Uncommitted("a", 3, 1500*time.Millisecond) }, m.OldestUncommitted.WithLabelValues("a", "3"), 1.5},
