@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,7 +214,7 @@ func TestSecurity(t *testing.T) {
 			}
 			return ids
 		}
-		has := func(ids []string, id string) bool { return strings.Contains(","+strings.Join(ids, ",")+",", ","+id+",") }
+		has := func(ids []string, id string) bool { return slices.Contains(ids, id) }
 		if ids := listed(tokAlice, ""); !has(ids, "sec-1") {
 			t.Errorf("alice's inbox %v lacks sec-1", ids)
 		}
