@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sagarunner/sagarunner/saga"
+	"github.com/sagarunner/sagarunner/statemanager"
 	"github.com/sagarunner/sagarunner/timers"
 )
 
@@ -107,14 +108,6 @@ func withoutCounters(out saga.Output) saga.Output {
 	return saga.Output{Records: out.Records, Acks: out.Acks}
 }
 
-// waitingCounter is the optional Store method the waiting-tasks gauge
-// samples: a domain's count of waiting tasks, cheap enough to ask every
-// WaitingInterval (a count per shard, never a listing). A store without it
-// leaves its domain's gauge unset.
-type waitingCounter interface {
-	CountWaiting(ctx context.Context) (int64, error)
-}
-
 // sampleWaiting sets the waiting-tasks gauge of every known domain every
 // WaitingInterval until ctx ends.
 func (r *Runner) sampleWaiting(ctx context.Context) {
@@ -139,7 +132,8 @@ func (r *Runner) sampleWaitingOnce(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		c, ok := st.(waitingCounter)
+		// A store that cannot count cheaply leaves its domain's gauge unset.
+		c, ok := st.(statemanager.Counter)
 		if !ok {
 			continue
 		}

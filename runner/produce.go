@@ -14,10 +14,6 @@ import (
 	"github.com/sagarunner/sagarunner/timers"
 )
 
-// engineCode labels the dead letters the engine wrote in the metrics; their
-// own code is in the record, which the runner does not parse again.
-const engineCode = "ENGINE"
-
 // delivery is one output record on its way to Kafka with the input that
 // caused it, so a record that can never be produced is replaced by a dead
 // letter naming its cause.
@@ -215,24 +211,5 @@ func (r *Runner) emit(ctx context.Context, k timers.Key, attempt int, out saga.O
 			return out, fmt.Errorf("runner: ack timer closes: %w", err)
 		}
 	}
-	r.countOutput(out)
 	return saga.Output{}, nil
-}
-
-// countOutput feeds the metrics from an output that became durable, from
-// the counters the engine keeps on it.
-func (r *Runner) countOutput(out saga.Output) {
-	if out.Started > 0 {
-		r.metrics.Started("", out.Started)
-	}
-	for status, n := range out.Closed {
-		for range n {
-			r.metrics.Closed(status)
-		}
-	}
-	// The engine's dead letters; the runner's own are counted with their
-	// code where they are made.
-	for range out.DeadLetters {
-		r.metrics.DeadLetter(engineCode)
-	}
 }

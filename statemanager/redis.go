@@ -8,6 +8,7 @@ package statemanager
 //	                  closed the decision (field names in field*)
 //	{P:s}:due         zset deadline -> id of waiting tasks that have a deadline
 //	{P:s}:pending     zset closedAt -> id of closed tasks whose effects are not acked
+//	{P:s}:nwaiting    string: how many tasks of the shard wait, every tenant's
 //	P:watermark       string: the end of the last TimeoutBetween range
 //
 // and the listing indexes of each tenant, under the tenant prefix T: {P:s}:
@@ -538,6 +539,37 @@ func (s *RedisStore) Pending(ctx context.Context, shard int, closedBefore int64,
 		out = append(out, t)
 	}
 	return out, nil
+}
+
+var _ Counter = (*RedisStore)(nil)
+
+// CountWaiting returns how many tasks wait in the store, across every
+// tenant: the sum of the shards' counters, which the start and close
+// scripts keep in step with the tasks. It costs one pipelined GET per
+// shard. (Tasks stored before the counter existed are not counted.)
+func (s *RedisStore) CountWaiting(ctx context.Context) (int64, error) {
+	cmds := make([]*redis.StringCmd, s.shards)
+	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range cmds {
+			cmds[i] = p.Get(ctx, s.shard[i].prefix+"nwaiting")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("statemanager: redis count waiting: %w", err)
+	}
+	var n int64
+	for _, c := range cmds {
+		v, err := c.Int64()
+		if errors.Is(err, redis.Nil) {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("statemanager: redis count waiting: %w", err)
+		}
+		n += v
+	}
+	return n, nil
 }
 
 // Watermark returns the end of the last TimeoutBetween range (0 if none).

@@ -271,6 +271,13 @@ type BatchCloser interface {
 	CloseMany(ctx context.Context, ids []string, c Close) ([]CloseResult, error)
 }
 
+// Counter is an optional extension of Store for the waiting-tasks gauge:
+// CountWaiting returns how many tasks of every tenant wait in the store. It
+// must cost a few round trips whatever the number of tasks.
+type Counter interface {
+	CountWaiting(ctx context.Context) (int64, error)
+}
+
 // CloseMany closes ids with one decision through s's BatchCloser, or with
 // Close per id when s has none; see BatchCloser for the results.
 func CloseMany(ctx context.Context, s Store, ids []string, c Close) ([]CloseResult, error) {

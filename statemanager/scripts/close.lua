@@ -28,6 +28,7 @@ local replies = {}
 -- The closed indexes written, each trimmed once after the batch; the
 -- per-closer ones also expire when idle, since people come and go.
 local trim, closers, seen = {}, {}, {}
+local closedNow = 0
 for n = 10, #ARGV do
   local id = ARGV[n]
   local h = KEYS[n - 7]
@@ -78,8 +79,12 @@ for n = 10, #ARGV do
         cur[#cur + 1] = decision[i]
       end
       replies[#replies + 1] = {'ok', cur}
+      closedNow = closedNow + 1
     end
   end
+end
+if closedNow > 0 then
+  redis.call('DECRBY', ARGV[1] .. 'nwaiting', closedNow)
 end
 for i = 1, #trim do
   redis.call('ZREMRANGEBYSCORE', trim[i], '-inf', '(' .. ARGV[8])

@@ -73,4 +73,6 @@ end
 for role in string.gmatch(ARGV[6], '[^\031]+') do
   redis.call('ZADD', tp .. 'r:' .. role, startedAt, id)
 end
+-- Every tenant's waiting tasks of the shard, counted for the waiting gauge.
+redis.call('INCR', ARGV[1] .. 'nwaiting')
 return {'created'}

@@ -56,6 +56,7 @@ func Run(t *testing.T, newStore func(t *testing.T) statemanager.Store) {
 		{"ViewerVisibility", testViewerVisibility},
 		{"FilteredListingPages", testFilteredPages},
 		{"ShardOfStable", testShardOf},
+		{"CountWaitingFollowsStartsAndCloses", testCountWaiting},
 		{"ConcurrentProceedVersusTimeout", testCloseRace},
 	}
 	for _, tc := range tests {
@@ -1210,4 +1211,46 @@ func testFilteredPages(t *testing.T, s statemanager.Store) {
 			}
 		})
 	}
+}
+
+// testCountWaiting checks the optional waiting count (statemanager.Counter)
+// across tenants: starts add, closes and batch closes subtract, replays and
+// duplicate starts change nothing.
+func testCountWaiting(t *testing.T, s statemanager.Store) {
+	c, ok := s.(statemanager.Counter)
+	if !ok {
+		t.Skip("the store does not count waiting tasks")
+	}
+	ctx := context.Background()
+	count := func(want int64) {
+		t.Helper()
+		n, err := c.CountWaiting(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != want {
+			t.Errorf("CountWaiting = %d, want %d", n, want)
+		}
+	}
+	count(0)
+	for i, tenant := range []string{"", "acme", "acme", "globex"} {
+		task := sampleTask(fmt.Sprintf("count-%d", i))
+		task.Tenant = tenant
+		mustStart(t, s, task)
+	}
+	if _, created, err := s.Start(ctx, sampleTask("count-0")); err != nil || created {
+		t.Fatalf("duplicate start: created %v, %v", created, err)
+	}
+	count(4)
+	c1 := statemanager.Close{ID: "count-1", Status: statemanager.StatusCompleted, At: base + 1, Key: "k1"}
+	mustClose(t, s, c1)
+	if _, _, err := s.Close(ctx, c1); err != nil {
+		t.Fatalf("replayed close: %v", err)
+	}
+	count(3)
+	if _, err := statemanager.CloseMany(ctx, s, []string{"count-2", "count-3", "count-1", "nope"},
+		statemanager.Close{Status: statemanager.StatusTimeout, At: base + 2, Key: "timeout"}); err != nil {
+		t.Fatal(err)
+	}
+	count(1)
 }
