@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/sagarunner/sagarunner/config"
@@ -25,6 +26,10 @@ func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// go-redis logs every failed dial of every pooled connection; the
+	// runner and the commands report an unreachable Redis themselves, once
+	// per retry and rate-limited, with the address.
+	redis.SetLogger(quietRedisLog{})
 	root := newRoot()
 	err := root.ExecuteContext(ctx)
 	var ee exitError
