@@ -46,6 +46,22 @@ type Task struct {
 	Envelope json.RawMessage `json:"envelope,omitempty"`
 	Status   string          `json:"status"`
 
+	// The lifecycle (SPEC §12). ClaimedBy is the operator working on an
+	// open task; PossibleOutcomes, RequiredApprovals, ApproverRoles and
+	// Priority come from StartTask; Outcome, Note and CompletedBy are the
+	// executor's completion, Approvals the approvals it gathered.
+	ClaimedBy         string     `json:"claimedBy,omitempty"`
+	PossibleOutcomes  []string   `json:"possibleOutcomes,omitempty"`
+	RequiredApprovals int        `json:"requiredApprovals,omitempty"`
+	ApproverRoles     []string   `json:"approverRoles,omitempty"`
+	Priority          int        `json:"priority,omitempty"`
+	Outcome           string     `json:"outcome,omitempty"`
+	Note              string     `json:"note,omitempty"`
+	CompletedBy       string     `json:"completedBy,omitempty"`
+	Approvals         []Approval `json:"approvals,omitempty"`
+	// Version counts the task's changes; Lifecycle.Apply compares it.
+	Version int64 `json:"version,omitempty"`
+
 	// The decision, set once the task is closed.
 	ClosedAt  int64           `json:"closedAt,omitempty"`
 	ClosedBy  string          `json:"closedBy,omitempty"`
@@ -77,6 +93,10 @@ type Close struct {
 	// EnrichPath is recorded with the decision, so effects rebuilt after a
 	// crash are identical to the first ones.
 	EnrichPath string
+	// Outcome and Note are the executor's, recorded with the decision and
+	// in the closing history event.
+	Outcome string
+	Note    string
 }
 
 // Due is a waiting task whose deadline has come.
