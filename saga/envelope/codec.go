@@ -77,7 +77,7 @@ var (
 	requestFields = [...]string{"requestId", "user", "roles", "replyTo", "createdAt", "tenant", "hops"}
 	sagaFields    = [...]string{"saga", "version", "stepId", "runnerPartition", "seq"}
 	eventFields   = [...]string{"action", "domain", "inputElement", "outputElement", "parameters"}
-	resultFields  = [...]string{"status", "code", "message"}
+	resultFields  = [...]string{"status", "code", "message", "outcome"}
 )
 
 // The fields met in one object are bits of a uint16; more fields than 16
@@ -123,6 +123,7 @@ const (
 	fStatus = iota
 	fCode
 	fMessage
+	fOutcome
 )
 
 // scope is one object whose keys the strict rules check.
@@ -246,6 +247,8 @@ func decodeObject(data []byte, e *Envelope) (isEnvelope bool, err error) {
 					d.str(&r.Code, "result.code")
 				case fMessage:
 					d.str(&r.Message, "result.message")
+				case fOutcome:
+					d.str(&r.Outcome, "result.outcome")
 				default:
 					d.skip()
 				}
@@ -975,12 +978,12 @@ func (e *Envelope) encodedSize() int {
 	const fixed = len(`{"requestMeta":{"requestId":"","user":"","roles":[],"replyTo":"","createdAt":-9223372036854775808,"tenant":"","hops":-9223372036854775808},` +
 		`"sagaMeta":{"saga":"","version":-9223372036854775808,"stepId":"","runnerPartition":-2147483648,"seq":-9223372036854775808},` +
 		`"eventMeta":{"action":"","domain":"","inputElement":"","outputElement":"","parameters":},` +
-		`"payload":,"result":{"status":"","code":"","message":""}}`)
+		`"payload":,"result":{"status":"","code":"","message":"","outcome":""}}`)
 	rm, sm, em, r := &e.RequestMeta, &e.SagaMeta, &e.EventMeta, &e.Result
 	n := fixed + len(rm.RequestID) + len(rm.User) + len(rm.ReplyTo) + len(rm.Tenant) +
 		len(sm.Saga) + len(sm.StepID) +
 		len(em.Action) + len(em.Domain) + len(em.InputElement) + len(em.OutputElement) + len(em.Parameters) +
-		len(e.Payload) + len(r.Status) + len(r.Code) + len(r.Message)
+		len(e.Payload) + len(r.Status) + len(r.Code) + len(r.Message) + len(r.Outcome)
 	for _, role := range rm.Roles {
 		n += len(role) + 3
 	}
@@ -1036,6 +1039,7 @@ func (e *Envelope) appendJSON(b []byte) []byte {
 	b = appendStringField(b, "status", r.Status)
 	b = appendStringField(b, "code", r.Code)
 	b = appendStringField(b, "message", r.Message)
+	b = appendStringField(b, "outcome", r.Outcome)
 	return append(b, "}}"...)
 }
 

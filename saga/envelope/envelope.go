@@ -76,6 +76,9 @@ type Result struct {
 	Status  string `json:"status,omitempty"`
 	Code    string `json:"code,omitempty"`
 	Message string `json:"message,omitempty"`
+	// Outcome is the outcome a task was completed with (SPEC §12), carried
+	// by the continuation of its saga so a StartTask step can route on it.
+	Outcome string `json:"outcome,omitempty"`
 }
 
 // Record is one Kafka record to produce. The engine returns records instead of

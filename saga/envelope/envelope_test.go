@@ -82,6 +82,11 @@ func TestDecode(t *testing.T) {
 			payload: `7`,
 		},
 		{
+			name: "a result with an outcome", value: `{"payload": {}, "result": {"status": "SUCCESS", "outcome": "approve"}}`,
+			want:    &envelope.Envelope{Result: envelope.Result{Status: envelope.StatusSuccess, Outcome: "approve"}},
+			payload: `{}`,
+		},
+		{
 			name:    "tenant and hops",
 			value:   `{"requestMeta": {"requestId": "r1", "user": "alice", "tenant": "acme", "hops": 3}, "payload": {}}`,
 			want:    &envelope.Envelope{RequestMeta: envelope.RequestMeta{RequestID: "r1", User: "alice", Tenant: "acme", Hops: 3}},
@@ -326,12 +331,12 @@ func TestEncode(t *testing.T) {
 				SagaMeta:  envelope.SagaMeta{Saga: "s", Version: 2, StepID: "approve", RunnerPartition: -3, Seq: 9},
 				EventMeta: envelope.EventMeta{Action: "StartTask", Domain: "workflow", InputElement: "parameters", OutputElement: "process", Parameters: json.RawMessage(`{"timeout": 60000}`)},
 				Payload:   json.RawMessage(`{"parameters": {"id": 1}}`),
-				Result:    envelope.Result{Status: "FAIL", Code: "BAD_INPUT", Message: "no"},
+				Result:    envelope.Result{Status: "FAIL", Code: "BAD_INPUT", Message: "no", Outcome: "approve"},
 			},
 			want: `{"requestMeta": {"requestId": "r-42", "user": "alice", "roles": ["manager", "admin"], "replyTo": "responses", "createdAt": 1763800000000, "tenant": "acme", "hops": 2},
 				"sagaMeta": {"saga": "s", "version": 2, "stepId": "approve", "runnerPartition": -3, "seq": 9},
 				"eventMeta": {"action": "StartTask", "domain": "workflow", "inputElement": "parameters", "outputElement": "process", "parameters": {"timeout": 60000}},
-				"payload": {"parameters": {"id": 1}}, "result": {"status": "FAIL", "code": "BAD_INPUT", "message": "no"}}`,
+				"payload": {"parameters": {"id": 1}}, "result": {"status": "FAIL", "code": "BAD_INPUT", "message": "no", "outcome": "approve"}}`,
 		},
 		{
 			name: "strings that need escaping",
@@ -379,7 +384,7 @@ func TestEncodeAllocatesOnce(t *testing.T) {
 		SagaMeta:    envelope.SagaMeta{Saga: long, Version: math.MinInt, StepID: long, RunnerPartition: math.MinInt32, Seq: math.MinInt},
 		EventMeta:   envelope.EventMeta{Action: long, Domain: long, InputElement: long, OutputElement: long, Parameters: json.RawMessage(`"` + long + `"`)},
 		Payload:     json.RawMessage(`"` + long + `"`),
-		Result:      envelope.Result{Status: long, Code: long, Message: long},
+		Result:      envelope.Result{Status: long, Code: long, Message: long, Outcome: long},
 	}
 	if n := testing.AllocsPerRun(10, func() { e.Encode() }); n != 1 {
 		t.Errorf("Encode allocates %v times, want 1", n)

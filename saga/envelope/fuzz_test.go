@@ -75,6 +75,9 @@ var fuzzSeeds = []string{
 	`{"requestMeta": {"requestId": "r1", "tenant": "t\u00e9", "hops": 3}, "payload": {}}`,
 	`{"requestMeta": {"hops": -1, "tenant": null}, "p\u0061yload": 1}`,
 	`{"requestMeta": {"hops": 1.5}}`,
+	`{"payload": {}, "result": {"status": "SUCCESS", "outcome": "appr\u006fve"}}`,
+	`{"result": {"outcome": "a", "Outcome": "b"}}`,
+	`{"result": {"outcome": 1}}`,
 
 	// Each spelling the strict rules refuse.
 	`{"RequestMeta": {"user": "x"}, "payload": {}}`,
@@ -215,7 +218,7 @@ func strictViolation(value []byte) string {
 		"sagaMeta":    {"saga", "version", "stepId", "runnerPartition", "seq"},
 		"eventMeta":   {"action", "domain", "inputElement", "outputElement", "parameters"},
 		"payload":     nil,
-		"result":      {"status", "code", "message"},
+		"result":      {"status", "code", "message", "outcome"},
 	}
 	top := []string{"requestMeta", "sagaMeta", "eventMeta", "payload", "result"}
 	if !slices.ContainsFunc(keys, func(k string) bool { return slices.Contains(top, k) }) {
