@@ -1,0 +1,197 @@
+package actions
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jmespath/go-jmespath"
+
+	"github.com/sagarunner/sagarunner/saga/envelope"
+	"github.com/sagarunner/sagarunner/statemanager"
+)
+
+func init() {
+	Default.Register(&Spec{
+		Name:  "StartTask",
+		Waits: true,
+		Doc: "Records the current event as a task assigned to a user or group and suspends the saga " +
+			"until a ProceedTask, a TimeoutTask or the task's deadline closes it. The task records the tenant " +
+			"of the request. Replaying the start of a task is a no-op; starting a task whose id is waiting " +
+			"for another instance fails with " + CodeTaskIDInUse + ". A task id is 1 to 512 bytes of UTF-8 " +
+			"without control characters (else BAD_INPUT).",
+		Domain:        Required,
+		InputElement:  Optional,
+		OutputElement: Optional,
+		Params: []Param{
+			{Name: "inputPattern", Type: Pattern, Doc: "JMESPath pattern to apply on data input", Example: "{data: process.data}"},
+			{Name: "taskIdPath", Type: Path, Default: "taskId", Doc: "Path of the task id in the input; when it resolves to nothing the id is <requestId>:<stepId>:<runnerPartition>", Example: "process.id"},
+			{Name: "taskName", Type: String, Doc: "Descriptive name for the task", Example: "Job Post Approval"},
+			{Name: "taskSpec", Type: String, Doc: "Task specification (i.e. reference name for the process flow)", Example: "job_post_approval"},
+			{Name: "taskAction", Type: String, Doc: "Referential name of the action", Example: "Approve"},
+			{Name: "taskRoles", Type: String, Doc: "Comma separated list of user roles allowed to process the task (besides the admin roles)", Example: "admin,manager"},
+			{Name: "taskUser", Type: String, Doc: "ID of the user allowed to process the task", Example: "user123"},
+			{Name: "timeout", Type: Int, Doc: "Milliseconds to time the started task out after", Example: "60000"},
+			{Name: "timeoutOn", Type: Int, Doc: "Epoch time in ms to time the started task out on", Example: "1666765654000"},
+		},
+		New: newStartTask,
+	})
+}
+
+// startedHookKey carries WithStartedHook's function in a context.
+type startedHookKey struct{}
+
+// WithStartedHook returns a context under which StartTask calls fn, before
+// returning, with every task it newly stored. A replayed start (the task was
+// already there) does not call it. It exists so the engine can count
+// Output.Started without counting replays: Outcome has no field for it.
+func WithStartedHook(ctx context.Context, fn func(*statemanager.Task)) context.Context {
+	return context.WithValue(ctx, startedHookKey{}, fn)
+}
+
+type startTask struct {
+	domain        string
+	inputElement  string
+	outputElement string
+	inputPattern  *jmespath.JMESPath
+	raw           map[string]string
+	taskIDPath    string
+	name          string
+	spec          string
+	action        string
+	roles         []string
+	user          string
+	timeout       int64
+	timeoutOn     int64
+}
+
+func newStartTask(c Config) (Action, error) {
+	a := &startTask{
+		domain:        c.Domain,
+		inputElement:  c.InputElement,
+		outputElement: c.OutputElement,
+		inputPattern:  c.Pattern("inputPattern"),
+		raw:           c.Raw,
+		taskIDPath:    c.String("taskIdPath"),
+		name:          c.String("taskName"),
+		spec:          c.String("taskSpec"),
+		action:        c.String("taskAction"),
+		roles:         splitRoles(c.String("taskRoles")),
+		user:          strings.TrimSpace(c.String("taskUser")),
+		timeout:       c.Int("timeout"),
+		timeoutOn:     c.Int("timeoutOn"),
+	}
+	if !validDomain(a.domain) {
+		return nil, fmt.Errorf("StartTask: %s", domainReason(a.domain))
+	}
+	if reason := badName(a.user); reason != "" {
+		return nil, fmt.Errorf("StartTask: taskUser %q %s", a.user, reason)
+	}
+	for _, r := range a.roles {
+		if reason := badName(r); reason != "" {
+			return nil, fmt.Errorf("StartTask: taskRoles entry %q %s", r, reason)
+		}
+	}
+	switch {
+	case a.timeout < 0:
+		return nil, fmt.Errorf("StartTask: timeout must not be negative, got %d", a.timeout)
+	case a.timeoutOn < 0:
+		return nil, fmt.Errorf("StartTask: timeoutOn must not be negative, got %d", a.timeoutOn)
+	case a.timeout > 0 && a.timeoutOn > 0:
+		// Two deadlines would leave the reader guessing which one wins.
+		return nil, errors.New("StartTask: give timeout or timeoutOn, not both")
+	}
+	return a, nil
+}
+
+// Execute stores the current envelope as a waiting task and suspends the
+// instance. The stored envelope already carries result SUCCESS and the task
+// info at outputElement, so the continuation only needs its status changed
+// and its payload enriched when the task closes.
+func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope) (Outcome, error) {
+	_, id, data, ok := taskInput(env, x, a.inputElement, a.taskIDPath, a.inputPattern, a.raw["inputPattern"])
+	if !ok {
+		return Outcome{Env: env}, nil
+	}
+	store, err := storeOf(x, a.domain)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("StartTask %q: %w", id, err)
+	}
+	now := nowMillis(x)
+	deadline := a.timeoutOn
+	if a.timeout > 0 {
+		deadline = now + a.timeout
+	}
+	t := &statemanager.Task{
+		ID:        id,
+		Domain:    a.domain,
+		Name:      a.name,
+		Spec:      a.spec,
+		Action:    a.action,
+		Roles:     a.roles,
+		User:      a.user,
+		Saga:      env.SagaMeta.Saga,
+		StepID:    env.SagaMeta.StepID,
+		RequestID: env.RequestMeta.RequestID,
+		Tenant:    env.RequestMeta.Tenant,
+		StartKey:  startKey(env),
+		StartedAt: now,
+		Deadline:  deadline,
+		Data:      json.RawMessage(data),
+	}
+	env.Succeed()
+	if !a.writeTaskInfo(env, t) {
+		return Outcome{Env: env}, nil
+	}
+	t.Envelope = env.Encode()
+	stored, created, err := store.Start(ctx, t)
+	if err != nil {
+		return Outcome{}, fmt.Errorf("StartTask %q in %q: %w: %w", id, a.domain, ErrRetryable, err)
+	}
+	if created {
+		if fn, _ := ctx.Value(startedHookKey{}).(func(*statemanager.Task)); fn != nil {
+			fn(stored)
+		}
+		return Outcome{Env: env, Suspend: true}, nil
+	}
+	if stored.Waiting() && stored.RequestID != t.RequestID {
+		// The id waits for another instance. Its details are not this
+		// caller's to see, so the message names the id only.
+		env.Fail(CodeTaskIDInUse, "task id %q in %q is waiting for another instance", id, a.domain)
+		return Outcome{Env: env}, nil
+	}
+	// A replay of this start: answer as the first time.
+	if !a.writeTaskInfo(env, stored) {
+		return Outcome{Env: env}, nil
+	}
+	return Outcome{Env: env, Suspend: true}, nil
+}
+
+// writeTaskInfo tells the caller which task the step created, at
+// outputElement, so a response names the id to proceed.
+func (a *startTask) writeTaskInfo(env *envelope.Envelope, t *statemanager.Task) bool {
+	if a.outputElement == "" {
+		return true
+	}
+	info := make([]byte, 0, 48+len(t.ID)+len(t.Domain))
+	info = envelope.AppendString(append(info, `{"taskId":`...), t.ID, false)
+	info = envelope.AppendString(append(info, `,"domain":`...), t.Domain, false)
+	info = append(strconv.AppendInt(append(info, `,"deadline":`...), t.Deadline, 10), '}')
+	if err := env.Set(a.outputElement, info); err != nil {
+		env.Fail(CodeBadInput, "output element %q: %v", a.outputElement, err)
+		return false
+	}
+	return true
+}
+
+// startKey names the step visit starting a task: a replay of the same record
+// repeats it, a saga looping back into the step does not (SagaMeta.Seq).
+func startKey(env *envelope.Envelope) string {
+	if env.SagaMeta.Saga == "" {
+		return ""
+	}
+	return env.RequestMeta.RequestID + "/" + env.SagaMeta.StepID + "/" + strconv.Itoa(env.SagaMeta.Seq)
+}
