@@ -40,6 +40,20 @@ type Topics struct {
 	Continuations string
 	// Notifications receives task-closed notifications, keyed by taskId.
 	Notifications string
+	// TaskEvents receives every event of a task's history (SPEC §12),
+	// keyed by taskId; empty publishes none.
+	TaskEvents string
+}
+
+// DefaultTaskEventTopic is the task-event topic of SPEC §12
+// (topics.taskEvents).
+const DefaultTaskEventTopic = "sagarunner-task-events"
+
+// Outcomer is implemented by a built action that completes with one of a
+// declared set of outcomes (a StartTask with possibleOutcomes): the saga
+// loader accepts those names as routes of its step.
+type Outcomer interface {
+	Outcomes() []string
 }
 
 // Outcome is what an action did. Env is the output envelope; its Result
@@ -76,6 +90,15 @@ const (
 	// attaching this one to it would let anyone who knows an id squat on
 	// it; it is a business outcome, routable like any FAIL.
 	CodeTaskIDInUse = "TASK_ID_IN_USE"
+
+	// Lifecycle refusals (SPEC §12).
+	CodeTaskClaimed     = "TASK_CLAIMED"          // another operator holds the task
+	CodeNotInApproval   = "NOT_IN_APPROVAL"       // approve or reject of a task not awaiting approval
+	CodeInApproval      = "TASK_IN_APPROVAL"      // an executor's operation on a task awaiting approval
+	CodeAlreadyApproved = "ALREADY_APPROVED"      // the approver approved it already
+	CodeSelfApproval    = "SELF_APPROVAL"         // the executor may not approve its own completion
+	CodeTaskChanged     = "TASK_CHANGED"          // lost a race with another operation (409)
+	CodeUnsupported     = "LIFECYCLE_UNSUPPORTED" // the domain's store has no lifecycle
 )
 
 // ErrRetryable marks infrastructure errors worth retrying; actions wrap store

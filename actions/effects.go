@@ -85,6 +85,11 @@ func TaskEffects(t *statemanager.Task, topics Topics) ([]envelope.Record, error)
 		}
 		e.Payload = p
 		e.Result = envelope.Result{Status: status}
+		if status == envelope.StatusSuccess {
+			// Only a completion has an outcome: a task timed out while in
+			// approval keeps its executor's outcome, which decided nothing.
+			e.Result.Outcome = t.Outcome
+		}
 		key := e.RequestMeta.RequestID
 		if key == "" {
 			key = t.RequestID
@@ -95,5 +100,126 @@ func TaskEffects(t *statemanager.Task, topics Topics) ([]envelope.Record, error)
 	if err != nil {
 		return nil, err
 	}
-	return append(recs, n), nil
+	recs = append(recs, n)
+	if topics.TaskEvents != "" {
+		recs = append(recs, TaskEventRecord(topics.TaskEvents, t, ClosingEvent(t)))
+	}
+	return recs, nil
 }
+
+// ClosingEvent is the history event that closed t, rebuilt from the closed
+// task alone so that every path closing a task (an operation, a deadline, a
+// recovery after a crash) publishes the same bytes: the last approval of a
+// task that needed approvals, else the completion, cancel or timeout.
+// Only what the task keeps is in it (an approver's note is in the history
+// only).
+func ClosingEvent(t *statemanager.Task) statemanager.Event {
+	e := statemanager.Event{At: t.ClosedAt, Actor: t.ClosedBy, RequestID: t.CloseKey}
+	switch t.Status {
+	case statemanager.StatusCompleted:
+		e.Type, e.Outcome, e.Note = statemanager.EventCompleted, t.Outcome, t.Note
+		if n := len(t.Approvals); t.RequiredApprovals > 0 && n > 0 {
+			last := t.Approvals[n-1]
+			e = statemanager.Event{Type: statemanager.EventApproved, At: last.At, Actor: last.User, RequestID: t.CloseKey}
+		}
+	case statemanager.StatusCancelled:
+		e.Type, e.Note = statemanager.EventCancelled, t.Note
+	default:
+		e.Type = statemanager.EventTimedOut
+	}
+	return e
+}
+
+// TaskEvent is a record of the task-event topic: one history event with the
+// task it happened to and the status it left the task in. Seq is left out:
+// the events of a task share its key, so their order is the partition's.
+type TaskEvent struct {
+	TaskID    string `json:"taskId"`
+	Domain    string `json:"domain"`
+	Tenant    string `json:"tenant,omitempty"`
+	Status    string `json:"status"`
+	Type      string `json:"type"`
+	At        int64  `json:"at"`
+	Actor     string `json:"actor,omitempty"`
+	From      string `json:"from,omitempty"`
+	To        string `json:"to,omitempty"`
+	Outcome   string `json:"outcome,omitempty"`
+	Note      string `json:"note,omitempty"`
+	RequestID string `json:"requestId,omitempty"`
+}
+
+// TaskEventRecord is e, an event of t (t as it is after e), as a record of
+// topic keyed by the task id. Its bytes depend on t and e alone.
+func TaskEventRecord(topic string, t *statemanager.Task, e statemanager.Event) envelope.Record {
+	v, _ := json.Marshal(TaskEvent{TaskID: t.ID, Domain: t.Domain, Tenant: t.Tenant, Status: t.Status,
+		Type: e.Type, At: e.At, Actor: e.Actor, From: e.From, To: e.To, Outcome: e.Outcome, Note: e.Note, RequestID: e.RequestID})
+	return envelope.Record{Topic: topic, Key: []byte(t.ID), Value: v}
+}
+
+// ApplyTask applies a lifecycle change to a task of a domain whose store
+// implements statemanager.Lifecycle, and returns the task after it and the
+// records to produce: for a change that closes the task, its effects
+// exactly as CloseTask's; for any other, its history event on the
+// task-event topic. A replayed change (its Key applied already) returns the
+// same effects. Errors: ErrUnsupported for a store without the lifecycle;
+// statemanager.ErrNotFound, ErrClosed and ErrStale wrapped (with the task
+// for the last two); other store errors wrapped with ErrRetryable.
+func ApplyTask(ctx context.Context, x *Exec, domain string, c statemanager.Change) (*statemanager.Task, bool, []envelope.Record, error) {
+	store, err := storeOf(x, domain)
+	if err != nil {
+		return nil, false, nil, fmt.Errorf("change task %q: %w", c.ID, err)
+	}
+	lc, ok := store.(statemanager.Lifecycle)
+	if !ok {
+		return nil, false, nil, fmt.Errorf("change task %q in %q: %w", c.ID, domain, ErrUnsupported)
+	}
+	t, replay, err := lc.Apply(ctx, c)
+	switch {
+	case errors.Is(err, statemanager.ErrNotFound), errors.Is(err, statemanager.ErrClosed), errors.Is(err, statemanager.ErrStale):
+		return t, false, nil, fmt.Errorf("change task %q in %q: %w", c.ID, domain, err)
+	case err != nil:
+		return nil, false, nil, fmt.Errorf("change task %q in %q: %w: %w", c.ID, domain, ErrRetryable, err)
+	}
+	if c.Close != nil || !statemanager.Open(t.Status) {
+		recs, err := TaskEffects(t, x.Topics)
+		if err != nil {
+			return t, replay, nil, fmt.Errorf("change task %q in %q: %w", c.ID, domain, err)
+		}
+		return t, replay, recs, nil
+	}
+	if x.Topics.TaskEvents == "" {
+		return t, replay, nil, nil
+	}
+	e := c.Event
+	if replay {
+		// The event as first recorded, so a redelivered operation
+		// publishes the bytes it published the first time.
+		if stored, ok, err := storedEvent(ctx, lc, c.ID, c.Key); err != nil {
+			return nil, false, nil, fmt.Errorf("history of task %q in %q: %w: %w", c.ID, domain, ErrRetryable, err)
+		} else if ok {
+			e = stored
+		}
+	}
+	return t, replay, []envelope.Record{TaskEventRecord(x.Topics.TaskEvents, t, e)}, nil
+}
+
+// storedEvent finds the event a request recorded in a task's history.
+func storedEvent(ctx context.Context, lc statemanager.Lifecycle, id, key string) (statemanager.Event, bool, error) {
+	if key == "" {
+		return statemanager.Event{}, false, nil
+	}
+	events, err := lc.History(ctx, id)
+	if err != nil && !errors.Is(err, statemanager.ErrNotFound) {
+		return statemanager.Event{}, false, err
+	}
+	for i := len(events) - 1; i >= 0; i-- {
+		if events[i].RequestID == key {
+			return events[i], true, nil
+		}
+	}
+	return statemanager.Event{}, false, nil
+}
+
+// ErrUnsupported is returned for a lifecycle operation on a domain whose
+// store does not implement statemanager.Lifecycle.
+var ErrUnsupported = errors.New("actions: the state manager has no task lifecycle")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jmespath/go-jmespath"
+	"github.com/tidwall/gjson"
 
 	"github.com/sagarunner/sagarunner/saga/envelope"
 	"github.com/sagarunner/sagarunner/statemanager"
@@ -17,8 +18,13 @@ import (
 
 func init() {
 	Default.Register(closeSpec("ProceedTask", statemanager.StatusCompleted,
-		"Proceeds a waiting task: the stored event is enriched with the input and its saga continues "+
-			"from the StartTask step with status SUCCESS; a COMPLETED notification is published. "+closeAuthDoc,
+		"Proceeds (completes) a waiting task: the stored event is enriched with the input and its saga continues "+
+			"from the StartTask step with status SUCCESS and result.outcome; a COMPLETED notification is published. "+
+			"The outcome and note are read next to the data (outcomePath, notePath); the outcome must be one of the "+
+			"task's possibleOutcomes when it declares some (else BAD_INPUT). A task with requiredApprovals moves to "+
+			"IN_APPROVAL instead of closing (its store must have the task lifecycle, else "+CodeUnsupported+"), and "+
+			"closes once approved (ApproveTask). A task claimed by another operator is TASK_CLAIMED, one awaiting "+
+			"approval TASK_IN_APPROVAL. "+closeAuthDoc,
 		"proceeding"))
 	Default.Register(closeSpec("TimeoutTask", statemanager.StatusTimeout,
 		"Times a waiting task out by hand: the stored event is enriched with the input and its saga "+
@@ -35,7 +41,7 @@ const closeAuthDoc = "A caller with an identity (user or roles in requestMeta) m
 // closeSpec declares ProceedTask and TimeoutTask, which differ only in the
 // status they close with.
 func closeSpec(name, status, doc, verb string) *Spec {
-	return &Spec{
+	s := &Spec{
 		Name:          name,
 		Doc:           doc,
 		ClosesTask:    true,
@@ -65,9 +71,17 @@ func closeSpec(name, status, doc, verb string) *Spec {
 				taskIDPath:    c.String("taskIdPath"),
 				enrichPath:    c.String("enrichPath"),
 				domainPath:    c.String("domainPath"),
+				outcomePath:   c.String("outcomePath"),
+				notePath:      c.String("notePath"),
 			}, nil
 		},
 	}
+	if status == statemanager.StatusCompleted {
+		s.Params = append(s.Params,
+			Param{Name: "outcomePath", Type: Path, Default: "outcome", Doc: "Path of the completion's outcome in the input (not the data)", Example: "outcome"},
+			Param{Name: "notePath", Type: Path, Default: "note", Doc: "Path of the completion's note in the input (not the data)", Example: "note"})
+	}
+	return s
 }
 
 // closeTask is ProceedTask (status COMPLETED) and TimeoutTask (TIMEOUT).
@@ -83,6 +97,9 @@ type closeTask struct {
 	taskIDPath    string
 	enrichPath    string
 	domainPath    string
+	// outcomePath and notePath: ProceedTask's completion (SPEC §12).
+	outcomePath string
+	notePath    string
 }
 
 // Execute closes the task named in the input with the transformed input as
@@ -115,8 +132,17 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 	key := env.RequestMeta.RequestID
 	// Only a trusted caller may skip the read: everyone else is checked
 	// against the stored task before anything changes.
-	if trusted(env.RequestMeta) && a.outputPattern == nil {
-		return a.close(ctx, x, env, nil, id, data, a.enrichPath, key)
+	outcome, note, ok := a.completion(env, in)
+	if !ok {
+		return Outcome{Env: env}, nil
+	}
+	// A completion with an outcome or note is checked against the task's
+	// lifecycle (declared outcomes, approvals), which needs the read.
+	// TODO(lifecycle): the store's close should refuse a task with
+	// requiredApprovals, so that a plain trusted proceed cannot skip them
+	// without costing this path a read.
+	if trusted(env.RequestMeta) && a.outputPattern == nil && outcome == "" && note == "" {
+		return a.close(ctx, x, env, nil, nil, id, data, a.enrichPath, key)
 	}
 	t, err := store.Get(ctx, id)
 	switch {
@@ -138,8 +164,9 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 		env.Fail(CodeForbidden, "%s may not close task %q in %q", caller(env.RequestMeta), id, a.domain)
 		return Outcome{Env: env}, nil
 	}
-	replay := !t.Waiting() && key != "" && t.CloseKey == key
-	if !t.Waiting() && !replay {
+	open := statemanager.Open(t.Status)
+	replay := !open && key != "" && t.CloseKey == key
+	if !open && !replay {
 		failClosed(env, t)
 		return Outcome{Env: env}, nil
 	}
@@ -147,8 +174,45 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 	if replay {
 		// The response must be the one the first request got.
 		data, enrichPath = t.CloseData, t.EnrichPath
+		return a.close(ctx, x, env, t, nil, t.ID, data, enrichPath, key)
 	}
-	return a.close(ctx, x, env, t, t.ID, data, enrichPath, key)
+	if a.status != statemanager.StatusCompleted {
+		return a.close(ctx, x, env, t, nil, t.ID, data, enrichPath, key)
+	}
+	ch, refusal := Complete(t, CallerOf(env.RequestMeta, x.AdminRoles),
+		Completion{Outcome: outcome, Note: note, Data: data, EnrichPath: enrichPath}, key, nowMillis(x))
+	if refusal != nil {
+		env.Fail(refusal.Code, "%s", refusal.Message)
+		return Outcome{Env: env}, nil
+	}
+	if _, lifecycle := store.(statemanager.Lifecycle); !lifecycle && ch.Close != nil {
+		// A store without the lifecycle closes as it always did, with
+		// the outcome and note in its decision.
+		ch = nil
+	}
+	return a.close(ctx, x, env, t, ch, t.ID, data, enrichPath, key)
+}
+
+// completion reads ProceedTask's outcome and note from the input.
+func (a *closeTask) completion(env *envelope.Envelope, in []byte) (outcome, note string, ok bool) {
+	for _, f := range []struct {
+		path string
+		to   *string
+	}{{a.outcomePath, &outcome}, {a.notePath, &note}} {
+		if f.path == "" {
+			continue
+		}
+		v := lookup(env, in, f.path)
+		switch v.Type {
+		case gjson.Null:
+		case gjson.String:
+			*f.to = v.Str
+		default:
+			env.Fail(CodeBadInput, "%q must be a string, got %.40s", f.path, v.Raw)
+			return "", "", false
+		}
+	}
+	return outcome, note, true
 }
 
 // close closes task id with data and answers with the enriched stored
@@ -160,7 +224,12 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 // the output is shaped from the recorded decision, so a replay answers like
 // the first request. Skipping the read saves a Redis round trip and a copy of
 // the stored envelope per proceed.
-func (a *closeTask) close(ctx context.Context, x *Exec, env *envelope.Envelope, known *statemanager.Task, id string, data []byte, enrichPath, key string) (Outcome, error) {
+//
+// ch, when set, is the lifecycle change a completion computed (see
+// Complete): it is applied instead of a plain close, and when it does not
+// close the task (IN_APPROVAL) the answer is the same output with no close
+// effects.
+func (a *closeTask) close(ctx context.Context, x *Exec, env *envelope.Envelope, known *statemanager.Task, ch *statemanager.Change, id string, data []byte, enrichPath, key string) (Outcome, error) {
 	var out []byte
 	if known != nil {
 		var ok bool
@@ -168,15 +237,33 @@ func (a *closeTask) close(ctx context.Context, x *Exec, env *envelope.Envelope, 
 			return Outcome{Env: env}, nil
 		}
 	}
-	closed, recs, err := CloseTask(ctx, x, a.domain, statemanager.Close{
-		ID:         id,
-		Status:     a.status,
-		At:         nowMillis(x),
-		By:         env.RequestMeta.User,
-		Data:       json.RawMessage(data),
-		Key:        key,
-		EnrichPath: enrichPath,
-	})
+	var closed *statemanager.Task
+	var recs []envelope.Record
+	var err error
+	if ch != nil {
+		closed, _, recs, err = ApplyTask(ctx, x, a.domain, *ch)
+		switch {
+		case errors.Is(err, ErrUnsupported):
+			env.Fail(CodeUnsupported, "task %q in %q needs approvals, and its state manager has no task lifecycle", id, a.domain)
+			return Outcome{Env: env}, nil
+		case errors.Is(err, statemanager.ErrStale):
+			env.Fail(CodeTaskChanged, "task %q in %q changed while it was completed; it is %s%s now", id, a.domain, closed.Status, claimedNote(closed))
+			return Outcome{Env: env}, nil
+		case err == nil && ch.Close == nil:
+			// In approval: the saga waits on, the answer is the output.
+			return a.respond(env, Outcome{Env: env, Records: recs}, out), nil
+		}
+	} else {
+		closed, recs, err = CloseTask(ctx, x, a.domain, statemanager.Close{
+			ID:         id,
+			Status:     a.status,
+			At:         nowMillis(x),
+			By:         env.RequestMeta.User,
+			Data:       json.RawMessage(data),
+			Key:        key,
+			EnrichPath: enrichPath,
+		})
+	}
 	switch {
 	case errors.Is(err, statemanager.ErrNotFound):
 		// Unknown, or expired between Get and Close.
@@ -204,14 +291,19 @@ func (a *closeTask) close(ctx context.Context, x *Exec, env *envelope.Envelope, 
 			return effects, nil
 		}
 	}
+	return a.respond(env, effects, out), nil
+}
+
+// respond succeeds with out at outputElement.
+func (a *closeTask) respond(env *envelope.Envelope, effects Outcome, out []byte) Outcome {
 	if a.outputElement != "" {
 		if err := env.Set(a.outputElement, out); err != nil {
 			env.Fail(CodeBadInput, "output element %q: %v", a.outputElement, err)
-			return effects, nil
+			return effects
 		}
 	}
 	env.Succeed()
-	return effects, nil
+	return effects
 }
 
 // output is what the response carries at outputElement: the stored event's

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -36,6 +37,10 @@ func init() {
 			{Name: "taskUser", Type: String, Doc: "ID of the user allowed to process the task", Example: "user123"},
 			{Name: "timeout", Type: Int, Doc: "Milliseconds to time the started task out after", Example: "60000"},
 			{Name: "timeoutOn", Type: Int, Doc: "Epoch time in ms to time the started task out on", Example: "1666765654000"},
+			{Name: "possibleOutcomes", Type: String, Doc: "Comma separated outcomes the task may be completed with; when given, a completion must name one, and the step's next may route on each (not a status name)", Example: "approve,reject"},
+			{Name: "requiredApprovals", Type: Int, Default: 0, Doc: "Distinct approvals a completion needs before the task closes (four eyes); 0 closes it on completion", Example: "2"},
+			{Name: "approverRoles", Type: String, Doc: "Comma separated roles that may approve or reject a completion; default: taskRoles", Example: "manager"},
+			{Name: "priority", Type: Int, Default: 0, Doc: "Priority of the task, for sorting inboxes", Example: "5"},
 		},
 		New: newStartTask,
 	})
@@ -66,7 +71,28 @@ type startTask struct {
 	user          string
 	timeout       int64
 	timeoutOn     int64
+	outcomes      []string
+	approvals     int
+	approvers     []string
+	priority      int
 }
+
+// maxApprovals bounds requiredApprovals: every approval is kept with the
+// task, and four eyes rarely means a hundred.
+const maxApprovals = 100
+
+// approverRoles are stored only for a task that gathers approvals, so a
+// plain task's start writes nothing more than it did.
+func (a *startTask) approverRoles() []string {
+	if a.approvals == 0 {
+		return nil
+	}
+	return a.approvers
+}
+
+// Outcomes returns the declared possibleOutcomes, which the step's next may
+// route on.
+func (a *startTask) Outcomes() []string { return a.outcomes }
 
 func newStartTask(c Config) (Action, error) {
 	a := &startTask{
@@ -83,6 +109,32 @@ func newStartTask(c Config) (Action, error) {
 		user:          strings.TrimSpace(c.String("taskUser")),
 		timeout:       c.Int("timeout"),
 		timeoutOn:     c.Int("timeoutOn"),
+		outcomes:      splitRoles(c.String("possibleOutcomes")),
+		approvers:     splitRoles(c.String("approverRoles")),
+	}
+	n, p := c.Int("requiredApprovals"), c.Int("priority")
+	if n < 0 || n > maxApprovals {
+		return nil, fmt.Errorf("StartTask: requiredApprovals must be 0 to %d, got %d", maxApprovals, n)
+	}
+	if p != int64(int32(p)) {
+		return nil, fmt.Errorf("StartTask: priority %d is out of range", p)
+	}
+	a.approvals, a.priority = int(n), int(p)
+	for i, o := range a.outcomes {
+		if reason := badOutcome(o); reason != "" {
+			return nil, fmt.Errorf("StartTask: possibleOutcomes entry %q %s", o, reason)
+		}
+		if slices.Contains(a.outcomes[:i], o) {
+			return nil, fmt.Errorf("StartTask: possibleOutcomes names %q twice", o)
+		}
+	}
+	for _, r := range a.approvers {
+		if reason := badName(r); reason != "" {
+			return nil, fmt.Errorf("StartTask: approverRoles entry %q %s", r, reason)
+		}
+	}
+	if len(a.approvers) == 0 {
+		a.approvers = a.roles
 	}
 	if !validDomain(a.domain) {
 		return nil, fmt.Errorf("StartTask: %s", domainReason(a.domain))
@@ -141,6 +193,11 @@ func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 		StartedAt: now,
 		Deadline:  deadline,
 		Data:      json.RawMessage(data),
+
+		PossibleOutcomes:  a.outcomes,
+		RequiredApprovals: a.approvals,
+		ApproverRoles:     a.approverRoles(),
+		Priority:          a.priority,
 	}
 	env.Succeed()
 	if !a.writeTaskInfo(env, t) {
@@ -194,4 +251,18 @@ func startKey(env *envelope.Envelope) string {
 		return ""
 	}
 	return env.RequestMeta.RequestID + "/" + env.SagaMeta.StepID + "/" + strconv.Itoa(env.SagaMeta.Seq)
+}
+
+// badOutcome says why o cannot be a declared outcome, or "". An outcome is
+// a route key of the step and travels in result.outcome, so it must not be
+// mistaken for a status or the else route.
+func badOutcome(o string) string {
+	switch o {
+	case envelope.StatusSuccess, envelope.StatusFail, envelope.StatusTimeout, envelope.StatusCancelled, "*":
+		return "is a status or the else route"
+	}
+	if len(o) > 64 {
+		return "is longer than 64 bytes"
+	}
+	return badName(o)
 }

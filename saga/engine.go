@@ -349,8 +349,14 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 				value = env.Result.Status
 			}
 		}
+		// A resumed task step routes on the outcome it was completed with
+		// when it has a route for it (SPEC §12), else on the status.
+		outcome := ""
+		if resumed && env.Result.Status == envelope.StatusSuccess {
+			outcome = env.Result.Outcome
+		}
 		resumed = false
-		next, ok := st.route(value)
+		next, ok := st.route(value, outcome)
 		if !ok {
 			failed := env.Result.Status == envelope.StatusFail && g.AutoFail
 			return e.stop(out, rec, env, failed), nil
@@ -375,10 +381,14 @@ func stepStatus(suspended bool, status string) string {
 	return StepOther
 }
 
-// route returns the step to go to for a status or condition value.
-func (st *Step) route(value string) (string, bool) {
+// route returns the step to go to for a status or condition value, or for
+// outcome first when it is set and has a route of its own.
+func (st *Step) route(value, outcome string) (string, bool) {
 	if st.Always != "" {
 		return st.Always, true
+	}
+	if next, ok := st.Next[outcome]; ok && outcome != "" {
+		return next, true
 	}
 	if next, ok := st.Next[value]; ok {
 		return next, true

@@ -589,12 +589,24 @@ func (l *loader) buildAction(file, what string, st *Step) {
 		l.errorf(file, st.lines.action, 0, "%s: unknown action %q (known: %s)", what, st.ActionName, strings.Join(l.reg.Names(), ", "))
 		return
 	}
+	a, perrs := spec.Build(actions.Input{Domain: st.Domain, InputElement: st.InputElement, OutputElement: st.OutputElement, Params: st.Params})
+	// A task step may also route on the outcomes it declares; they are
+	// known once the action is built, and a step that failed to build has
+	// its error already, so its routes are checked against statuses only.
+	known := statusRoutes
+	if o, ok := a.(actions.Outcomer); ok && len(perrs) == 0 && len(o.Outcomes()) > 0 {
+		known = append(append([]string(nil), o.Outcomes()...), statusRoutes...)
+	}
 	for value, line := range st.lines.route {
-		if value != "" && !contains(statusRoutes, value) {
+		if value == "" || contains(known, value) {
+			continue
+		}
+		if len(known) > len(statusRoutes) {
+			l.errorf(file, line, 0, "%s: next: %q is neither a declared outcome nor a status an action returns (known: %s)", what, value, strings.Join(known, ", "))
+		} else {
 			l.errorf(file, line, 0, "%s: next: %q is not a status an action returns (known: %s)", what, value, strings.Join(statusRoutes, ", "))
 		}
 	}
-	a, perrs := spec.Build(actions.Input{Domain: st.Domain, InputElement: st.InputElement, OutputElement: st.OutputElement, Params: st.Params})
 	for _, pe := range perrs {
 		line := st.lines.action
 		if pe.Param != "" {
