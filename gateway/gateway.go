@@ -71,8 +71,11 @@ type Gateway struct {
 	// sweeping holds the path sagas with a step whose action sweeps many
 	// tasks at once; over HTTP only an admin may start them.
 	sweeping map[*saga.Saga]string
-	mux      *http.ServeMux
-	handler  http.Handler
+	// sweepingTopics holds the trigger topics of sweeping sagas: a record
+	// published there over HTTP starts the sweep just as the path does.
+	sweepingTopics map[string]string
+	mux            *http.ServeMux
+	handler        http.Handler
 
 	// positioned is set once the reply consumer sits at the end of every
 	// reply partition; until then a synchronous request could miss its
@@ -124,7 +127,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	if g.newID == nil {
 		g.newID = saga.NewID
 	}
-	g.sweeping = sweepingSagas(g.sagas)
+	g.sweeping, g.sweepingTopics = sweepingSagas(g.sagas)
 	g.mux = http.NewServeMux()
 	g.route("/healthz", false, map[string]http.HandlerFunc{http.MethodGet: g.healthz})
 	g.route("/readyz", false, map[string]http.HandlerFunc{http.MethodGet: g.readyz})
@@ -329,21 +332,25 @@ func (g *Gateway) isAdmin(id auth.Identity) bool {
 	return g.auth.Enabled() && id.IsAdmin(g.cfg.Auth.AdminRoles)
 }
 
-// sweepingSagas finds the path sagas that run an action whose spec says it
-// sweeps many tasks at once, naming that action. The spec is asked, never
-// the action's name, so a new sweeping action is covered by declaring it.
-func sweepingSagas(set *saga.Set) map[*saga.Saga]string {
-	out := map[*saga.Saga]string{}
+// sweepingSagas finds the sagas that run an action whose spec says it
+// sweeps many tasks at once, naming that action: the path sagas, and the
+// trigger topics of every such saga (POST /topics/{topic} starts those as
+// surely as their path would). The spec is asked, never the action's name,
+// so a new sweeping action is covered by declaring it.
+func sweepingSagas(set *saga.Set) (paths map[*saga.Saga]string, topics map[string]string) {
+	paths, topics = map[*saga.Saga]string{}, map[string]string{}
 	for _, s := range set.Sagas {
-		if s.Trigger.Path == "" {
-			continue
-		}
 		for _, st := range s.Steps {
 			if spec, ok := actions.Default.Lookup(st.ActionName); ok && spec.Sweeps {
-				out[s] = st.ActionName
+				if s.Trigger.Path != "" {
+					paths[s] = st.ActionName
+				}
+				if s.Trigger.Topic != "" {
+					topics[s.Trigger.Topic] = st.ActionName
+				}
 				break
 			}
 		}
 	}
-	return out
+	return paths, topics
 }

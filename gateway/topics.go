@@ -49,6 +49,11 @@ func (g *Gateway) publish(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("publishing needs one of the roles %s", strings.Join(g.cfg.PublishRoles, ", ")))
 		return
 	}
+	if action, sweeps := g.sweepingTopics[topic]; sweeps && g.auth.Enabled() && !g.isAdmin(id) {
+		writeError(w, http.StatusForbidden, actions.CodeForbidden,
+			fmt.Sprintf("%q triggers a saga that runs %s, which acts on many tasks at once: publishing there needs an admin role", topic, action))
+		return
+	}
 	if r.ContentLength == 0 {
 		writeError(w, http.StatusBadRequest, actions.CodeBadInput, "body is empty; publish a JSON object")
 		return
