@@ -13,6 +13,7 @@ import (
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagarunner/sagarunner/actions"
@@ -154,6 +155,14 @@ func (g *Gateway) answer(w http.ResponseWriter, reqID string, reply *envelope.En
 
 func (g *Gateway) produceFailed(w http.ResponseWriter, r *http.Request, topic, reqID string, err error) {
 	if r.Context().Err() != nil {
+		return
+	}
+	if errors.Is(err, kerr.MessageTooLarge) {
+		// The body fit MaxBody but not the producer's record limit: the
+		// caller's request is too large, which is no fault of the server
+		// and no reason to log one.
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{
+			Error: fmt.Sprintf("the record made of this body is larger than %s accepts: %v", topic, err), Code: "BODY_TOO_LARGE", RequestID: reqID})
 		return
 	}
 	g.log.Warn("gateway: produce failed", "topic", topic, "requestId", reqID, "err", err)
