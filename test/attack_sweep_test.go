@@ -51,6 +51,24 @@ steps:
     domain: attack
     inputElement: parameters
     parameters: {fromTimePath: from, toTimePath: to}
+---
+saga: attack_forward
+version: 1
+trigger: {path: /attack-forward}
+steps:
+  - id: forward
+    action: Publish
+    parameters: {topic: attack-relay, pattern: parameters}
+---
+saga: attack_relay_proceed
+version: 1
+trigger: {topic: attack-relay}
+steps:
+  - id: proceed
+    action: ProceedTask
+    domain: attack
+    inputElement: parameters
+    parameters: {taskIdPath: taskId}
 `
 
 // startAttackProcess runs one process with authentication on, on a Redis of
