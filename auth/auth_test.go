@@ -88,6 +88,10 @@ func TestAuthenticate(t *testing.T) {
 		{"wrong issuer", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("iss", "evil")), Identity{}, ErrInvalidClaims},
 		{"wrong audience", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("aud", "other")), Identity{}, ErrInvalidClaims},
 		{"no user claim", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("sub", nil)), Identity{}, ErrInvalidClaims},
+		{"nbf in the future", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("nbf", time.Now().Add(time.Hour).Unix())), Identity{}, ErrExpired},
+		{"exp as a string", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("exp", "4102444800")), Identity{}, ErrInvalidClaims},
+		{"user of wrong type", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("sub", 7)), Identity{}, ErrInvalidClaims},
+		{"roles with a non-string entry", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("roles", []any{"manager", 1})), Identity{}, ErrInvalidClaims},
 		{"roles of wrong type", "Bearer " + sign(t, jwt.SigningMethodHS256, []byte(secret), with("roles", 7)), Identity{}, ErrInvalidClaims},
 	}
 	for _, tt := range tests {
