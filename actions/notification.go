@@ -36,6 +36,12 @@ type Notification struct {
 	ClosedBy   string          `json:"closedBy"`
 	Data       json.RawMessage `json:"data"`
 	Tenant     string          `json:"tenant,omitempty"`
+	// The lifecycle's (SPEC §12), after the fields above and each only
+	// when set, so the notification of a plain task is what it always was.
+	Outcome   string                  `json:"outcome,omitempty"`
+	Note      string                  `json:"note,omitempty"`
+	ClaimedBy string                  `json:"claimedBy,omitempty"`
+	Approvals []statemanager.Approval `json:"approvals,omitempty"`
 }
 
 // NewNotification describes a closed task. Roles are never null (an empty
@@ -64,6 +70,10 @@ func NewNotification(t *statemanager.Task) Notification {
 		ClosedBy:   t.ClosedBy,
 		Data:       data,
 		Tenant:     t.Tenant,
+		Outcome:    t.Outcome,
+		Note:       t.Note,
+		ClaimedBy:  t.ClaimedBy,
+		Approvals:  append([]statemanager.Approval(nil), t.Approvals...),
 	}
 }
 
@@ -124,6 +134,27 @@ func (n Notification) encode() ([]byte, error) {
 	}
 	if n.Tenant != "" {
 		str(`,"tenant":`, n.Tenant)
+	}
+	if n.Outcome != "" {
+		str(`,"outcome":`, n.Outcome)
+	}
+	if n.Note != "" {
+		str(`,"note":`, n.Note)
+	}
+	if n.ClaimedBy != "" {
+		str(`,"claimedBy":`, n.ClaimedBy)
+	}
+	if len(n.Approvals) > 0 {
+		b = append(b, `,"approvals":[`...)
+		for i, a := range n.Approvals {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			str(`{"user":`, a.User)
+			num(`,"at":`, a.At)
+			b = append(b, '}')
+		}
+		b = append(b, ']')
 	}
 	return append(b, '}'), nil
 }

@@ -170,3 +170,29 @@ func TestNotificationTenant(t *testing.T) {
 		})
 	}
 }
+
+// The lifecycle's fields follow SPEC §6's (and tenant), each only when set,
+// with exactly the bytes json.Marshal writes, so a redelivered notification
+// of an approved task is byte-identical too.
+func TestNotificationLifecycleFields(t *testing.T) {
+	task := closedTask()
+	task.Tenant = "acme"
+	task.Outcome, task.Note, task.ClaimedBy = "approve", "looks <fine> & done", "bob"
+	task.Approvals = []statemanager.Approval{{User: "carol", At: 5}, {User: "dan\u2028", At: 6}}
+	n := actions.NewNotification(task)
+	rec, err := n.Record("notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(n)
+	if !bytes.Equal(rec.Value, want) {
+		t.Fatalf("notification\n got %s\nwant %s", rec.Value, want)
+	}
+	if i, j := strings.Index(string(rec.Value), `"data":`), strings.Index(string(rec.Value), `"outcome":"approve","note":`); i < 0 || j < i {
+		t.Fatalf("lifecycle fields not after data: %s", rec.Value)
+	}
+	again, _ := actions.NewNotification(task).Record("notes")
+	if !bytes.Equal(again.Value, rec.Value) {
+		t.Fatal("a second notification of the same task differs")
+	}
+}
