@@ -48,14 +48,20 @@ func TestLifecycleRules(t *testing.T) {
 		// check inspects the change.
 		check func(t *testing.T, c *statemanager.Change)
 	}{
-		{"claim by a candidate", func() (*statemanager.Change, *actions.Refusal) { return actions.Claim(lifeTask(nil), bob, false, "k", 5) }, "",
+		{"claim by a candidate", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Claim(lifeTask(nil), bob, false, "k", 5)
+		}, "",
 			func(t *testing.T, c *statemanager.Change) {
 				if *c.ClaimedBy != "bob" || c.Version != 7 || c.Key != "k" || c.Event.Type != statemanager.EventClaimed || c.Event.To != "bob" {
 					t.Fatalf("change = %+v", c)
 				}
 			}},
-		{"claim by a stranger", func() (*statemanager.Change, *actions.Refusal) { return actions.Claim(lifeTask(nil), mallory, false, "k", 5) }, actions.CodeForbidden, nil},
-		{"claim of a held task", func() (*statemanager.Change, *actions.Refusal) { return actions.Claim(lifeTask(claimedBy("eve")), bob, false, "k", 5) }, actions.CodeTaskClaimed, nil},
+		{"claim by a stranger", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Claim(lifeTask(nil), mallory, false, "k", 5)
+		}, actions.CodeForbidden, nil},
+		{"claim of a held task", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Claim(lifeTask(claimedBy("eve")), bob, false, "k", 5)
+		}, actions.CodeTaskClaimed, nil},
 		{"claim override by a candidate", func() (*statemanager.Change, *actions.Refusal) {
 			return actions.Claim(lifeTask(claimedBy("eve")), bob, true, "k", 5)
 		}, actions.CodeTaskClaimed, nil},
@@ -66,26 +72,44 @@ func TestLifecycleRules(t *testing.T) {
 				t.Fatalf("change = %+v", c)
 			}
 		}},
-		{"claim of one's own task", func() (*statemanager.Change, *actions.Refusal) { return actions.Claim(lifeTask(claimedBy("bob")), bob, false, "k", 5) }, "",
+		{"claim of one's own task", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Claim(lifeTask(claimedBy("bob")), bob, false, "k", 5)
+		}, "",
 			func(t *testing.T, c *statemanager.Change) {
 				if c != nil {
 					t.Fatalf("change = %+v, want none", c)
 				}
 			}},
-		{"claim without a user", func() (*statemanager.Change, *actions.Refusal) { return actions.Claim(lifeTask(nil), system, false, "k", 5) }, actions.CodeBadInput, nil},
-		{"claim of another tenant's task", func() (*statemanager.Change, *actions.Refusal) { return actions.Claim(lifeTask(nil), other, false, "k", 5) }, actions.CodeTaskNotFound, nil},
-		{"claim of a closed task", func() (*statemanager.Change, *actions.Refusal) { return actions.Claim(lifeTask(closed), bob, false, "k", 5) }, actions.CodeTaskClosed, nil},
-		{"closed task to a stranger", func() (*statemanager.Change, *actions.Refusal) { return actions.Claim(lifeTask(closed), mallory, false, "k", 5) }, actions.CodeForbidden, nil},
-		{"claim in approval", func() (*statemanager.Change, *actions.Refusal) { return actions.Claim(lifeTask(inApproval), bob, false, "k", 5) }, actions.CodeInApproval, nil},
+		{"claim without a user", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Claim(lifeTask(nil), system, false, "k", 5)
+		}, actions.CodeBadInput, nil},
+		{"claim of another tenant's task", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Claim(lifeTask(nil), other, false, "k", 5)
+		}, actions.CodeTaskNotFound, nil},
+		{"claim of a closed task", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Claim(lifeTask(closed), bob, false, "k", 5)
+		}, actions.CodeTaskClosed, nil},
+		{"closed task to a stranger", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Claim(lifeTask(closed), mallory, false, "k", 5)
+		}, actions.CodeForbidden, nil},
+		{"claim in approval", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Claim(lifeTask(inApproval), bob, false, "k", 5)
+		}, actions.CodeInApproval, nil},
 
-		{"unclaim by the claimer", func() (*statemanager.Change, *actions.Refusal) { return actions.Unclaim(lifeTask(claimedBy("bob")), bob, "k", 5) }, "",
+		{"unclaim by the claimer", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Unclaim(lifeTask(claimedBy("bob")), bob, "k", 5)
+		}, "",
 			func(t *testing.T, c *statemanager.Change) {
 				if *c.ClaimedBy != "" || c.Event.From != "bob" {
 					t.Fatalf("change = %+v", c)
 				}
 			}},
-		{"unclaim by an admin", func() (*statemanager.Change, *actions.Refusal) { return actions.Unclaim(lifeTask(claimedBy("bob")), admin, "k", 5) }, "", nil},
-		{"unclaim by another candidate", func() (*statemanager.Change, *actions.Refusal) { return actions.Unclaim(lifeTask(claimedBy("bob")), eve, "k", 5) }, actions.CodeForbidden, nil},
+		{"unclaim by an admin", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Unclaim(lifeTask(claimedBy("bob")), admin, "k", 5)
+		}, "", nil},
+		{"unclaim by another candidate", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Unclaim(lifeTask(claimedBy("bob")), eve, "k", 5)
+		}, actions.CodeForbidden, nil},
 
 		{"assign to a user", func() (*statemanager.Change, *actions.Refusal) {
 			return actions.Assign(lifeTask(claimedBy("bob")), bob, "eve", "", "k", 5)
@@ -104,7 +128,9 @@ func TestLifecycleRules(t *testing.T) {
 		{"assign by a non-claimer", func() (*statemanager.Change, *actions.Refusal) {
 			return actions.Assign(lifeTask(claimedBy("bob")), eve, "eve", "", "k", 5)
 		}, actions.CodeForbidden, nil},
-		{"assign to both", func() (*statemanager.Change, *actions.Refusal) { return actions.Assign(lifeTask(nil), admin, "eve", "clerk", "k", 5) }, actions.CodeBadInput, nil},
+		{"assign to both", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Assign(lifeTask(nil), admin, "eve", "clerk", "k", 5)
+		}, actions.CodeBadInput, nil},
 
 		{"complete by the claimer", func() (*statemanager.Change, *actions.Refusal) {
 			return actions.Complete(lifeTask(claimedBy("bob")), bob, actions.Completion{Outcome: "approve", Note: "ok", Data: []byte(`{"a":1}`)}, "k", 5)
@@ -143,7 +169,9 @@ func TestLifecycleRules(t *testing.T) {
 			return actions.Complete(lifeTask(inApproval), bob, actions.Completion{Outcome: "approve"}, "k", 5)
 		}, actions.CodeInApproval, nil},
 
-		{"first approval", func() (*statemanager.Change, *actions.Refusal) { return actions.Approve(lifeTask(inApproval), boss1, "fine", "k", 5) }, "",
+		{"first approval", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Approve(lifeTask(inApproval), boss1, "fine", "k", 5)
+		}, "",
 			func(t *testing.T, c *statemanager.Change) {
 				if c.Close != nil || len(*c.Approvals) != 1 || (*c.Approvals)[0] != (statemanager.Approval{User: "carol", At: 5}) || c.Event.Note != "fine" {
 					t.Fatalf("change = %+v", c)
@@ -168,11 +196,15 @@ func TestLifecycleRules(t *testing.T) {
 		{"self approval", func() (*statemanager.Change, *actions.Refusal) {
 			return actions.Approve(lifeTask(inApproval), actions.Caller{User: "bob", Roles: []string{"boss"}, Tenant: "acme"}, "", "k", 5)
 		}, actions.CodeSelfApproval, nil},
-		{"approval by a non-approver", func() (*statemanager.Change, *actions.Refusal) { return actions.Approve(lifeTask(inApproval), eve, "", "k", 5) }, actions.CodeForbidden, nil},
+		{"approval by a non-approver", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Approve(lifeTask(inApproval), eve, "", "k", 5)
+		}, actions.CodeForbidden, nil},
 		{"approval of a waiting task", func() (*statemanager.Change, *actions.Refusal) {
 			return actions.Approve(lifeTask(func(t *statemanager.Task) { t.ApproverRoles = []string{"boss"} }), boss1, "", "k", 5)
 		}, actions.CodeNotInApproval, nil},
-		{"approval without a user", func() (*statemanager.Change, *actions.Refusal) { return actions.Approve(lifeTask(inApproval), system, "", "k", 5) }, actions.CodeForbidden, nil},
+		{"approval without a user", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Approve(lifeTask(inApproval), system, "", "k", 5)
+		}, actions.CodeForbidden, nil},
 		{"reject", func() (*statemanager.Change, *actions.Refusal) {
 			return actions.Reject(lifeTask(func(t *statemanager.Task) {
 				inApproval(t)
@@ -187,15 +219,23 @@ func TestLifecycleRules(t *testing.T) {
 			return actions.Reject(lifeTask(inApproval), actions.Caller{User: "bob", Roles: []string{"boss"}, Tenant: "acme"}, "", "k", 5)
 		}, actions.CodeSelfApproval, nil},
 
-		{"cancel by an admin", func() (*statemanager.Change, *actions.Refusal) { return actions.Cancel(lifeTask(inApproval), admin, "gone", "k", 5) }, "",
+		{"cancel by an admin", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Cancel(lifeTask(inApproval), admin, "gone", "k", 5)
+		}, "",
 			func(t *testing.T, c *statemanager.Change) {
 				if c.Close == nil || c.Close.Status != statemanager.StatusCancelled || c.Close.Note != "gone" || c.Event.Type != statemanager.EventCancelled {
 					t.Fatalf("change = %+v", c)
 				}
 			}},
-		{"cancel by a trusted caller", func() (*statemanager.Change, *actions.Refusal) { return actions.Cancel(lifeTask(nil), system, "", "k", 5) }, "", nil},
-		{"cancel by the claimer", func() (*statemanager.Change, *actions.Refusal) { return actions.Cancel(lifeTask(claimedBy("bob")), bob, "", "k", 5) }, actions.CodeForbidden, nil},
-		{"cancel of a closed task", func() (*statemanager.Change, *actions.Refusal) { return actions.Cancel(lifeTask(closed), admin, "", "k", 5) }, actions.CodeTaskClosed, nil},
+		{"cancel by a trusted caller", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Cancel(lifeTask(nil), system, "", "k", 5)
+		}, "", nil},
+		{"cancel by the claimer", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Cancel(lifeTask(claimedBy("bob")), bob, "", "k", 5)
+		}, actions.CodeForbidden, nil},
+		{"cancel of a closed task", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Cancel(lifeTask(closed), admin, "", "k", 5)
+		}, actions.CodeTaskClosed, nil},
 
 		{"deadline by the claimer", func() (*statemanager.Change, *actions.Refusal) {
 			return actions.MoveDeadline(lifeTask(claimedBy("bob")), bob, actions.Deadline{Timeout: 100, HasTimeout: true}, "k", 5)
@@ -224,15 +264,23 @@ func TestLifecycleRules(t *testing.T) {
 			return actions.MoveDeadline(lifeTask(nil), admin, actions.Deadline{Timeout: -1, HasTimeout: true}, "k", 5)
 		}, actions.CodeBadInput, nil},
 
-		{"comment by a candidate", func() (*statemanager.Change, *actions.Refusal) { return actions.Comment(lifeTask(nil), eve, "hi", "k", 5) }, "",
+		{"comment by a candidate", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Comment(lifeTask(nil), eve, "hi", "k", 5)
+		}, "",
 			func(t *testing.T, c *statemanager.Change) {
 				if c.Event.Type != statemanager.EventCommented || c.Event.Note != "hi" || c.Event.Actor != "eve" {
 					t.Fatalf("change = %+v", c)
 				}
 			}},
-		{"comment by an approver", func() (*statemanager.Change, *actions.Refusal) { return actions.Comment(lifeTask(inApproval), boss1, "hi", "k", 5) }, "", nil},
-		{"comment by a stranger", func() (*statemanager.Change, *actions.Refusal) { return actions.Comment(lifeTask(nil), mallory, "hi", "k", 5) }, actions.CodeForbidden, nil},
-		{"empty comment", func() (*statemanager.Change, *actions.Refusal) { return actions.Comment(lifeTask(nil), eve, " ", "k", 5) }, actions.CodeBadInput, nil},
+		{"comment by an approver", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Comment(lifeTask(inApproval), boss1, "hi", "k", 5)
+		}, "", nil},
+		{"comment by a stranger", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Comment(lifeTask(nil), mallory, "hi", "k", 5)
+		}, actions.CodeForbidden, nil},
+		{"empty comment", func() (*statemanager.Change, *actions.Refusal) {
+			return actions.Comment(lifeTask(nil), eve, " ", "k", 5)
+		}, actions.CodeBadInput, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
