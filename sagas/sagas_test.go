@@ -16,6 +16,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/sagarunner/sagarunner/actions"
+	"github.com/sagarunner/sagarunner/actions/actionstest"
 	"github.com/sagarunner/sagarunner/clock"
 	"github.com/sagarunner/sagarunner/internal/redistest"
 	"github.com/sagarunner/sagarunner/saga"
@@ -44,10 +45,21 @@ type runner struct {
 func newRunner(t *testing.T, set *saga.Set) *runner {
 	t.Helper()
 	_, client := redistest.Start(t)
-	r := &runner{t: t, clock: clock.NewFake(start),
-		stores: statemanager.NewResolver(client, statemanager.RedisConfig{Shards: shards}, nil)}
+	return newRunnerOn(t, set, statemanager.NewResolver(client, statemanager.RedisConfig{Shards: shards}, nil))
+}
+
+// newLifecycleRunner runs the engine over in-memory stores with the task
+// lifecycle, for the sagas whose tasks are claimed and approved.
+func newLifecycleRunner(t *testing.T, set *saga.Set) *runner {
+	t.Helper()
+	return newRunnerOn(t, set, actionstest.NewResolver())
+}
+
+func newRunnerOn(t *testing.T, set *saga.Set, stores statemanager.Resolver) *runner {
+	t.Helper()
+	r := &runner{t: t, clock: clock.NewFake(start), stores: stores}
 	eng, err := saga.NewEngine(set, saga.Config{
-		Topics: actions.Topics{Continuations: requestTopic},
+		Topics: actions.Topics{Continuations: requestTopic, TaskEvents: actions.DefaultTaskEventTopic},
 		Stores: r.stores,
 		Clock:  r.clock,
 		NewID:  func() string { r.ids++; return "req-" + strconv.Itoa(r.ids) },
@@ -135,11 +147,27 @@ func (r *runner) call(path, user string, roles []string, body string) (produced,
 	return p, gjson.ParseBytes(p.one(r.t, replyTopic).Value)
 }
 
+// operate sends a lifecycle operation as a direct action record of user
+// with roles and returns what it produced and its result.
+func (r *runner) operate(action, user string, roles []string, body string) (produced, gjson.Result) {
+	r.t.Helper()
+	r.ids++
+	id := "op-" + strconv.Itoa(r.ids)
+	env := envelope.Envelope{
+		RequestMeta: envelope.RequestMeta{RequestID: id, User: user, Roles: roles, ReplyTo: replyTopic},
+		EventMeta:   envelope.EventMeta{Action: action, Domain: "workflow", InputElement: "parameters"},
+		Payload:     json.RawMessage(`{"parameters": ` + body + `}`),
+	}
+	p := produced{}
+	r.feed(p, []saga.Record{{Topic: requestTopic, Key: []byte(id), Value: env.Encode()}})
+	return p, gjson.ParseBytes(p.one(r.t, replyTopic).Value).Get("result")
+}
+
 // fire runs every due deadline of the workflow domain.
 func (r *runner) fire() produced {
 	r.t.Helper()
 	p := produced{}
-	for shard := 0; shard < shards; shard++ {
+	for shard := 0; shard < r.shards(); shard++ {
 		out, _, err := r.eng.FireDue(context.Background(), "workflow", shard, 100)
 		if err != nil {
 			r.t.Fatalf("FireDue: %v", err)
@@ -147,6 +175,14 @@ func (r *runner) fire() produced {
 		r.feed(p, r.collect(p, out))
 	}
 	return p
+}
+
+func (r *runner) shards() int {
+	s, err := r.stores.Store("workflow")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return s.Shards()
 }
 
 func (r *runner) task(id string) *statemanager.Task {
@@ -270,6 +306,83 @@ var exercises = map[string]func(t *testing.T, set *saga.Set){
 				}
 			})
 		}
+	},
+	"contract_review": func(t *testing.T, set *saga.Set) {
+		clerk, legal := []string{"clerk"}, []string{"legal"}
+		ok := func(t *testing.T, res gjson.Result) {
+			t.Helper()
+			if res.Get("status").String() != envelope.StatusSuccess {
+				t.Fatalf("result = %s", res.Raw)
+			}
+		}
+		refused := func(t *testing.T, res gjson.Result, code string) {
+			t.Helper()
+			if res.Get("status").String() != envelope.StatusFail || res.Get("code").String() != code {
+				t.Fatalf("result = %s, want FAIL %s", res.Raw, code)
+			}
+		}
+		t.Run("approved by two after a reject", func(t *testing.T) {
+			r := newLifecycleRunner(t, set)
+			r.publish("contracts", `{"contractId": "c-1", "title": "Supply"}`)
+			_, res := r.operate("ClaimTask", "bob", clerk, `{"taskId": "c-1"}`)
+			ok(t, res)
+			_, res = r.operate("CompleteTask", "bob", clerk, `{"taskId": "c-1", "outcome": "approve", "note": "fine"}`)
+			ok(t, res)
+			_, res = r.operate("ApproveTask", "bob", []string{"clerk", "legal"}, `{"taskId": "c-1"}`)
+			refused(t, res, actions.CodeSelfApproval)
+			_, res = r.operate("RejectTask", "lea", legal, `{"taskId": "c-1", "note": "clause 4"}`)
+			ok(t, res)
+			if got := r.task("c-1"); got.Status != statemanager.StatusWaiting || got.ClaimedBy != "bob" {
+				t.Fatalf("after reject: %+v", got)
+			}
+			_, res = r.operate("CompleteTask", "bob", clerk, `{"taskId": "c-1", "outcome": "approve"}`)
+			ok(t, res)
+			p, res := r.operate("ApproveTask", "lea", legal, `{"taskId": "c-1"}`)
+			ok(t, res)
+			if len(p["contracts-approved"]) != 0 {
+				t.Fatal("published after one approval")
+			}
+			_, res = r.operate("ApproveTask", "lea", legal, `{"taskId": "c-1"}`)
+			refused(t, res, actions.CodeAlreadyApproved)
+			p, res = r.operate("ApproveTask", "max", legal, `{"taskId": "c-1"}`)
+			ok(t, res)
+			jsonEq(t, "published", string(p.one(t, "contracts-approved").Value), `{"id": "c-1"}`)
+			n := p.one(t, saga.DefaultNotificationTopic)
+			if gjson.GetBytes(n.Value, "outcome").String() != "approve" || gjson.GetBytes(n.Value, "approvals.#").Int() != 2 {
+				t.Errorf("notification = %s", n.Value)
+			}
+			if len(p[actions.DefaultTaskEventTopic]) != 1 {
+				t.Errorf("closing approval produced %v", p.topics())
+			}
+		})
+		t.Run("rejected outcome goes to rework", func(t *testing.T) {
+			r := newLifecycleRunner(t, set)
+			r.publish("contracts", `{"contractId": "c-2"}`)
+			_, res := r.operate("CompleteTask", "bob", clerk, `{"taskId": "c-2", "outcome": "maybe"}`)
+			refused(t, res, actions.CodeBadInput)
+			_, res = r.operate("CompleteTask", "bob", clerk, `{"taskId": "c-2", "outcome": "reject"}`)
+			ok(t, res)
+			r.operate("ApproveTask", "lea", legal, `{"taskId": "c-2"}`)
+			p, _ := r.operate("ApproveTask", "max", legal, `{"taskId": "c-2"}`)
+			if len(p["contracts-approved"]) != 0 || r.task("c-2").Status != statemanager.StatusCompleted {
+				t.Fatalf("a rejected contract was published: %v", p.topics())
+			}
+			// The continuation routed on the outcome, to rework.
+			jsonEq(t, "rework", string(p.one(t, "contracts-rework").Value), `{"id": "c-2"}`)
+		})
+		t.Run("timeout escalates, a moved deadline fires at once", func(t *testing.T) {
+			r := newLifecycleRunner(t, set)
+			r.publish("contracts", `{"contractId": "c-3"}`)
+			_, res := r.operate("SetDeadline", "", nil, `{"taskId": "c-3", "timeoutOn": 1}`)
+			ok(t, res)
+			p := r.fire()
+			if len(p[saga.DefaultNotificationTopic]) != 1 {
+				t.Fatalf("the moved deadline produced %v", p.topics())
+			}
+			if got := r.task("req-1:escalate:0"); got.Status != statemanager.StatusWaiting {
+				t.Fatalf("escalation = %+v", got)
+			}
+		})
 	},
 	"timeout_task": func(t *testing.T, set *saga.Set) {
 		r := newRunner(t, set)
