@@ -58,8 +58,9 @@ var permanentKafka = []error{
 
 // transientRedis are the reply prefixes of a Redis that is starting, failing
 // over or resharding; go-redis retries them itself a few times and then
-// hands them to us.
-var transientRedis = []string{"LOADING", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "MOVED", "ASK"}
+// hands them to us. NOSCRIPT is one too: a restarted Redis has lost its
+// scripts, nothing ran, and the store loads them again on the next try.
+var transientRedis = []string{"LOADING", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "MOVED", "ASK", "NOSCRIPT"}
 
 // Classify says how the runner treats err. Permanent markers win over
 // transient ones: a record that timed out because its topic does not exist

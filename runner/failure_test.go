@@ -36,6 +36,7 @@ func TestClassify(t *testing.T) {
 		{"redis down", fmt.Errorf("%w: %w", saga.ErrRetry, &net.OpError{Op: "dial", Err: errors.New("connection refused")}), Transient},
 		{"redis pool timeout", fmt.Errorf("start: %w", redis.ErrPoolTimeout), Transient},
 		{"redis loading", fmt.Errorf("x: %w", redisReply("LOADING Redis is loading the dataset in memory")), Transient},
+		{"redis restarted without its scripts", fmt.Errorf("x: %w", redisReply("NOSCRIPT No matching script. Please use EVAL.")), Transient},
 		{"redis failover", redisReply("READONLY You can't write against a read only replica."), Transient},
 		{"redis cluster moved", redisReply("MOVED 3999 127.0.0.1:6381"), Transient},
 		{"connection closed", fmt.Errorf("read: %w", io.EOF), Transient},
