@@ -50,7 +50,9 @@ func lifecycleSpec(name, doc, fields string, asStep bool, op lifecycleOp) *Spec 
 	}
 }
 
-const lifecycleAuthDoc = "Who may is SPEC §12's table; a caller without identity is trusted. Another tenant's task " +
+const lifecycleAuthDoc = "Who may: a candidate (taskUser, taskRoles, an admin) claims, and completes while nobody else holds the task; " +
+	"the claimer or an admin unclaims, assigns and moves the deadline; a holder of approverRoles approves and rejects; " +
+	"an admin cancels; anyone who may see the task comments. A caller without identity is trusted. Another tenant's task " +
 	"is TASK_NOT_FOUND; a refused caller FORBIDDEN; an operation that lost a race to another, after re-reading " +
 	"the task, TASK_CHANGED; a store without the lifecycle " + CodeUnsupported + ". Idempotent on the requestId. " +
 	"At outputElement: the task's taskId, domain, status, claimedBy, deadline and approvals after the operation. " +
