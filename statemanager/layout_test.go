@@ -194,3 +194,93 @@ func TestRedisErrorsAreInfrastructure(t *testing.T) {
 		})
 	}
 }
+
+// TestRedisHistoryLayout pins where a task's history and change keys live,
+// that they expire with the decision (no TTL until Ack, then ClosedTTL),
+// that a new start of the id drops them, and the cap of 1,000 events, the
+// newest kept.
+func TestRedisHistoryLayout(t *testing.T) {
+	ctx := context.Background()
+	m := miniredis.RunT(t)
+	client := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	t.Cleanup(func() { client.Close() })
+	s, err := statemanager.NewRedisStore(client, "workflow", statemanager.RedisConfig{Prefix: "wf", Shards: 4, ClosedTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "product-1"
+	p := fmt.Sprintf("{wf:%d}:", s.ShardOf(id))
+	h, k := p+"h:"+id, p+"k:"+id
+	task := &statemanager.Task{ID: id, User: "alice", StartedAt: 1000, RequestID: "r-1"}
+	if _, _, err := s.Start(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := client.LRange(ctx, h, 0, -1).Result(); !slices.Equal(got, []string{`{"seq":1,"type":"started","at":1000}`}) {
+		t.Errorf("%s = %q", h, got)
+	}
+
+	// 998 events more make 999; two changes reach the cap and pass it.
+	filler := make([]interface{}, 998)
+	for i := range filler {
+		filler[i] = fmt.Sprintf(`{"seq":%d,"type":"commented","at":1000}`, i+2)
+	}
+	if err := client.RPush(ctx, h, filler...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for v := int64(1); v <= 2; v++ {
+		if _, _, err := s.Apply(ctx, statemanager.Change{ID: id, Version: v, Key: fmt.Sprint("c", v), Note: ptr("n"),
+			Event: statemanager.Event{Type: statemanager.EventCommented, At: 2000, Actor: "alice", Note: "n"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	events, err := s.History(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The started event went; the filler's second and the two changes
+	// (versions 2 and 3) are the ends.
+	first, last := statemanager.Event{Seq: 2, Type: statemanager.EventCommented, At: 1000},
+		statemanager.Event{Seq: 3, Type: statemanager.EventCommented, At: 2000, Actor: "alice", Note: "n"}
+	if len(events) != 1000 || events[0] != first || events[999] != last || events[998].At != 2000 {
+		t.Errorf("capped history: %d events, first %+v, last %+v", len(events), events[0], events[len(events)-1])
+	}
+	if got, _ := client.SMembers(ctx, k).Result(); len(got) != 2 {
+		t.Errorf("%s = %q, want the two change keys", k, got)
+	}
+
+	if _, _, err := s.Close(ctx, statemanager.Close{ID: id, Status: statemanager.StatusCancelled, At: 3000, Key: "cancel"}); err != nil {
+		t.Fatal(err)
+	}
+	m.FastForward(30 * 24 * time.Hour)
+	for _, key := range []string{h, k} {
+		if ttl := m.TTL(key); ttl != 0 {
+			t.Errorf("%s: TTL %v before Ack", key, ttl)
+		}
+	}
+	if err := s.Ack(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{p + "t:" + id, h, k} {
+		if ttl := m.TTL(key); ttl != time.Hour {
+			t.Errorf("%s: TTL %v after Ack, want ClosedTTL", key, ttl)
+		}
+	}
+
+	// Another visit replaces the closed task: a history of its own.
+	task.RequestID = "r-2"
+	if _, created, err := s.Start(ctx, task); err != nil || !created {
+		t.Fatalf("Start of another visit: created=%v %v", created, err)
+	}
+	if n, _ := client.Exists(ctx, k).Result(); n != 0 {
+		t.Errorf("%s outlived the replaced task", k)
+	}
+	if got, _ := client.LRange(ctx, h, 0, -1).Result(); len(got) != 1 || m.TTL(h) != 0 {
+		t.Errorf("%s after the new start = %q, TTL %v", h, got, m.TTL(h))
+	}
+	m.FastForward(2 * time.Hour)
+	if _, err := s.History(ctx, id); err != nil {
+		t.Errorf("an open task's history expired: %v", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

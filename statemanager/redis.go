@@ -6,9 +6,13 @@ package statemanager
 //
 //	{P:s}:t:<id>      hash: the task fields, its data and envelope, and once
 //	                  closed the decision (field names in field*)
-//	{P:s}:due         zset deadline -> id of waiting tasks that have a deadline
+//	{P:s}:h:<id>      list: the task's history, one JSON Event per entry, oldest
+//	                  first; the newest historyCap (1,000) are kept
+//	{P:s}:k:<id>      set: the keys of the changes applied to the open task,
+//	                  so a replayed change is told from a new one
+//	{P:s}:due         zset deadline -> id of open tasks that have a deadline
 //	{P:s}:pending     zset closedAt -> id of closed tasks whose effects are not acked
-//	{P:s}:nwaiting    string: how many tasks of the shard wait, every tenant's
+//	{P:s}:nwaiting    string: how many tasks of the shard are open, every tenant's
 //	P:watermark       string: the end of the last TimeoutBetween range
 //
 // and the listing indexes of each tenant, under the tenant prefix T: {P:s}:
@@ -16,9 +20,10 @@ package statemanager
 // keys it always did), {P:s}:n<len>:<tenant>: for any other, the length
 // keeping a tenant with ':' in its name out of another tenant's keys:
 //
-//	T waiting         zset startedAt -> id of the tenant's waiting tasks (the inbox)
-//	T u:<user>        zset startedAt -> id of waiting tasks of one taskUser
-//	T r:<role>        zset startedAt -> id of waiting tasks offered to one role
+//	T waiting         zset startedAt -> id of the tenant's open tasks (the inbox),
+//	                  WAITING and IN_APPROVAL alike
+//	T u:<user>        zset startedAt -> id of open tasks of one taskUser
+//	T r:<role>        zset startedAt -> id of open tasks offered to one role
 //	T closed:<status> zset closedAt -> id of closed tasks of one status
 //	T cb:<status>:<user>
 //	                  zset closedAt -> id of tasks of one status closed by user
@@ -32,11 +37,19 @@ package statemanager
 //
 // A closed task's hash has no TTL until Ack: the decision must survive until
 // its effects are durable, however late that is. Ack sets ClosedTTL on it, so
-// replays and GETs find the decision for that long afterwards.
+// replays and GETs find the decision for that long afterwards; the task's
+// history and change keys get the same TTL in the same step, and a new start
+// that replaces a closed task deletes them with its hash.
+//
+// Every change of a task bumps its version (the hash's "v", Task.Version):
+// Start writes 1, each Apply and the close add 1. Each change appends exactly
+// one event to the history, whose Seq is the version it made, so event n of
+// a history is the change that made version n.
 
 import (
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -60,6 +73,11 @@ const (
 )
 
 var (
+	// lib.lua holds the helpers of the scripts that write tasks; it is
+	// prepended to each of them (Lua has no include), so a close is one
+	// piece of code whichever script makes it.
+	//go:embed scripts/lib.lua
+	libLua string
 	//go:embed scripts/start.lua
 	startLua string
 	//go:embed scripts/close.lua
@@ -70,12 +88,18 @@ var (
 	watermarkLua string
 	//go:embed scripts/list.lua
 	listLua string
+	//go:embed scripts/apply.lua
+	applyLua string
+	//go:embed scripts/history.lua
+	historyLua string
 
 	// redis.Script runs EVALSHA and falls back to EVAL on NOSCRIPT, so the
 	// script bodies cross the network once per server.
-	startScript     = redis.NewScript(startLua)
-	closeScript     = redis.NewScript(closeLua)
-	ackScript       = redis.NewScript(ackLua)
+	startScript     = redis.NewScript(libLua + startLua)
+	closeScript     = redis.NewScript(libLua + closeLua)
+	ackScript       = redis.NewScript(libLua + ackLua)
+	applyScript     = redis.NewScript(libLua + applyLua)
+	historyScript   = redis.NewScript(historyLua)
 	watermarkScript = redis.NewScript(watermarkLua)
 	listScript      = redis.NewScript(listLua)
 )
@@ -167,6 +191,8 @@ type RedisStore struct {
 type shardKeys struct {
 	prefix  string // "{P:s}:"
 	task    string // "{P:s}:t:"
+	history string // "{P:s}:h:"
+	applied string // "{P:s}:k:"
 	due     string
 	pending string
 }
@@ -209,7 +235,7 @@ func NewRedisStore(client redis.UniversalClient, domain string, cfg RedisConfig)
 	}
 	for i := range s.shard {
 		p := "{" + cfg.Prefix + ":" + strconv.Itoa(i) + "}:"
-		s.shard[i] = shardKeys{prefix: p, task: p + "t:", due: p + "due", pending: p + "pending"}
+		s.shard[i] = shardKeys{prefix: p, task: p + "t:", history: p + "h:", applied: p + "k:", due: p + "due", pending: p + "pending"}
 	}
 	return s, nil
 }
@@ -232,13 +258,8 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 	if t == nil || t.ID == "" {
 		return nil, false, errors.New("statemanager: start: empty task id")
 	}
-	for _, r := range t.Roles {
-		if strings.Contains(r, roleSep) {
-			return nil, false, fmt.Errorf("statemanager: start %q: role %q holds a control character", t.ID, r)
-		}
-	}
-	if strings.Contains(t.User, roleSep) {
-		return nil, false, fmt.Errorf("statemanager: start %q: user %q holds a control character", t.ID, t.User)
+	if err := checkJoinable(t.User, t.Roles, t.PossibleOutcomes, t.ApproverRoles); err != nil {
+		return nil, false, fmt.Errorf("statemanager: start %q: %w", t.ID, err)
 	}
 	stored := *t
 	stored.Domain = s.domain
@@ -250,13 +271,16 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 		stored.StartedAt = time.Now().UnixMilli()
 	}
 	stored.ClosedAt, stored.ClosedBy, stored.CloseData, stored.CloseKey, stored.EnrichPath = 0, "", nil, "", ""
+	stored.ClaimedBy, stored.Outcome, stored.Note, stored.CompletedBy, stored.Approvals = "", "", "", "", nil
+	stored.Version = 1
 
 	k := s.keysOf(t.ID)
 	res, err := s.pipe.script(ctx, startScript,
-		[]string{k.task + t.ID, k.due, k.pending},
+		[]string{k.task + t.ID, k.due, k.pending, k.history + t.ID, k.applied + t.ID},
 		k.prefix, t.ID, t.Name, t.Spec, t.Action, joinRoles(t.Roles), t.User, t.Saga, t.StepID,
 		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(stored.Deadline, 10),
 		[]byte(t.Data), []byte(t.Envelope), t.StartKey, t.Tenant,
+		joinRoles(t.PossibleOutcomes), strconv.Itoa(t.RequiredApprovals), joinRoles(t.ApproverRoles), strconv.Itoa(t.Priority),
 	)
 	if err != nil {
 		return nil, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
@@ -327,6 +351,16 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 	if at == 0 {
 		at = time.Now().UnixMilli()
 	}
+	// One closing event serves the whole batch: the script only writes
+	// each task's Seq into it.
+	tail, err := eventTail(Event{Type: closeEventType(c.Status), At: at, Actor: c.By, Outcome: c.Outcome, Note: c.Note})
+	if err != nil {
+		return nil, fmt.Errorf("statemanager: close: %w", err)
+	}
+	onlyIfDue := ""
+	if c.OnlyIfDue {
+		onlyIfDue = "1"
+	}
 	results := make([]CloseResult, len(ids))
 	type shardCall struct {
 		call *call
@@ -347,7 +381,7 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 				keys: []string{k.due, k.pending},
 				args: []interface{}{k.prefix, c.Status, strconv.FormatInt(at, 10), c.By, []byte(c.Data),
 					c.Key, c.EnrichPath, strconv.FormatInt(at-s.closedTTL.Milliseconds(), 10),
-					s.closedTTL.Milliseconds()}}}
+					s.closedTTL.Milliseconds(), c.Outcome, c.Note, tail, onlyIfDue}}}
 			byShard[shard] = sc
 			calls = append(calls, sc)
 		}
@@ -389,6 +423,8 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 				r.Task, r.Replay = s.decode(fields), true
 			case "closed":
 				r.Task, r.Err = s.decode(fields), fmt.Errorf("%w: %q", ErrClosed, id)
+			case "stale":
+				r.Task, r.Err = s.decode(fields), fmt.Errorf("%w: %q is not due any more", ErrStale, id)
 			case "notfound":
 				r.Err = fmt.Errorf("%w: %q", ErrNotFound, id)
 			default:
@@ -403,7 +439,7 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 func (s *RedisStore) Ack(ctx context.Context, id string) error {
 	k := s.keysOf(id)
 	if _, err := s.pipe.script(ctx, ackScript, []string{k.pending, k.task + id},
-		s.closedTTL.Milliseconds(), id); err != nil {
+		s.closedTTL.Milliseconds(), k.prefix, id); err != nil {
 		return fmt.Errorf("statemanager: redis ack %q: %w", id, err)
 	}
 	return nil
@@ -425,7 +461,7 @@ func (s *RedisStore) AckMany(ctx context.Context, ids []string) error {
 		if c == nil {
 			k := &s.shard[shard]
 			c = &call{ctx: ctx, script: ackScript, keys: []string{k.pending},
-				args: []interface{}{s.closedTTL.Milliseconds()}}
+				args: []interface{}{s.closedTTL.Milliseconds(), k.prefix}}
 			byShard[shard] = c
 			calls = append(calls, c)
 		}
@@ -526,8 +562,8 @@ func (s *RedisStore) Pending(ctx context.Context, shard int, closedBefore int64,
 	out := make([]*Task, 0, len(ids))
 	for i, c := range cmds {
 		m := c.Val()
-		if len(m) == 0 || m[fieldStatus] == StatusWaiting {
-			// The hash can only be gone or waiting again if someone deleted
+		if len(m) == 0 || Open(m[fieldStatus]) {
+			// The hash can only be gone or open again if someone deleted
 			// keys by hand; nothing is left to redo.
 			s.client.ZRem(ctx, k.pending, ids[i])
 			continue
@@ -630,7 +666,7 @@ func planList(f Filter, closedTTL time.Duration) (listPlan, error) {
 		p.status = StatusWaiting
 	}
 	switch p.status {
-	case StatusWaiting, StatusCompleted, StatusTimeout, StatusCancelled:
+	case StatusWaiting, StatusInApproval, StatusCompleted, StatusTimeout, StatusCancelled:
 	default:
 		return p, fmt.Errorf("%w: unknown status %q", ErrInvalidFilter, f.Status)
 	}
@@ -641,7 +677,9 @@ func planList(f Filter, closedTTL time.Duration) (listPlan, error) {
 			p.indexes = append(p.indexes, idx)
 		}
 	}
-	if p.status == StatusWaiting {
+	if Open(p.status) {
+		// The waiting indexes hold both open statuses; list.lua keeps the
+		// one asked for.
 		p.user, p.role = f.User, f.Role
 		switch {
 		case all && f.User != "":
@@ -736,7 +774,7 @@ func (s *RedisStore) list(ctx context.Context, f Filter, plan listPlan, retried 
 		}
 	}
 	order := func(t *Task) int64 {
-		if t.Status == StatusWaiting {
+		if Open(t.Status) {
 			return t.StartedAt
 		}
 		return t.ClosedAt
@@ -799,6 +837,18 @@ const (
 	fieldCloseKey   = "ck"
 	fieldEnrichPath = "ep"
 	fieldTenant     = "tn"
+	// The lifecycle (SPEC §12). Lists are joined by roleSep like the
+	// roles; approvals are JSON, written by Go only.
+	fieldClaimedBy         = "cl"
+	fieldPossibleOutcomes  = "po"
+	fieldRequiredApprovals = "ra"
+	fieldApproverRoles     = "ar"
+	fieldPriority          = "pr"
+	fieldOutcome           = "oc"
+	fieldNote              = "no"
+	fieldCompletedBy       = "cp"
+	fieldApprovals         = "ap"
+	fieldVersion           = "v"
 )
 
 // set assigns one hash field to t; unknown fields are ignored so a newer
@@ -847,6 +897,27 @@ func (t *Task) set(field, v string) {
 		t.EnrichPath = v
 	case fieldTenant:
 		t.Tenant = v
+	case fieldClaimedBy:
+		t.ClaimedBy = v
+	case fieldPossibleOutcomes:
+		t.PossibleOutcomes = strings.Split(v, roleSep)
+	case fieldRequiredApprovals:
+		t.RequiredApprovals, _ = strconv.Atoi(v)
+	case fieldApproverRoles:
+		t.ApproverRoles = strings.Split(v, roleSep)
+	case fieldPriority:
+		t.Priority, _ = strconv.Atoi(v)
+	case fieldOutcome:
+		t.Outcome = v
+	case fieldNote:
+		t.Note = v
+	case fieldCompletedBy:
+		t.CompletedBy = v
+	case fieldApprovals:
+		t.Approvals = nil
+		_ = json.Unmarshal([]byte(v), &t.Approvals)
+	case fieldVersion:
+		t.Version, _ = strconv.ParseInt(v, 10, 64)
 	}
 }
 

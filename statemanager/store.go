@@ -8,8 +8,9 @@ import (
 	"slices"
 )
 
-// Task statuses. A task is WAITING until exactly one close moves it to one of
-// the other three; that move is final.
+// Task statuses. A task is open, WAITING or IN_APPROVAL (StatusInApproval,
+// see Open), until exactly one close moves it to one of the other three; that
+// move is final.
 const (
 	StatusWaiting   = "WAITING"
 	StatusCompleted = "COMPLETED"
@@ -74,10 +75,11 @@ type Task struct {
 	EnrichPath string `json:"enrichPath,omitempty"`
 }
 
-// Waiting reports whether the task is still open.
-func (t *Task) Waiting() bool { return t.Status == StatusWaiting }
+// Waiting reports whether the task is still open: WAITING or IN_APPROVAL
+// (see Open). Status tells the two apart.
+func (t *Task) Waiting() bool { return Open(t.Status) }
 
-// Close asks for a waiting task to be closed.
+// Close asks for an open task to be closed.
 type Close struct {
 	ID string
 	// Status is COMPLETED, TIMEOUT or CANCELLED.
@@ -97,6 +99,11 @@ type Close struct {
 	// in the closing history event.
 	Outcome string
 	Note    string
+	// OnlyIfDue makes the close a deadline firing: it closes only a task
+	// whose deadline is set and at or before At. A task whose deadline
+	// moved later or went since the caller read it (a deadline change won
+	// the race) is left open, and the close returns it with ErrStale.
+	OnlyIfDue bool
 }
 
 // Due is a waiting task whose deadline has come.
@@ -110,8 +117,9 @@ type Due struct {
 // only indexes of it, so its cost follows the page and not the number of
 // tasks stored:
 //
-//   - WAITING: User selects the tasks offered to that taskUser, Role those
-//     offered to that role (both: the user's, of that role).
+//   - WAITING or IN_APPROVAL (the open statuses, each listed on its own):
+//     User selects the tasks offered to that taskUser, Role those offered to
+//     that role (both: the user's, of that role).
 //   - a closed status: User selects the tasks that user closed (ClosedBy),
 //     which is what a person's history is; Role narrows that further. A Role
 //     without a User has no index for closed tasks and is refused with
@@ -215,8 +223,11 @@ var (
 // use. Every method that changes a task is atomic: a proceed racing a timeout
 // has exactly one winner.
 type Store interface {
-	// Start stores t as WAITING, filling StartedAt if zero and Status. When a
-	// task with t.ID is already waiting, or was started by the same step
+	// Start stores t as WAITING at Version 1, filling StartedAt if zero and
+	// Status, and starts its history with a started event. Of the lifecycle
+	// fields it stores those StartTask gives (PossibleOutcomes,
+	// RequiredApprovals, ApproverRoles, Priority); the others begin empty.
+	// When a task with t.ID is already open, or was started by the same step
 	// visit (same StartKey, or same RequestID and StepID when it is empty: a
 	// replay), nothing changes and Start returns that task with
 	// created=false. A closed task of another visit is replaced once its
@@ -226,18 +237,22 @@ type Store interface {
 	// Get returns the task, waiting or closed, or ErrNotFound.
 	Get(ctx context.Context, id string) (*Task, error)
 
-	// Close records the decision and returns the closed task. The decision is
-	// recorded before any effect and kept pending until Ack, so a crash after
-	// Close loses nothing: Pending returns it, and a retry with the same Key
-	// returns it again with replay=true. Unknown id: ErrNotFound. Closed by
-	// another key: the task and ErrClosed.
+	// Close records the decision on an open task (WAITING or IN_APPROVAL) and
+	// returns the closed task. The decision is recorded before any effect and
+	// kept pending until Ack, so a crash after Close loses nothing: Pending
+	// returns it, and a retry with the same Key returns it again with
+	// replay=true. Unknown id: ErrNotFound. Closed by another key: the task
+	// and ErrClosed. With c.OnlyIfDue, a task not due at c.At: the task and
+	// ErrStale. A store that keeps history (Lifecycle) appends the closing
+	// event (completed, timedout or cancelled, actor c.By, with c.Outcome
+	// and c.Note).
 	Close(ctx context.Context, c Close) (task *Task, replay bool, err error)
 
 	// Ack says the effects of a close (continuation, notification) are
 	// durable; the task leaves the pending set. Acking twice is harmless.
 	Ack(ctx context.Context, id string) error
 
-	// Due returns up to limit waiting tasks of one shard whose deadline is at
+	// Due returns up to limit open tasks of one shard whose deadline is at
 	// or before until, earliest first.
 	Due(ctx context.Context, shard int, until int64, limit int) ([]Due, error)
 
@@ -283,7 +298,8 @@ type BatchAcker interface {
 //
 // CloseMany has the effect of Close on each id with c (c.ID is ignored), in
 // far fewer round trips and script calls. Results are in the order of ids;
-// each Err is nil, ErrNotFound or ErrClosed exactly as Close would return,
+// each Err is nil, ErrNotFound, ErrClosed or (with c.OnlyIfDue) ErrStale
+// exactly as Close would return,
 // and Task and Replay are what Close would return. A non-nil error means
 // infrastructure trouble: some ids may be closed and others not, and a retry
 // with the same Key replays the closed ones.

@@ -1,32 +1,19 @@
--- start: store a task as WAITING unless it already exists (see redis.go).
--- KEYS: 1 task hash, 2 due, 3 pending
+-- start: store a task as WAITING unless its id is taken (see redis.go). The
+-- helpers are lib.lua's, prepended at load time.
+-- KEYS: 1 task hash, 2 due, 3 pending, 4 history, 5 applied change keys
 -- ARGV: 1 shard key prefix "{P:s}:", 2 id, 3 name, 4 spec, 5 action,
 --       6 roles (joined by \31), 7 user, 8 saga, 9 stepId, 10 requestId,
 --       11 startedAt, 12 deadline, 13 data, 14 envelope, 15 start key,
---       16 tenant
+--       16 tenant, 17 possible outcomes (joined by \31),
+--       18 required approvals, 19 approver roles (joined by \31), 20 priority
 -- Returns {"created"}, {"exists", HGETALL} or {"pending"}.
---
--- The listing indexes live under the tenant's prefix: the shard prefix for
--- the default tenant "" (so its keys are those of a single-tenant store) and
--- "{P:s}:n<len>:<tenant>:" for others; the length keeps a tenant with ':' in
--- its name from reaching another tenant's keys.
-local function tenantPrefix(p, tn)
-  if tn == nil or tn == '' then
-    return p
-  end
-  return p .. 'n' .. #tn .. ':' .. tn .. ':'
-end
-
 local h = KEYS[1]
 local id = ARGV[2]
 -- One read serves both the decision and the "exists" reply.
 local cur = redis.call('HGETALL', h)
 if #cur > 0 then
-  local f = {}
-  for i = 1, #cur, 2 do
-    f[cur[i]] = cur[i + 1]
-  end
-  if f['s'] == 'WAITING' then
+  local f = fieldsOf(cur)
+  if isOpen(f['s']) then
     return {'exists', cur}
   end
   -- A replay of the step visit that started the closed task is a no-op;
@@ -41,25 +28,29 @@ if #cur > 0 then
   if redis.call('ZSCORE', KEYS[3], id) then
     return {'pending'}
   end
-  -- The replaced task leaves the closed indexes it was listed in.
+  -- The replaced task leaves the closed indexes it was listed in, and its
+  -- history and change keys go with it.
   local old = tenantPrefix(ARGV[1], f['tn'])
-  redis.call('DEL', h)
+  redis.call('DEL', h, KEYS[4], KEYS[5])
   redis.call('ZREM', old .. 'closed:' .. f['s'], id)
   if f['cb'] then
     redis.call('ZREM', old .. 'cb:' .. f['s'] .. ':' .. f['cb'], id)
   end
 end
 
-local names = {'n', 'sp', 'a', 'r', 'u', 'sg', 'st', 'rq', 's0', 'dl', 'd', 'e', 'sk', 'tn'}
-local args = {'id', id, 's', 'WAITING'}
+local names = {'n', 'sp', 'a', 'r', 'u', 'sg', 'st', 'rq', 's0', 'dl', 'd', 'e', 'sk', 'tn', 'po', 'ra', 'ar', 'pr'}
+local zeroes = {dl = true, ra = true, pr = true}
+local args = {'id', id, 's', 'WAITING', 'v', '1'}
 for i = 1, #names do
   local v = ARGV[i + 2]
-  if v ~= '' and not (names[i] == 'dl' and v == '0') then
+  if v ~= '' and not (zeroes[names[i]] and v == '0') then
     args[#args + 1] = names[i]
     args[#args + 1] = v
   end
 end
 redis.call('HSET', h, unpack(args))
+-- The first event, Seq 1 = Version 1; its JSON is this literal.
+redis.call('RPUSH', KEYS[4], '{"seq":1,"type":"started","at":' .. ARGV[11] .. '}')
 
 local startedAt = ARGV[11]
 if tonumber(ARGV[12]) > 0 then
@@ -73,6 +64,6 @@ end
 for role in string.gmatch(ARGV[6], '[^\031]+') do
   redis.call('ZADD', tp .. 'r:' .. role, startedAt, id)
 end
--- Every tenant's waiting tasks of the shard, counted for the waiting gauge.
+-- Every tenant's open tasks of the shard, counted for the waiting gauge.
 redis.call('INCR', ARGV[1] .. 'nwaiting')
 return {'created'}

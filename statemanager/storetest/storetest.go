@@ -3,6 +3,9 @@
 // pins down the idempotency and exactly-once rules the runner relies on
 // (replayed starts and closes, one winner per close race, decisions kept
 // pending until acked), so that every backend behaves the same under them.
+// A backend offering statemanager.Lifecycle also passes its half: every
+// transition and refusal, the history, and one winner per race of two
+// operations on a task.
 package storetest
 
 import (
@@ -58,6 +61,16 @@ func Run(t *testing.T, newStore func(t *testing.T) statemanager.Store) {
 		{"ShardOfStable", testShardOf},
 		{"CountWaitingFollowsStartsAndCloses", testCountWaiting},
 		{"ConcurrentProceedVersusTimeout", testCloseRace},
+		// The optional Lifecycle (SPEC §12).
+		{"LifecycleFlowAndHistory", testLifecycleFlow},
+		{"ApplyRefusals", testApplyRefusals},
+		{"DeadlineMoves", testDeadlineMoves},
+		{"ReassignmentKeepsIndexes", testReassignmentIndexes},
+		{"ClosesAppendToHistory", testCloseHistory},
+		{"RaceClaimVersusClaim", testRaceClaimVersusClaim},
+		{"RaceCompleteVersusFiring", testRaceCompleteVersusFiring},
+		{"RaceApproveVersusCancel", testRaceApproveVersusCancel},
+		{"RaceDeadlineVersusFiring", testRaceDeadlineVersusFiring},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -81,6 +94,11 @@ func sampleTask(id string) *statemanager.Task {
 		Deadline:  base + 60_000,
 		Data:      json.RawMessage(`{"data":{"productId":"` + id + `","brief":"summer vibes"}}`),
 		Envelope:  json.RawMessage(`{"requestMeta":{"requestId":"r-` + id + `"},"payload":{"parameters":{"productId":"` + id + `"}}}`),
+
+		PossibleOutcomes:  []string{"approve", "reject"},
+		RequiredApprovals: 2,
+		ApproverRoles:     []string{"director", "auditor"},
+		Priority:          3,
 	}
 }
 
@@ -158,8 +176,11 @@ func idsInShard(s statemanager.Store, prefix string, shard, n int) []string {
 
 func testStartGetRoundTrip(t *testing.T, s statemanager.Store) {
 	in := sampleTask("product-1")
-	want := *in
-	want.Status = statemanager.StatusWaiting
+	// Fields only a lifecycle change writes are not the caller's to set.
+	in.ClaimedBy, in.Outcome, in.Note, in.CompletedBy, in.Version = "mallory", "approve", "n", "mallory", 7
+	in.Approvals = []statemanager.Approval{{User: "mallory", At: base}}
+	want := *sampleTask("product-1")
+	want.Status, want.Version = statemanager.StatusWaiting, 1
 
 	got := mustStart(t, s, in)
 	sameTask(t, "Start", got, &want)
@@ -243,7 +264,7 @@ func testStartReplacesClosed(t *testing.T, s statemanager.Store) {
 	next.User = ""
 	next.Data = json.RawMessage(`{"round":2}`)
 	want := *next
-	want.Status = statemanager.StatusWaiting
+	want.Status, want.Version = statemanager.StatusWaiting, 1
 
 	got := mustStart(t, s, next)
 	sameTask(t, "Start", got, &want)
@@ -299,9 +320,11 @@ func testCloseRecordsDecision(t *testing.T, s statemanager.Store) {
 				ID: id, Status: status, At: base + 42, By: "bob",
 				Data: json.RawMessage(`{"decision":"approved"}`), Key: "req-9:approve", EnrichPath: "decision",
 			}
+			c.Outcome, c.Note = "approve", "looks good"
 			want := *start
 			want.Status, want.ClosedAt, want.ClosedBy = status, base+42, "bob"
 			want.CloseData, want.CloseKey, want.EnrichPath = c.Data, c.Key, c.EnrichPath
+			want.Outcome, want.Note, want.Version = "approve", "looks good", 2
 
 			got := mustClose(t, s, c)
 			sameTask(t, "Close", got, &want)
@@ -1026,7 +1049,7 @@ func testTenantScoping(t *testing.T, s statemanager.Store) {
 		task.Tenant = tn
 		task.StartedAt = base + int64(i)
 		want := *task
-		want.Status = statemanager.StatusWaiting
+		want.Status, want.Version = statemanager.StatusWaiting, 1
 		sameTask(t, "Start", mustStart(t, s, task), &want)
 		sameTask(t, "Get", mustGet(t, s, task.ID), &want)
 	}
