@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,6 +100,17 @@ func (s *scripted) Handle(ctx context.Context, rec saga.Record) (saga.Output, er
 		panic("step exploded")
 	case strings.Contains(v, "permanent"):
 		return saga.Output{}, fmt.Errorf("%w: %w: domain %q refused by the store", saga.ErrRetry, saga.ErrPermanent, "a{b}")
+	case strings.Contains(v, "outage-"):
+		// outage-N: N tries fail as if Redis were down, then the same
+		// number of tries as "unknown-" fail with an unknown error.
+		var down, fails int
+		fmt.Sscanf(v[strings.Index(v, "outage-"):], "outage-%d-unknown-%d", &down, &fails)
+		if n <= down {
+			return saga.Output{}, fmt.Errorf("%w: try %d: %w", saga.ErrRetry, n, syscall.ECONNREFUSED)
+		}
+		if n <= down+fails {
+			return saga.Output{}, fmt.Errorf("%w: try %d: lua script went wrong", saga.ErrRetry, n)
+		}
 	case strings.Contains(v, "unknown-"):
 		var fails int
 		fmt.Sscanf(v[strings.Index(v, "unknown-"):], "unknown-%d", &fails)
@@ -249,6 +261,27 @@ func TestUnknownErrorsBelowMaxAttemptsAreRetried(t *testing.T) {
 	}
 	if got := gauge(t, m.Retries.WithLabelValues("unknown")); got != 3 {
 		t.Errorf("retries{class=unknown} = %v, want 3", got)
+	}
+}
+
+// TestTransientTriesDoNotSpendAttempts: an outage longer than MaxAttempts
+// tries, followed by unknown errors short of MaxAttempts, still ends with the
+// record handled: only unknown errors count against it.
+func TestTransientTriesDoNotSpendAttempts(t *testing.T) {
+	e := newEnv(t, sharedRedis(t), true)
+	cfg := e.config()
+	cfg.MaxAttempts = 3
+	cfg.Backoff.Max = 20 * time.Millisecond
+	eng := newScripted(e.eng)
+	e.start(cfg, eng)
+	rec := e.produce("approvals", "after-outage", `{"id": "after-outage", "note": "outage-5-unknown-2"}`)
+	e.waitStatus("after-outage", statemanager.StatusWaiting)
+	e.waitCommitted(cfg.Group, rec)
+	if got := eng.triesAt(rec); got != 8 {
+		t.Errorf("tried %d times, want 8 (5 transient, 2 unknown, 1 success)", got)
+	}
+	if n := len(e.deadLettersKeyed("after-outage")); n != 0 {
+		t.Errorf("%d dead letters for a record whose unknown errors stayed under MaxAttempts", n)
 	}
 }
 

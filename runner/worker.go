@@ -190,8 +190,13 @@ func (w *worker) process(batch []queued) bool {
 			failed, attempts = rec.Offset, 0
 			b.reset()
 		}
-		attempts++
 		class := Classify(herr)
+		if class != Transient {
+			// Only errors not known to be transient spend the record's
+			// MaxAttempts: an outage of any length must not use them up
+			// and leave the first odd reply after it to dead-letter it.
+			attempts++
+		}
 		w.setRetrying(herr)
 		if class == Transient {
 			// Nothing behind the record can go before it; stop fetching
