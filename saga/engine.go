@@ -54,6 +54,9 @@ func NewEngine(set *Set, cfg Config) (*Engine, error) {
 		cfg.Topics.Notifications: "notification",
 		cfg.DeadLetter:           "dead-letter",
 	}}
+	if t := cfg.Topics.TaskEvents; t != "" {
+		e.reserved[t] = "task-event"
+	}
 	seen := map[string]bool{}
 	var errs []error
 	for _, g := range set.Sagas {

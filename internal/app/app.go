@@ -120,7 +120,8 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 		return nil, err
 	}
 	a.engine, err = saga.NewEngine(set, saga.Config{
-		Topics:         actions.Topics{Continuations: cfg.Topics.Requests, Notifications: cfg.Topics.Notifications},
+		Topics: actions.Topics{Continuations: cfg.Topics.Requests, Notifications: cfg.Topics.Notifications,
+			TaskEvents: cfg.Topics.TaskEvents},
 		DeadLetter:     cfg.Topics.DeadLetter,
 		Stores:         stores,
 		MaxRecordBytes: cfg.Runner.MaxRecordBytes,
@@ -147,7 +148,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 		CreateTopics:      cfg.Topics.Create,
 		Partitions:        cfg.Topics.Partitions,
 		ReplicationFactor: cfg.Topics.ReplicationFactor,
-		OutputTopics:      append([]string{cfg.Topics.Replies}, publishTopics(set)...),
+		OutputTopics:      append([]string{cfg.Topics.Replies, cfg.Topics.TaskEvents}, publishTopics(set)...),
 		BatchSize:         cfg.Runner.BatchSize,
 		KeyConcurrency:    cfg.Runner.KeyConcurrency,
 		MaxInFlight:       cfg.Runner.MaxInFlight,
