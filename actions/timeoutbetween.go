@@ -95,6 +95,7 @@ func (a *timeoutBetween) Execute(ctx context.Context, x *Exec, env *envelope.Env
 	var out Outcome
 	count := 0
 	seen := map[string]bool{}
+	scoped := !trusted(env.RequestMeta)
 	for from <= to {
 		due, err := store.Between(ctx, from, to, betweenPage)
 		if err != nil {
@@ -107,6 +108,19 @@ func (a *timeoutBetween) Execute(ctx context.Context, x *Exec, env *envelope.Env
 			}
 			seen[d.ID] = true
 			fresh++
+			if scoped {
+				// A caller with an identity sweeps its own tenant only:
+				// the due index is shared by every tenant of the domain.
+				t, err := store.Get(ctx, d.ID)
+				switch {
+				case errors.Is(err, statemanager.ErrNotFound):
+					continue
+				case err != nil:
+					return Outcome{}, fmt.Errorf("TimeoutBetween: get %q in %q: %w: %w", d.ID, a.domain, ErrRetryable, err)
+				case t.Tenant != env.RequestMeta.Tenant:
+					continue
+				}
+			}
 			t, recs, err := CloseTask(ctx, x, a.domain, statemanager.Close{
 				ID: d.ID, Status: statemanager.StatusTimeout, At: now, Key: TimeoutKey,
 			})
@@ -126,8 +140,12 @@ func (a *timeoutBetween) Execute(ctx context.Context, x *Exec, env *envelope.Env
 			break
 		}
 	}
-	if err := store.SetWatermark(ctx, to); err != nil {
-		return Outcome{}, fmt.Errorf("TimeoutBetween: watermark of %q: %w: %w", a.domain, ErrRetryable, err)
+	// The watermark is the domain's, shared by every tenant: only a
+	// trusted caller (a scheduler's tick) moves it.
+	if !scoped {
+		if err := store.SetWatermark(ctx, to); err != nil {
+			return Outcome{}, fmt.Errorf("TimeoutBetween: watermark of %q: %w: %w", a.domain, ErrRetryable, err)
+		}
 	}
 	env.Succeed()
 	if a.outputElement != "" {
