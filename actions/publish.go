@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/jmespath/go-jmespath"
+	"github.com/tidwall/gjson"
 
 	"github.com/sagarunner/sagarunner/saga/envelope"
 )
@@ -121,6 +122,9 @@ func (a *publish) Execute(_ context.Context, x *Exec, env *envelope.Envelope) (O
 		if value, ok = shape(env, a.pattern, "pattern", a.raw, env.Payload); !ok {
 			return Outcome{Env: env}, nil
 		}
+		if value, ok = ownIdentity(env, value); !ok {
+			return Outcome{Env: env}, nil
+		}
 	} else {
 		env.RequestMeta.Hops++
 		value = env.Encode()
@@ -129,6 +133,46 @@ func (a *publish) Execute(_ context.Context, x *Exec, env *envelope.Envelope) (O
 	env.Succeed()
 	hops := []envelope.Header{{Key: HopsHeader, Value: strconv.AppendInt(nil, int64(env.RequestMeta.Hops+1), 10)}}
 	return Outcome{Env: env, Records: []envelope.Record{{Topic: a.topic, Key: []byte(key), Value: value, Headers: hops}}}, nil
+}
+
+// ownIdentity keeps a pattern's result from carrying an identity: the data
+// it shapes may come from a caller (an HTTP body is data), but a record the
+// decoder reads as an envelope would hand the next saga whatever requestMeta
+// that data spells. Such a result is re-stamped with the instance's own
+// requestMeta, one hop further; one the decoder refuses fails the step.
+func ownIdentity(env *envelope.Envelope, value []byte) ([]byte, bool) {
+	if !envelopeShaped(value) {
+		return value, true
+	}
+	out, err := envelope.Decode(value, nil)
+	if err != nil {
+		env.Fail(CodeBadInput, "Publish pattern result: %v", err)
+		return nil, false
+	}
+	out.RequestMeta = env.RequestMeta
+	out.RequestMeta.Roles = append([]string(nil), env.RequestMeta.Roles...)
+	out.RequestMeta.Hops++
+	return out.Encode(), true
+}
+
+// envelopeShaped reports whether value is an object with a top-level key
+// that makes the decoder read it as an envelope (matched after unescaping,
+// exactly, as the decoder matches them).
+func envelopeShaped(value []byte) bool {
+	v := gjson.ParseBytes(value)
+	if !v.IsObject() {
+		return false
+	}
+	shaped := false
+	v.ForEach(func(k, _ gjson.Result) bool {
+		switch k.String() {
+		case "requestMeta", "sagaMeta", "eventMeta", "payload", "result":
+			shaped = true
+			return false
+		}
+		return true
+	})
+	return shaped
 }
 
 type transform struct {

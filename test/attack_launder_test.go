@@ -16,9 +16,6 @@ import (
 // as an envelope: the identity written in the body would start the next
 // saga. Nothing the caller sends may become identity (SPEC §11).
 func TestAttackLaunderedIdentity(t *testing.T) {
-	t.Skip("hole in actions/publish.go (Publish.Execute): a pattern's result that spells requestMeta is produced as is, and " +
-		"the trigger topic's saga reads it as an envelope, so mallory closes alice's task as alice; an envelope-shaped " +
-		"pattern result must carry the instance's own requestMeta (identity, tenant, hops+1), or be refused")
 	p, store := startAttackProcess(t)
 	startAttackTask(t, p, store, "launder-1")
 
