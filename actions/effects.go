@@ -24,8 +24,9 @@ const DefaultDomain = "workflow"
 // effects to produce. The engine uses it for automatic deadlines (Status
 // TIMEOUT, Key TimeoutKey, By ""); the close actions use it too, so every
 // close yields the same effects. c.At defaults to now on x.Clock.
-// statemanager.ErrNotFound and ErrClosed come back wrapped (with the closed
-// task for ErrClosed); other store errors are wrapped with ErrRetryable.
+// statemanager.ErrNotFound, ErrClosed, ErrStale and ErrNeedsApproval come
+// back wrapped (with the task for the last three); other store errors are
+// wrapped with ErrRetryable.
 func CloseTask(ctx context.Context, x *Exec, domain string, c statemanager.Close) (*statemanager.Task, []envelope.Record, error) {
 	store, err := storeOf(x, domain)
 	if err != nil {
@@ -36,7 +37,8 @@ func CloseTask(ctx context.Context, x *Exec, domain string, c statemanager.Close
 	}
 	t, _, err := store.Close(ctx, c)
 	switch {
-	case errors.Is(err, statemanager.ErrNotFound), errors.Is(err, statemanager.ErrClosed):
+	case errors.Is(err, statemanager.ErrNotFound), errors.Is(err, statemanager.ErrClosed),
+		errors.Is(err, statemanager.ErrStale), errors.Is(err, statemanager.ErrNeedsApproval):
 		return t, nil, fmt.Errorf("close task %q in %q: %w", c.ID, domain, err)
 	case err != nil:
 		return nil, nil, fmt.Errorf("close task %q in %q: %w: %w", c.ID, domain, ErrRetryable, err)

@@ -138,11 +138,15 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 	}
 	// A completion with an outcome or note is checked against the task's
 	// lifecycle (declared outcomes, approvals), which needs the read.
-	// TODO(lifecycle): the store's close should refuse a task with
-	// requiredApprovals, so that a plain trusted proceed cannot skip them
-	// without costing this path a read.
+	// The store refuses a plain close of a task that needs approvals
+	// (ErrNeedsApproval), so the trusted fast path cannot skip them; such a
+	// task takes the read path below, which completes it through the
+	// lifecycle.
 	if trusted(env.RequestMeta) && a.outputPattern == nil && outcome == "" && note == "" {
-		return a.close(ctx, x, env, nil, nil, id, data, a.enrichPath, key)
+		o, err := a.close(ctx, x, env, nil, nil, id, data, a.enrichPath, key)
+		if !errors.Is(err, statemanager.ErrNeedsApproval) {
+			return o, err
+		}
 	}
 	t, err := store.Get(ctx, id)
 	switch {
@@ -268,6 +272,14 @@ func (a *closeTask) close(ctx context.Context, x *Exec, env *envelope.Envelope, 
 	case errors.Is(err, statemanager.ErrNotFound):
 		// Unknown, or expired between Get and Close.
 		env.Fail(CodeTaskNotFound, "no task %q in %q", id, a.domain)
+		return Outcome{Env: env}, nil
+	case errors.Is(err, statemanager.ErrNeedsApproval):
+		if known == nil {
+			// The fast path's guess was wrong: Execute reads the task
+			// and completes it through the lifecycle.
+			return Outcome{}, err
+		}
+		env.Fail(CodeUnsupported, "task %q in %q needs approvals, and its state manager has no task lifecycle", id, a.domain)
 		return Outcome{Env: env}, nil
 	case errors.Is(err, statemanager.ErrClosed):
 		// Lost a race with another close: that one is the decision.

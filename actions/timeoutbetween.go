@@ -125,7 +125,7 @@ func (a *timeoutBetween) Execute(ctx context.Context, x *Exec, env *envelope.Env
 				ID: d.ID, Status: statemanager.StatusTimeout, At: now, Key: TimeoutKey,
 			})
 			switch {
-			case errors.Is(err, statemanager.ErrNotFound), errors.Is(err, statemanager.ErrClosed):
+			case errors.Is(err, statemanager.ErrNotFound), errors.Is(err, statemanager.ErrClosed), errors.Is(err, statemanager.ErrStale):
 				continue // closed by someone else since Between: their decision stands
 			case err != nil:
 				return Outcome{}, fmt.Errorf("TimeoutBetween: %w", err)

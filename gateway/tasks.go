@@ -18,7 +18,7 @@ const (
 	maxTaskLimit     = 1000
 )
 
-var taskStatuses = []string{statemanager.StatusWaiting, statemanager.StatusCompleted, statemanager.StatusTimeout, statemanager.StatusCancelled}
+var taskStatuses = []string{statemanager.StatusWaiting, statemanager.StatusInApproval, statemanager.StatusCompleted, statemanager.StatusTimeout, statemanager.StatusCancelled}
 
 // listTasks serves GET /tasks?domain=&user=&role=&status=&limit=&full=, a
 // task inbox. The suspended envelope is left out unless full=true: it is

@@ -497,14 +497,16 @@ func (e *Engine) fireMany(ctx context.Context, store statemanager.Store, domain 
 	for i, d := range due {
 		ids[i] = d.ID
 	}
-	res, err := statemanager.CloseMany(ctx, store, ids, statemanager.Close{Status: statemanager.StatusTimeout, At: now, Key: actions.TimeoutKey})
+	res, err := statemanager.CloseMany(ctx, store, ids, statemanager.Close{Status: statemanager.StatusTimeout, At: now, Key: actions.TimeoutKey, OnlyIfDue: true})
 	if err != nil {
 		return Output{}, 0, fmt.Errorf("%w: time out %d tasks of %q shard %d: %w", ErrRetry, len(ids), domain, shard, err)
 	}
 	var out Output
 	fired := 0
 	for i, r := range res {
-		if errors.Is(r.Err, statemanager.ErrClosed) || errors.Is(r.Err, statemanager.ErrNotFound) {
+		// ErrStale: the deadline moved since Due read it; the task waits
+		// for its new one.
+		if errors.Is(r.Err, statemanager.ErrClosed) || errors.Is(r.Err, statemanager.ErrNotFound) || errors.Is(r.Err, statemanager.ErrStale) {
 			continue // a proceed or another replica won the race
 		}
 		if r.Err != nil {

@@ -92,6 +92,12 @@ type Change struct {
 // changed since the caller read it: another change won the race.
 var ErrStale = errors.New("statemanager: task changed since it was read")
 
+// ErrNeedsApproval is returned by Close and CloseMany, with the task, for a
+// COMPLETED close of a task that needs approvals (RequiredApprovals > 0, or
+// IN_APPROVAL already): it completes through Lifecycle.Apply, which counts
+// them. Nothing changed.
+var ErrNeedsApproval = errors.New("statemanager: the task needs approvals; complete it through the lifecycle")
+
 // Lifecycle is an optional extension of Store for the task lifecycle of
 // SPEC §12; check for it with a type assertion.
 type Lifecycle interface {

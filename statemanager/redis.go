@@ -425,6 +425,8 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 				r.Task, r.Err = s.decode(fields), fmt.Errorf("%w: %q", ErrClosed, id)
 			case "stale":
 				r.Task, r.Err = s.decode(fields), fmt.Errorf("%w: %q is not due any more", ErrStale, id)
+			case "approvals":
+				r.Task, r.Err = s.decode(fields), fmt.Errorf("%w: %q", ErrNeedsApproval, id)
 			case "notfound":
 				r.Err = fmt.Errorf("%w: %q", ErrNotFound, id)
 			default:

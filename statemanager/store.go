@@ -324,7 +324,7 @@ func CloseMany(ctx context.Context, s Store, ids []string, c Close) ([]CloseResu
 	for i, id := range ids {
 		c.ID = id
 		t, replay, err := s.Close(ctx, c)
-		if err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNotFound) {
+		if err != nil && !errors.Is(err, ErrClosed) && !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrStale) && !errors.Is(err, ErrNeedsApproval) {
 			return nil, err
 		}
 		res[i] = CloseResult{Task: t, Replay: replay, Err: err}

@@ -134,7 +134,7 @@ func newTasksGetCmd() *cobra.Command {
 const maxListLimit = 10000
 
 // listStatuses are the values --status takes.
-var listStatuses = []string{statemanager.StatusWaiting, statemanager.StatusCompleted, statemanager.StatusTimeout, statemanager.StatusCancelled}
+var listStatuses = []string{statemanager.StatusWaiting, statemanager.StatusInApproval, statemanager.StatusCompleted, statemanager.StatusTimeout, statemanager.StatusCancelled}
 
 // checkListFlags refuses filter values that cannot match anything, before
 // anything connects: a typo must not pass for an empty inbox. It

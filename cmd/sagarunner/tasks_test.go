@@ -61,7 +61,7 @@ func TestTasksRefuseBadFilters(t *testing.T) {
 		want string
 	}{
 		{"unknown status", []string{"tasks", "list", "--status", "bogus"},
-			`sagarunner tasks list: --status: want one of WAITING, COMPLETED, TIMEOUT, CANCELLED, got "bogus"`},
+			`sagarunner tasks list: --status: want one of WAITING, IN_APPROVAL, COMPLETED, TIMEOUT, CANCELLED, got "bogus"`},
 		{"zero limit", []string{"tasks", "list", "--limit", "0"}, "--limit: want 1 to 10000, got 0"},
 		{"limit not a number", []string{"tasks", "list", "--limit", "x"}, `invalid argument "x" for "--limit"`},
 		{"bad domain", []string{"tasks", "list", "--domain", "a b"}, `--domain: want 1 to 64 letters`},

@@ -9,7 +9,8 @@
 --       (see appendEvent), 13 "1" when only a task still due at closedAt
 --       may close (a deadline firing), 14.. ids
 -- Returns one reply per id, in order: {"notfound"}, {"closed", HGETALL},
--- {"replay", HGETALL}, {"stale", HGETALL} (not due any more) or
+-- {"replay", HGETALL}, {"stale", HGETALL} (not due any more),
+-- {"approvals", HGETALL} (a COMPLETED close of a task needing approvals) or
 -- {"ok", fields}.
 local decision = decisionOf(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[10], ARGV[11])
 local c = newCloser(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
@@ -34,6 +35,10 @@ for n = 14, #ARGV do
       -- The deadline moved (or went) since the timer read it: that change
       -- won the race, and the task waits for its new deadline.
       replies[#replies + 1] = {'stale', cur}
+    elseif ARGV[2] == 'COMPLETED' and (f['s'] == 'IN_APPROVAL' or (f['ra'] ~= nil and f['ra'] ~= '' and f['ra'] ~= '0')) then
+      -- A task that needs approvals completes through the lifecycle
+      -- (Apply), never by a plain close that would skip them.
+      replies[#replies + 1] = {'approvals', cur}
     else
       replies[#replies + 1] = {'ok', closeTask(c, h, id, f, cur, decision, ARGV[12])}
     end

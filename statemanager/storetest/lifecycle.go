@@ -87,6 +87,7 @@ func testLifecycleFlow(t *testing.T, s statemanager.Store) {
 	const id = "flow"
 	task := sampleTask(id)
 	task.Tenant = "acme"
+	task.RequiredApprovals = 2
 	mustStart(t, s, task)
 	want := []statemanager.Event{{Type: statemanager.EventStarted, At: base}}
 	sameHistory(t, "after start", mustHistory(t, lc, id), want)

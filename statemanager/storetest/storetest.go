@@ -59,6 +59,7 @@ func Run(t *testing.T, newStore func(t *testing.T) statemanager.Store) {
 		{"ViewerVisibility", testViewerVisibility},
 		{"FilteredListingPages", testFilteredPages},
 		{"ShardOfStable", testShardOf},
+		{"CloseCompletedNeedsApprovals", testCloseNeedsApprovals},
 		{"CountWaitingFollowsStartsAndCloses", testCountWaiting},
 		{"ConcurrentProceedVersusTimeout", testCloseRace},
 		// The optional Lifecycle (SPEC §12).
@@ -95,10 +96,12 @@ func sampleTask(id string) *statemanager.Task {
 		Data:      json.RawMessage(`{"data":{"productId":"` + id + `","brief":"summer vibes"}}`),
 		Envelope:  json.RawMessage(`{"requestMeta":{"requestId":"r-` + id + `"},"payload":{"parameters":{"productId":"` + id + `"}}}`),
 
-		PossibleOutcomes:  []string{"approve", "reject"},
-		RequiredApprovals: 2,
-		ApproverRoles:     []string{"director", "auditor"},
-		Priority:          3,
+		// No RequiredApprovals: a plain COMPLETED close of a task that
+		// needs them is refused (ErrNeedsApproval); the lifecycle tests
+		// that need them set them.
+		PossibleOutcomes: []string{"approve", "reject"},
+		ApproverRoles:    []string{"director", "auditor"},
+		Priority:         3,
 	}
 }
 
@@ -1276,4 +1279,25 @@ func testCountWaiting(t *testing.T, s statemanager.Store) {
 		t.Fatal(err)
 	}
 	count(1)
+}
+
+// testCloseNeedsApprovals: a plain COMPLETED close of a task that needs
+// approvals is refused with ErrNeedsApproval and changes nothing; other
+// closes (a timeout) still close it.
+func testCloseNeedsApprovals(t *testing.T, s statemanager.Store) {
+	ctx := context.Background()
+	task := sampleTask("needs-approvals")
+	task.RequiredApprovals = 2
+	mustStart(t, s, task)
+	got, _, err := s.Close(ctx, statemanager.Close{ID: task.ID, Status: statemanager.StatusCompleted, At: base + 1, Key: "p"})
+	if !errors.Is(err, statemanager.ErrNeedsApproval) {
+		t.Fatalf("Close COMPLETED: %v, want ErrNeedsApproval", err)
+	}
+	if got == nil || got.Status != statemanager.StatusWaiting {
+		t.Errorf("Close COMPLETED returned %+v, want the waiting task", got)
+	}
+	if cur := mustGet(t, s, task.ID); cur.Status != statemanager.StatusWaiting {
+		t.Errorf("task is %s after a refused close", cur.Status)
+	}
+	mustClose(t, s, statemanager.Close{ID: task.ID, Status: statemanager.StatusTimeout, At: base + 2, Key: "timeout"})
 }
