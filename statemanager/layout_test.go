@@ -215,12 +215,16 @@ func TestRedisHistoryLayout(t *testing.T) {
 	if _, _, err := s.Start(ctx, task); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := client.LRange(ctx, h, 0, -1).Result(); !slices.Equal(got, []string{`{"seq":1,"type":"started","at":1000}`}) {
-		t.Errorf("%s = %q", h, got)
+	// The started event is implied by the task: the start writes no list.
+	if got, _ := client.LRange(ctx, h, 0, -1).Result(); len(got) != 0 {
+		t.Errorf("%s = %q after a start, want nothing written", h, got)
+	}
+	if events, err := s.History(ctx, id); err != nil || !slices.Equal(events, []statemanager.Event{{Seq: 1, Type: statemanager.EventStarted, At: 1000}}) {
+		t.Errorf("history after a start = %+v, %v", events, err)
 	}
 
-	// 998 events more make 999; two changes reach the cap and pass it.
-	filler := make([]interface{}, 998)
+	// 999 stored events; two changes reach the cap and pass it.
+	filler := make([]interface{}, 999)
 	for i := range filler {
 		filler[i] = fmt.Sprintf(`{"seq":%d,"type":"commented","at":1000}`, i+2)
 	}
@@ -237,9 +241,10 @@ func TestRedisHistoryLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The started event went; the filler's second and the two changes
-	// (versions 2 and 3) are the ends.
-	first, last := statemanager.Event{Seq: 2, Type: statemanager.EventCommented, At: 1000},
+	// The oldest stored event went, so the started event is not implied
+	// any more; the filler's second and the two changes (versions 2 and 3)
+	// are the ends.
+	first, last := statemanager.Event{Seq: 3, Type: statemanager.EventCommented, At: 1000},
 		statemanager.Event{Seq: 3, Type: statemanager.EventCommented, At: 2000, Actor: "alice", Note: "n"}
 	if len(events) != 1000 || events[0] != first || events[999] != last || events[998].At != 2000 {
 		t.Errorf("capped history: %d events, first %+v, last %+v", len(events), events[0], events[len(events)-1])
@@ -274,7 +279,7 @@ func TestRedisHistoryLayout(t *testing.T) {
 	if n, _ := client.Exists(ctx, k).Result(); n != 0 {
 		t.Errorf("%s outlived the replaced task", k)
 	}
-	if got, _ := client.LRange(ctx, h, 0, -1).Result(); len(got) != 1 || m.TTL(h) != 0 {
+	if got, _ := client.LRange(ctx, h, 0, -1).Result(); len(got) != 0 {
 		t.Errorf("%s after the new start = %q, TTL %v", h, got, m.TTL(h))
 	}
 	m.FastForward(2 * time.Hour)

@@ -351,12 +351,9 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 	if at == 0 {
 		at = time.Now().UnixMilli()
 	}
-	// One closing event serves the whole batch: the script only writes
-	// each task's Seq into it.
-	tail, err := eventTail(Event{Type: closeEventType(c.Status), At: at, Actor: c.By, Outcome: c.Outcome, Note: c.Note})
-	if err != nil {
-		return nil, fmt.Errorf("statemanager: close: %w", err)
-	}
+	// A plain close writes no history event: History rebuilds it from the
+	// decision (see closingEvent), so the hot path writes no list.
+	tail := ""
 	onlyIfDue := ""
 	if c.OnlyIfDue {
 		onlyIfDue = "1"

@@ -183,7 +183,11 @@ func (s *RedisStore) History(ctx context.Context, id string) ([]Event, error) {
 	if outcome == "notfound" {
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	events := make([]Event, 0, len(raw))
+	var fields []interface{}
+	if arr, _ := res.([]interface{}); len(arr) > 2 {
+		fields, _ = arr[2].([]interface{})
+	}
+	events := make([]Event, 0, len(raw)+2)
 	for _, r := range raw {
 		v, _ := r.(string)
 		var e Event
@@ -192,7 +196,29 @@ func (s *RedisStore) History(ctx context.Context, id string) ([]Event, error) {
 		}
 		events = append(events, e)
 	}
-	return events, nil
+	return withImpliedEvents(s.decode(fields), events), nil
+}
+
+// withImpliedEvents completes a task's stored history with the events no
+// script writes, so the start and plain-close hot paths write no list: the
+// started event (Seq 1), unless the history was capped past it, and the
+// closing event of a plain close (Close, CloseMany: a proceed, a deadline,
+// a cancel), whose Seq is the version the close made, built from the
+// decision exactly as it would have been written.
+func withImpliedEvents(t *Task, events []Event) []Event {
+	if len(events) == 0 || events[0].Seq == 2 {
+		started := Event{Seq: 1, Type: EventStarted, At: t.StartedAt}
+		events = append([]Event{started}, events...)
+	}
+	if !Open(t.Status) && t.Version > events[len(events)-1].Seq {
+		events = append(events, closingEvent(t))
+	}
+	return events
+}
+
+// closingEvent is the history event of a plain close of t.
+func closingEvent(t *Task) Event {
+	return Event{Seq: t.Version, Type: closeEventType(t.Status), At: t.ClosedAt, Actor: t.ClosedBy, Outcome: t.Outcome, Note: t.Note}
 }
 
 // seqPrefix is how every encoded Event begins when its Seq is 0 (Seq is the

@@ -95,7 +95,11 @@ local function closeTask(c, h, id, f, cur, decision, tail)
       c.closers[#c.closers + 1] = cb
     end
   end
-  appendEvent(c.prefix .. 'h:' .. id, v, tail)
+  -- A plain close writes no event: History reads it off the decision.
+  -- Apply passes its own (an approval that closes, say).
+  if tail ~= '' then
+    appendEvent(c.prefix .. 'h:' .. id, v, tail)
+  end
   for i = 1, #decision do
     cur[#cur + 1] = decision[i]
   end

@@ -49,8 +49,8 @@ for i = 1, #names do
   end
 end
 redis.call('HSET', h, unpack(args))
--- The first event, Seq 1 = Version 1; its JSON is this literal.
-redis.call('RPUSH', KEYS[4], '{"seq":1,"type":"started","at":' .. ARGV[11] .. '}')
+-- The first event (started, Seq 1 = Version 1) is not written: History
+-- reads it off the task, which keeps the start at the writes it had.
 
 local startedAt = ARGV[11]
 if tonumber(ARGV[12]) > 0 then
