@@ -134,11 +134,13 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	g.route("/metrics", false, map[string]http.HandlerFunc{http.MethodGet: g.metrics.Handler().ServeHTTP})
 	g.route("/tasks", true, map[string]http.HandlerFunc{http.MethodGet: g.listTasks})
 	g.route("/tasks/{domain}/{id}", true, map[string]http.HandlerFunc{http.MethodGet: g.getTask})
+	g.route("/tasks/{domain}/{id}/history", true, map[string]http.HandlerFunc{http.MethodGet: g.taskHistory})
+	g.route("/tasks/{domain}/{id}/{op}", true, map[string]http.HandlerFunc{http.MethodPost: g.taskOp})
 	g.route("/topics/{topic}", true, map[string]http.HandlerFunc{http.MethodPost: g.publish})
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no route for %s", r.URL.Path))
 	})
-	var errs []error
+	errs := []error{checkTaskOps()}
 	for _, p := range g.sagas.Paths() {
 		if _, pattern := g.mux.Handler(&http.Request{Method: http.MethodGet, URL: &url.URL{Path: p}}); pattern != "/" {
 			errs = append(errs, fmt.Errorf("gateway: saga path %q collides with the built-in route %q", p, pattern))

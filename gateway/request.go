@@ -31,6 +31,10 @@ type request struct {
 	// Saga, when set, names the saga to start: a path saga without a
 	// trigger topic is started by name on the request topic.
 	Saga *saga.Saga
+	// EventMeta, when its Action is set, makes the record a direct action
+	// request instead (a task operation): the gateway names the action,
+	// never the body.
+	EventMeta envelope.EventMeta
 }
 
 // buildRecord makes the record for body, a compact JSON object: the body
@@ -58,6 +62,7 @@ func buildRecord(body []byte, req request) (*kgo.Record, error) {
 	if req.Saga != nil {
 		env.SagaMeta = envelope.SagaMeta{Saga: req.Saga.Name, Version: req.Saga.Version}
 	}
+	env.EventMeta = req.EventMeta
 	value := env.Encode()
 	got, err := envelope.Decode(value, nil)
 	if err != nil {
@@ -65,7 +70,7 @@ func buildRecord(body []byte, req request) (*kgo.Record, error) {
 	}
 	m := got.RequestMeta
 	if m.User != req.Identity.User || m.Tenant != req.Identity.Tenant || !slices.Equal(m.Roles, req.Identity.Roles) ||
-		m.RequestID != req.RequestID || m.Hops != 0 {
+		m.RequestID != req.RequestID || m.Hops != 0 || got.EventMeta.Action != req.EventMeta.Action {
 		// Unreachable while Encode and Decode agree; refusing beats
 		// sending a record whose identity is not the caller's.
 		return nil, fmt.Errorf("gateway: the record built for request %q does not read back its identity", req.RequestID)

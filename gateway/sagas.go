@@ -37,6 +37,16 @@ var failStatus = map[string]int{
 	actions.CodeForbidden:    http.StatusForbidden,
 	actions.CodeBadInput:     http.StatusBadRequest,
 	actions.CodePattern:      http.StatusBadRequest,
+	// The lifecycle's refusals (SPEC §12): a conflict with the task's
+	// state is 409, and a domain whose store has no lifecycle cannot do
+	// what was asked at all.
+	actions.CodeTaskClaimed:     http.StatusConflict,
+	actions.CodeInApproval:      http.StatusConflict,
+	actions.CodeNotInApproval:   http.StatusConflict,
+	actions.CodeAlreadyApproved: http.StatusConflict,
+	actions.CodeSelfApproval:    http.StatusConflict,
+	actions.CodeTaskChanged:     http.StatusConflict,
+	actions.CodeUnsupported:     http.StatusNotImplemented,
 }
 
 // builtinClosePaths are the generic task hooks shipped in sagas/; their
@@ -65,21 +75,28 @@ func (g *Gateway) startSaga(w http.ResponseWriter, r *http.Request, s *saga.Saga
 		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
 		return
 	}
-	if !async && !g.positioned.Load() {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "NOT_READY", "the reply consumer is not positioned yet; retry, or use ?async=true")
-		return
-	}
-
 	reqID := g.newID()
 	rec, err := g.sagaRecord(s, body, id, reqID)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
 		return
 	}
-	w.Header().Set(HeaderRequestID, reqID)
-	topic := rec.Topic
+	if reply, ok := g.exchange(w, r, rec, reqID, async); ok {
+		g.answer(w, reqID, reply, "")
+	}
+}
 
+// exchange produces rec, the request reqID, and, unless async, waits for
+// its reply on the reply topic. It answers the caller itself (202 when
+// async, 503, 413, 502 or 504 when the exchange fails) and returns the
+// reply only when there is one to answer with.
+func (g *Gateway) exchange(w http.ResponseWriter, r *http.Request, rec *kgo.Record, reqID string, async bool) (*envelope.Envelope, bool) {
+	if !async && !g.positioned.Load() {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "NOT_READY", "the reply consumer is not positioned yet; retry, or use ?async=true")
+		return nil, false
+	}
+	w.Header().Set(HeaderRequestID, reqID)
 	var replies <-chan *envelope.Envelope
 	if !async {
 		var stop func()
@@ -89,25 +106,26 @@ func (g *Gateway) startSaga(w http.ResponseWriter, r *http.Request, s *saga.Saga
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
 	defer cancel()
 	if err := g.client.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		g.produceFailed(w, r, topic, reqID, err)
-		return
+		g.produceFailed(w, r, rec.Topic, reqID, err)
+		return nil, false
 	}
 	if async {
 		writeJSON(w, http.StatusAccepted, map[string]string{"requestId": reqID})
-		return
+		return nil, false
 	}
 	select {
 	case reply := <-replies:
-		g.answer(w, reqID, reply)
+		return reply, true
 	case <-ctx.Done():
 		if r.Context().Err() != nil {
-			return // the caller left; nobody to answer.
+			return nil, false // the caller left; nobody to answer.
 		}
 		writeJSON(w, http.StatusGatewayTimeout, errorBody{
 			Error:     fmt.Sprintf("no response within %v; the request may still complete", g.cfg.Timeout),
 			Code:      "GATEWAY_TIMEOUT",
 			RequestID: reqID,
 		})
+		return nil, false
 	}
 }
 
@@ -123,9 +141,9 @@ func (g *Gateway) sagaRecord(s *saga.Saga, body []byte, id auth.Identity, reqID 
 	return buildRecord(body, req)
 }
 
-// answer writes the response envelope: its payload, or an error body for a
-// FAIL.
-func (g *Gateway) answer(w http.ResponseWriter, reqID string, reply *envelope.Envelope) {
+// answer writes the response envelope: its payload, or only the element at
+// outputElement of it when that is set, or an error body for a FAIL.
+func (g *Gateway) answer(w http.ResponseWriter, reqID string, reply *envelope.Envelope, outputElement string) {
 	res := reply.Result
 	w.Header().Set(HeaderStatus, headerSafe(res.Status))
 	if res.Code != "" {
@@ -146,7 +164,10 @@ func (g *Gateway) answer(w http.ResponseWriter, reqID string, reply *envelope.En
 		writeJSON(w, status, errorBody{Error: msg, Code: code, RequestID: reqID})
 		return
 	}
-	payload := reply.Payload
+	payload := []byte(reply.Payload)
+	if outputElement != "" {
+		payload = []byte(reply.Get(outputElement).Raw)
+	}
 	if len(payload) == 0 {
 		payload = []byte(`{}`)
 	}
