@@ -101,24 +101,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("gateway: %s topic: %w", name, err))
 		}
 	}
-	switch {
-	case c.Timeout < 0:
-		errs = append(errs, fmt.Errorf("gateway: timeout %v is negative", c.Timeout))
-	case c.Timeout == 0:
-		c.Timeout = DefaultTimeout
-	}
-	switch {
-	case c.MaxBody < 0:
-		errs = append(errs, fmt.Errorf("gateway: max body %d is negative", c.MaxBody))
-	case c.MaxBody == 0:
-		c.MaxBody = DefaultMaxBody
-	}
-	switch {
-	case c.ShutdownTimeout < 0:
-		errs = append(errs, fmt.Errorf("gateway: shutdown timeout %v is negative", c.ShutdownTimeout))
-	case c.ShutdownTimeout == 0:
-		c.ShutdownTimeout = c.Timeout + 5*time.Second
-	}
+	errs = defaulted(errs, "timeout", &c.Timeout, DefaultTimeout)
+	errs = defaulted(errs, "max body", &c.MaxBody, DefaultMaxBody)
+	errs = defaulted(errs, "shutdown timeout", &c.ShutdownTimeout, c.Timeout+5*time.Second)
 	for name, d := range map[string]*time.Duration{"read": &c.ReadTimeout, "write": &c.WriteTimeout} {
 		switch {
 		case *d == 0 && name == "read":
@@ -129,18 +114,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("gateway: %s timeout %v must exceed the synchronous wait %v, or waiting requests are cut off", name, *d, c.Timeout))
 		}
 	}
-	switch {
-	case c.IdleTimeout < 0:
-		errs = append(errs, fmt.Errorf("gateway: idle timeout %v is negative", c.IdleTimeout))
-	case c.IdleTimeout == 0:
-		c.IdleTimeout = DefaultIdleTimeout
-	}
-	switch {
-	case c.MaxHeaderBytes < 0:
-		errs = append(errs, fmt.Errorf("gateway: max header bytes %d is negative", c.MaxHeaderBytes))
-	case c.MaxHeaderBytes == 0:
-		c.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
+	errs = defaulted(errs, "idle timeout", &c.IdleTimeout, DefaultIdleTimeout)
+	errs = defaulted(errs, "max header bytes", &c.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	for _, t := range c.PublishTopics {
 		if err := checkTopic(t); err != nil {
 			errs = append(errs, fmt.Errorf("gateway: publish topic: %w", err))
@@ -181,4 +156,16 @@ func checkTopic(t string) error {
 		}
 	}
 	return nil
+}
+
+// defaulted fills *v with def when it is zero (unset) and records an error
+// when it is negative.
+func defaulted[T int | int64 | time.Duration](errs []error, name string, v *T, def T) []error {
+	switch {
+	case *v < 0:
+		return append(errs, fmt.Errorf("gateway: %s %v is negative", name, *v))
+	case *v == 0:
+		*v = def
+	}
+	return errs
 }

@@ -122,16 +122,12 @@ func (g *Gateway) taskHistory(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotImplemented, actions.CodeUnsupported, fmt.Sprintf("the state manager of %q keeps no task history", domain))
 		return
 	}
-	caller := identityOf(r.Context())
-	t, err := store.Get(r.Context(), id)
-	if err == nil && !t.VisibleTo(caller.Tenant, g.viewer(caller)) {
-		err = statemanager.ErrNotFound
+	if _, ok := g.visibleTask(w, r, store, domain, id); !ok {
+		return
 	}
-	var events []statemanager.Event
-	if err == nil {
-		events, err = lc.History(r.Context(), id)
-	}
+	events, err := lc.History(r.Context(), id)
 	if errors.Is(err, statemanager.ErrNotFound) {
+		// Expired between the two reads.
 		writeError(w, http.StatusNotFound, actions.CodeTaskNotFound, fmt.Sprintf("no task %q in domain %q", id, domain))
 		return
 	}

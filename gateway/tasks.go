@@ -95,6 +95,17 @@ func (g *Gateway) getTask(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	t, ok := g.visibleTask(w, r, store, domain, id)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, view(t, full))
+}
+
+// visibleTask reads a task for the caller, answering the error itself: a
+// task the caller may not see is 404 exactly like an unknown one, so ids of
+// other tenants and users cannot be probed.
+func (g *Gateway) visibleTask(w http.ResponseWriter, r *http.Request, store statemanager.Store, domain, id string) (*statemanager.Task, bool) {
 	caller := identityOf(r.Context())
 	t, err := store.Get(r.Context(), id)
 	if err == nil && !t.VisibleTo(caller.Tenant, g.viewer(caller)) {
@@ -102,13 +113,13 @@ func (g *Gateway) getTask(w http.ResponseWriter, r *http.Request) {
 	}
 	if errors.Is(err, statemanager.ErrNotFound) {
 		writeError(w, http.StatusNotFound, actions.CodeTaskNotFound, fmt.Sprintf("no task %q in domain %q", id, domain))
-		return
+		return nil, false
 	}
 	if err != nil {
 		g.storeFailed(w, domain, err)
-		return
+		return nil, false
 	}
-	writeJSON(w, http.StatusOK, view(t, full))
+	return t, true
 }
 
 // fullParam reads full=; with auth on, the suspended envelope it asks for
