@@ -24,54 +24,13 @@ import (
 // closes it through the real engine and runner, with the gateway's answers
 // mapped from the actions' result codes.
 func TestThroughTheRunner(t *testing.T) {
-	_, rdb := redistest.Start(t)
-	const notifications, deadLetters = "gw-notifications", "gw-dead"
-	brokers := newCluster(t, requestTopic, replyTopic, "job-posts", "job-posts-approved", notifications, deadLetters)
-	set, err := saga.Load(actions.Default, "../sagas")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stores := statemanager.NewResolver(rdb, statemanager.RedisConfig{Shards: 4}, nil)
-	eng, err := saga.NewEngine(set, saga.Config{
-		Topics:     actions.Topics{Continuations: requestTopic, Notifications: notifications},
-		DeadLetter: deadLetters,
-		Stores:     stores,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := runner.New(runner.Config{
-		Brokers:        brokers,
-		Group:          "gateway-e2e",
-		RequestTopic:   requestTopic,
-		OutputTopics:   []string{replyTopic, "job-posts-approved"},
-		CommitInterval: 20 * time.Millisecond,
-	}, eng, stores, runner.WithLogger(slog.New(slog.DiscardHandler)),
-		runner.WithKafkaOptions(kgo.HeartbeatInterval(100*time.Millisecond), kgo.FetchMaxWait(100*time.Millisecond)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- run.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("runner: %v", err)
-		}
-	})
-
-	s := serve(t, brokers, Config{PublishTopics: []string{"job-posts"}, Auth: auth.Config{Tokens: map[string]auth.Identity{
-		"svc":   {User: "svc", Roles: []string{"system"}},
-		"alice": {User: "alice", Roles: []string{"manager"}},
-		"bob":   {User: "bob", Roles: []string{"clerk"}},
-	}}}, Deps{Sagas: set, Stores: stores, Ready: run.Readiness})
-	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
-		if r := do(t, "GET", s.base+"/readyz", "", nil); r.status != 200 {
-			return fmt.Errorf("readyz %d", r.status)
-		}
-		return nil
-	})
+	s := serveThroughRunner(t, "gateway-e2e", actions.Topics{Notifications: "gw-notifications"}, "gw-dead",
+		[]string{"job-posts", "job-posts-approved"}, []string{"job-posts-approved"},
+		Config{PublishTopics: []string{"job-posts"}, Auth: auth.Config{Tokens: map[string]auth.Identity{
+			"svc":   {User: "svc", Roles: []string{"system"}},
+			"alice": {User: "alice", Roles: []string{"manager"}},
+			"bob":   {User: "bob", Roles: []string{"clerk"}},
+		}}})
 
 	if r := do(t, "POST", s.base+"/topics/job-posts", "svc", []byte(`{"productId": "product-1", "brief": "summer vibes"}`)); r.status != 202 {
 		t.Fatalf("publish job post: %d %s", r.status, r.raw)
@@ -115,4 +74,59 @@ func TestThroughTheRunner(t *testing.T) {
 	if gjson.GetBytes(r.raw, "status").String() != "COMPLETED" || gjson.GetBytes(r.raw, "closedBy").String() != "alice" {
 		t.Fatalf("closed task: %s", r.raw)
 	}
+}
+
+// serveThroughRunner serves cfg in front of a real runner and engine over
+// the shipped sagas, a real redis-server and the embedded broker, and waits
+// until /readyz answers. topics names the engine's notification and task
+// event topics (the request topic is the harness's), dead its dead-letter
+// topic; created are the topics created up front besides the runner's own,
+// outputs those the runner produces to besides replies.
+func serveThroughRunner(t *testing.T, group string, topics actions.Topics, dead string, created, outputs []string, cfg Config) *served {
+	t.Helper()
+	_, rdb := redistest.Start(t)
+	topics.Continuations = requestTopic
+	all := append([]string{requestTopic, replyTopic, topics.Notifications, dead}, created...)
+	if topics.TaskEvents != "" {
+		all = append(all, topics.TaskEvents)
+		outputs = append(outputs, topics.TaskEvents)
+	}
+	brokers := newCluster(t, all...)
+	set, err := saga.Load(actions.Default, "../sagas")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stores := statemanager.NewResolver(rdb, statemanager.RedisConfig{Shards: 4}, nil)
+	eng, err := saga.NewEngine(set, saga.Config{Topics: topics, DeadLetter: dead, Stores: stores})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := runner.New(runner.Config{
+		Brokers:        brokers,
+		Group:          group,
+		RequestTopic:   requestTopic,
+		OutputTopics:   append([]string{replyTopic}, outputs...),
+		CommitInterval: 20 * time.Millisecond,
+	}, eng, stores, runner.WithLogger(slog.New(slog.DiscardHandler)),
+		runner.WithKafkaOptions(kgo.HeartbeatInterval(100*time.Millisecond), kgo.FetchMaxWait(100*time.Millisecond)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- run.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; err != nil {
+			t.Errorf("runner: %v", err)
+		}
+	})
+	s := serve(t, brokers, cfg, Deps{Sagas: set, Stores: stores, Ready: run.Readiness})
+	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if r := do(t, "GET", s.base+"/readyz", "", nil); r.status != 200 {
+			return fmt.Errorf("readyz %d", r.status)
+		}
+		return nil
+	})
+	return s
 }

@@ -1,22 +1,16 @@
 package gateway
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tidwall/gjson"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/auth"
-	"github.com/sagarunner/sagarunner/internal/redistest"
 	"github.com/sagarunner/sagarunner/internal/testutil"
-	"github.com/sagarunner/sagarunner/runner"
-	"github.com/sagarunner/sagarunner/saga"
 	"github.com/sagarunner/sagarunner/statemanager"
 )
 
@@ -25,55 +19,15 @@ import (
 // starts a task for clerks, and the operations on it answer with the
 // task's state or with the action's refusal mapped to a status.
 func TestTaskLifecycleOverHTTP(t *testing.T) {
-	_, rdb := redistest.Start(t)
-	const notifications, deadLetters, taskEvents = "gw-lc-notifications", "gw-lc-dead", "gw-lc-task-events"
-	brokers := newCluster(t, requestTopic, replyTopic, "contracts", "contracts-approved", "contracts-rework", notifications, deadLetters, taskEvents)
-	set, err := saga.Load(actions.Default, "../sagas")
-	if err != nil {
-		t.Fatal(err)
-	}
-	stores := statemanager.NewResolver(rdb, statemanager.RedisConfig{Shards: 4}, nil)
-	eng, err := saga.NewEngine(set, saga.Config{
-		Topics:     actions.Topics{Continuations: requestTopic, Notifications: notifications, TaskEvents: taskEvents},
-		DeadLetter: deadLetters,
-		Stores:     stores,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := runner.New(runner.Config{
-		Brokers:        brokers,
-		Group:          "gateway-lifecycle",
-		RequestTopic:   requestTopic,
-		OutputTopics:   []string{replyTopic, "contracts-approved", "contracts-rework", taskEvents},
-		CommitInterval: 20 * time.Millisecond,
-	}, eng, stores, runner.WithLogger(slog.New(slog.DiscardHandler)),
-		runner.WithKafkaOptions(kgo.HeartbeatInterval(100*time.Millisecond), kgo.FetchMaxWait(100*time.Millisecond)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- run.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-ran; err != nil {
-			t.Errorf("runner: %v", err)
-		}
-	})
-
-	s := serve(t, brokers, Config{PublishTopics: []string{"contracts"}, Auth: auth.Config{Tokens: map[string]auth.Identity{
-		"svc":   {User: "svc", Roles: []string{"system"}},
-		"carol": {User: "carol", Roles: []string{"clerk"}},
-		"cid":   {User: "cid", Roles: []string{"clerk"}},
-		"eve":   {User: "eve", Roles: []string{"clerk"}, Tenant: "acme"},
-	}}}, Deps{Sagas: set, Stores: stores, Ready: run.Readiness})
-	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
-		if r := do(t, "GET", s.base+"/readyz", "", nil); r.status != 200 {
-			return fmt.Errorf("readyz %d", r.status)
-		}
-		return nil
-	})
+	s := serveThroughRunner(t, "gateway-lifecycle",
+		actions.Topics{Notifications: "gw-lc-notifications", TaskEvents: "gw-lc-task-events"}, "gw-lc-dead",
+		[]string{"contracts", "contracts-approved", "contracts-rework"}, []string{"contracts-approved", "contracts-rework"},
+		Config{PublishTopics: []string{"contracts"}, Auth: auth.Config{Tokens: map[string]auth.Identity{
+			"svc":   {User: "svc", Roles: []string{"system"}},
+			"carol": {User: "carol", Roles: []string{"clerk"}},
+			"cid":   {User: "cid", Roles: []string{"clerk"}},
+			"eve":   {User: "eve", Roles: []string{"clerk"}, Tenant: "acme"},
+		}}})
 	if r := do(t, "POST", s.base+"/topics/contracts", "svc", []byte(`{"contractId": "c-1", "title": "Supply"}`)); r.status != 202 {
 		t.Fatalf("publish contract: %d %s", r.status, r.raw)
 	}
