@@ -2,6 +2,7 @@ package statemanager
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 )
 
@@ -81,6 +82,12 @@ type Change struct {
 	// Deadline moves the task's deadline (0 removes it); a deadline in the
 	// past makes the task due at once.
 	Deadline *int64
+	// CloseData and EnrichPath keep the executor's completion on a task
+	// moving to IN_APPROVAL (recorded as the task's CloseData and
+	// EnrichPath), so the close its last approval makes hands the saga the
+	// data the executor gave; nil leaves them as they are.
+	CloseData  *json.RawMessage
+	EnrichPath *string
 
 	// Close, when set, closes the task with this decision after the
 	// fields above are written, exactly as Store.Close would (its ID and
