@@ -1,0 +1,178 @@
+package instances_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/sagarunner/sagarunner/instances"
+	"github.com/sagarunner/sagarunner/internal/redistest"
+)
+
+func newStore(t *testing.T, cfg instances.Config) *instances.Store {
+	t.Helper()
+	_, rdb := redistest.Start(t)
+	s, err := instances.NewStore(rdb, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func started(id, tenant, user string, at int64) instances.Event {
+	return instances.Event{Instance: id, Key: "start", Type: instances.EventStarted, At: at, Actor: user,
+		Saga: "approval", Version: 1, Tenant: tenant, BusinessKey: "bk-" + id}
+}
+
+func TestApplyLifecycleAndReplay(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, instances.Config{})
+	batch := []instances.Event{
+		started("r1", "acme", "alice", 100),
+		{Instance: "r1", Key: "s1", Type: instances.EventStep, At: 101, Step: "approve", Action: "StartTask", Status: "WAITING", Domain: "workflow", TaskID: "t1"},
+	}
+	for range 2 { // the second apply is a replay: nothing changes
+		if err := s.Apply(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in, err := s.Get(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Status != instances.StatusWaiting || len(in.OpenTasks) != 1 || in.OpenTasks[0].ID != "t1" || in.Tenant != "acme" || in.Starter != "alice" || in.BusinessKey != "bk-r1" {
+		t.Fatalf("after start: %+v", in)
+	}
+	closeBatch := []instances.Event{
+		{Instance: "r1", Key: "tx", Type: instances.EventTask, At: 150, Actor: "bob", Domain: "workflow", TaskID: "t1", Task: "completed", Status: "COMPLETED"},
+		{Instance: "r1", Key: "s2", Type: instances.EventStep, At: 160, Step: "publish", Action: "Publish", Status: "SUCCESS"},
+		{Instance: "r1", Key: "end", Type: instances.EventFinished, At: 161, Status: "SUCCESS"},
+	}
+	for range 2 {
+		if err := s.Apply(ctx, closeBatch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A late failure cannot move an ended instance.
+	if err := s.Apply(ctx, []instances.Event{{Instance: "r1", Key: "dl", Type: instances.EventDeadLettered, At: 170, Code: "X"}}); err != nil {
+		t.Fatal(err)
+	}
+	in, _ = s.Get(ctx, "r1")
+	if in.Status != instances.StatusCompleted || len(in.OpenTasks) != 0 || in.EndedAt != 161 || !in.VisibleTo("bob") || in.VisibleTo("carol") {
+		t.Fatalf("after end: %+v", in)
+	}
+	tl, err := s.Timeline(ctx, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types string
+	for i, e := range tl {
+		if e.Seq != int64(i+1) {
+			t.Fatalf("event %d has seq %d", i, e.Seq)
+		}
+		types += e.Type + " "
+	}
+	if types != "started step task step finished deadLettered " {
+		t.Fatalf("timeline: %s", types)
+	}
+	if _, err := s.Get(ctx, "nope"); !errors.Is(err, instances.ErrNotFound) {
+		t.Fatalf("unknown: %v", err)
+	}
+	// Events of an instance never started are not kept.
+	if err := s.Apply(ctx, []instances.Event{{Instance: "ghost", Key: "s1", Type: instances.EventStep, At: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "ghost"); !errors.Is(err, instances.ErrNotFound) {
+		t.Fatalf("ghost: %v", err)
+	}
+}
+
+func TestTimelineCapKeepsNewest(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, instances.Config{TimelineCap: 5})
+	evs := []instances.Event{started("r", "", "u", 1)}
+	for i := range 20 {
+		evs = append(evs, instances.Event{Instance: "r", Key: fmt.Sprint("s", i), Type: instances.EventStep, At: int64(2 + i), Step: fmt.Sprint("x", i), Status: "SUCCESS"})
+	}
+	if err := s.Apply(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	tl, _ := s.Timeline(ctx, "r")
+	if len(tl) != 5 || tl[4].Step != "x19" || tl[4].Seq != 21 {
+		t.Fatalf("timeline: %+v", tl)
+	}
+}
+
+func TestListFiltersPagesAndTenants(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, instances.Config{Shards: 4, Retention: time.Hour})
+	var evs []instances.Event
+	for i := range 30 {
+		id := fmt.Sprintf("r%02d", i)
+		evs = append(evs, started(id, "acme", fmt.Sprint("u", i%3), int64(1000+i)))
+		if i%2 == 0 {
+			evs = append(evs, instances.Event{Instance: id, Key: "end", Type: instances.EventFinished, At: int64(2000 + i)})
+		}
+	}
+	evs = append(evs, started("other", "globex", "u0", 5000))
+	if err := s.Apply(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	collect := func(f instances.Filter) []string {
+		var ids []string
+		for pages := 0; ; pages++ {
+			if pages > 50 {
+				t.Fatal("paging does not end")
+			}
+			p, err := s.List(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, in := range p.Instances {
+				ids = append(ids, in.ID)
+			}
+			if p.NextCursor == "" {
+				return ids
+			}
+			f.Cursor = p.NextCursor
+		}
+	}
+	tests := []struct {
+		name string
+		f    instances.Filter
+		want int
+		pred func(string) bool
+	}{
+		{"all of a tenant, paged", instances.Filter{Tenant: "acme", Limit: 7}, 30, nil},
+		{"completed", instances.Filter{Tenant: "acme", Status: instances.StatusCompleted, Limit: 4}, 15, nil},
+		{"running", instances.Filter{Tenant: "acme", Status: instances.StatusRunning}, 15, nil},
+		{"viewer u1", instances.Filter{Tenant: "acme", Viewer: "u1", Limit: 3}, 10, nil},
+		{"business key", instances.Filter{Tenant: "acme", BusinessKey: "bk-r07"}, 1, nil},
+		{"started range", instances.Filter{Tenant: "acme", StartedAfter: 1010, StartedBefore: 1019}, 10, nil},
+		{"by update", instances.Filter{Tenant: "acme", Sort: instances.SortUpdatedAt, Limit: 9}, 30, nil},
+		{"other tenant", instances.Filter{Tenant: "globex"}, 1, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ids := collect(tc.f)
+			if len(ids) != tc.want {
+				t.Fatalf("got %d: %v", len(ids), ids)
+			}
+			seen := map[string]bool{}
+			for _, id := range ids {
+				if seen[id] {
+					t.Fatalf("%s listed twice: %v", id, ids)
+				}
+				seen[id] = true
+			}
+		})
+	}
+	if _, err := s.List(ctx, instances.Filter{Status: "BOGUS"}); !errors.Is(err, instances.ErrBadFilter) {
+		t.Fatalf("bad status: %v", err)
+	}
+	if _, err := s.List(ctx, instances.Filter{Cursor: "!!"}); !errors.Is(err, instances.ErrBadFilter) {
+		t.Fatalf("bad cursor: %v", err)
+	}
+}
