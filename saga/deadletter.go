@@ -29,6 +29,10 @@ const (
 	deadReasonMissing = "no reason recorded"  // never empty, so a reader always sees why
 )
 
+// DeadUnknownVersion: a continuation's sagaMeta.version is not loaded while
+// other versions of its saga are; it is never run on one of those.
+const DeadUnknownVersion = "UNKNOWN_SAGA_VERSION"
+
 // DeadLetter is the JSON value of a dead-letter record: why a record could
 // not be processed and where it came from, with the original value so an
 // operator can fix and replay it.

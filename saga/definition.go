@@ -1,18 +1,34 @@
 package saga
 
 import (
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
 	"github.com/jmespath/go-jmespath"
+	"github.com/tidwall/gjson"
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/saga/envelope"
 )
 
 // Set is the loaded sagas, indexed for the runner and the gateway.
+//
+// Several versions of one saga may be loaded side by side (SPEC §13). The
+// highest version of each name is its current one: only its trigger topic
+// and path start instances, so a new instance always starts on it. Older
+// versions stay loaded only so the instances started on them, which carry
+// their version in sagaMeta, finish on the steps they started with.
 type Set struct {
-	Sagas   []*Saga
-	byName  map[string]*Saga
-	byTopic map[string][]*Saga
-	byPath  map[string]*Saga
+	// Sagas lists every loaded saga, every version, in load order.
+	Sagas []*Saga
+	// byName holds the current (highest) version of each name; versions
+	// every loaded version of it, lowest first.
+	byName   map[string]*Saga
+	versions map[string][]*Saga
+	byTopic  map[string][]*Saga
+	byPath   map[string]*Saga
 }
 
 // Saga is one loaded, validated saga definition (SPEC §4).
@@ -24,6 +40,14 @@ type Saga struct {
 	Trigger     Trigger
 	// AutoFail: a FAIL with no route fails the instance (default true).
 	AutoFail bool
+	// BusinessKeyPath (YAML trigger.businessKeyPath) is where the trigger
+	// record names the instance's business key, read with the element-path
+	// rules of SPEC §3 (against the payload, or the envelope root with
+	// "$."); "" when the saga declares none. See BusinessKey.
+	BusinessKeyPath string
+	// OnCancel is the id of the step run when an instance is cancelled
+	// ("" for none); the loader checks that it names a step.
+	OnCancel string
 	// Steps in file order; the first step is where an instance starts.
 	Steps []*Step
 	steps map[string]*Step
@@ -32,7 +56,8 @@ type Saga struct {
 	Line int
 }
 
-// Trigger says what starts an instance.
+// Trigger says what starts an instance. Only the current version of a saga
+// is started by its trigger (see Set).
 type Trigger struct {
 	Topic string
 	Path  string
@@ -87,13 +112,45 @@ type Condition struct {
 	compiled *jmespath.JMESPath
 }
 
-// ByName returns a saga by name.
+// ByName returns the current version of a saga: the highest loaded, the
+// one new instances start on.
 func (s *Set) ByName(name string) (*Saga, bool) { g, ok := s.byName[name]; return g, ok }
 
-// ByTopic returns the sagas a trigger topic starts.
+// ByVersion returns exactly one version of a saga, the one an instance in
+// flight continues on. There is no fallback to another version: an
+// instance never moves to steps it did not start with.
+func (s *Set) ByVersion(name string, version int) (*Saga, bool) {
+	for _, g := range s.versions[name] {
+		if g.Version == version {
+			return g, true
+		}
+	}
+	return nil, false
+}
+
+// Versions lists the loaded versions of a saga, lowest first (nil when no
+// version of it is loaded).
+func (s *Set) Versions(name string) []int {
+	gs := s.versions[name]
+	if len(gs) == 0 {
+		return nil
+	}
+	out := make([]int, len(gs))
+	for i, g := range gs {
+		out[i] = g.Version
+	}
+	return out
+}
+
+// Current reports whether g is the current version of its saga, the one its
+// trigger starts; an older version only finishes instances in flight.
+func (s *Set) Current(g *Saga) bool { return s.byName[g.Name] == g }
+
+// ByTopic returns the sagas a trigger topic starts: the current version of
+// each saga triggered by it.
 func (s *Set) ByTopic(topic string) []*Saga { return s.byTopic[topic] }
 
-// ByPath returns the saga served on an HTTP path.
+// ByPath returns the saga served on an HTTP path (a current version).
 func (s *Set) ByPath(path string) (*Saga, bool) { g, ok := s.byPath[path]; return g, ok }
 
 // Topics returns every trigger topic, sorted.
@@ -118,3 +175,48 @@ func (s *Set) Paths() []string {
 
 // Step returns a step by id.
 func (g *Saga) Step(id string) (*Step, bool) { st, ok := g.steps[id]; return st, ok }
+
+// MaxBusinessKeyLen bounds a business key: it is indexed and shown in
+// listings, and the producer of a trigger record is not trusted to keep it
+// short.
+const MaxBusinessKeyLen = 256
+
+// BusinessKey reads the instance's business key from a trigger envelope at
+// BusinessKeyPath. A string is taken as it is, a number or boolean as
+// written; anything else (absent, null, empty, an object or array, a value
+// longer than MaxBusinessKeyLen bytes or with control characters) is no key
+// and returns "": a trigger with a bad key still starts its instance, it is
+// just not findable by one.
+func (g *Saga) BusinessKey(env *envelope.Envelope) string {
+	if g.BusinessKeyPath == "" || env == nil {
+		return ""
+	}
+	v := env.Get(g.BusinessKeyPath)
+	var key string
+	switch v.Type {
+	case gjson.String:
+		key = v.Str
+	case gjson.Number, gjson.True, gjson.False:
+		key = v.Raw
+	default:
+		return ""
+	}
+	if len(key) > MaxBusinessKeyLen || !utf8.ValidString(key) {
+		return ""
+	}
+	for _, r := range key {
+		if unicode.IsControl(r) {
+			return ""
+		}
+	}
+	return key
+}
+
+// joinInts formats versions for messages: "1, 2".
+func joinInts(vs []int) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = strconv.Itoa(v)
+	}
+	return strings.Join(parts, ", ")
+}

@@ -223,8 +223,14 @@ func (e *Engine) handle(ctx context.Context, rec Record) (Output, *envelope.Enve
 			return e.deadOutput(rec, env, DeadForged, fmt.Sprintf("resumes saga %s at step %s without a valid %s header: only the runners produce continuations",
 				quoteCut(sm.Saga), quoteCut(sm.StepID), SignatureHeader)), env, nil
 		}
-		g, ok := e.set.ByName(sm.Saga)
+		// An instance continues on exactly the version it started on; a
+		// version no longer loaded is dead-lettered, never run on another.
+		g, ok := e.set.ByVersion(sm.Saga, sm.Version)
 		if !ok {
+			if vs := e.set.Versions(sm.Saga); len(vs) > 0 {
+				return e.deadOutput(rec, env, DeadUnknownVersion, fmt.Sprintf("saga %q version %d is not loaded (loaded: %s): the instance started on it cannot continue on another",
+					sm.Saga, sm.Version, joinInts(vs))), env, nil
+			}
 			return e.deadOutput(rec, env, DeadUnknownSaga, fmt.Sprintf("unknown saga %s", quoteCut(sm.Saga))), env, nil
 		}
 		st, ok := g.Step(sm.StepID)

@@ -348,8 +348,8 @@ func (l *loader) boolean(file string, n *yaml.Node, what string) (bool, bool) {
 }
 
 var (
-	sagaKeys      = []string{"saga", "description", "version", "trigger", "autoFail", "steps"}
-	triggerKeys   = []string{"topic", "path"}
+	sagaKeys      = []string{"saga", "description", "version", "trigger", "autoFail", "onCancel", "steps"}
+	triggerKeys   = []string{"topic", "path", "businessKeyPath"}
 	stepKeys      = []string{"id", "action", "domain", "inputElement", "outputElement", "parameters", "condition", "next"}
 	conditionKeys = []string{"type", "element", "pattern"}
 )
@@ -358,7 +358,7 @@ var (
 // across sagas are checked by finish.
 func (l *loader) parseSaga(file string, n *yaml.Node) *Saga {
 	g := &Saga{Version: 1, AutoFail: true, File: file, Line: n.Line, steps: map[string]*Step{}}
-	var stepsNode, triggerNode *yaml.Node
+	var stepsNode, triggerNode, onCancelNode *yaml.Node
 	nErrs := len(l.errs)
 	ok := l.mapping(file, n, "saga", sagaKeys, func(key string, k, v *yaml.Node) {
 		switch key {
@@ -380,17 +380,30 @@ func (l *loader) parseSaga(file string, n *yaml.Node) *Saga {
 			if b, ok := l.boolean(file, v, "autoFail"); ok {
 				g.AutoFail = b
 			}
+		case "onCancel":
+			onCancelNode = v
+			g.OnCancel = l.str(file, v, "onCancel")
+			if g.OnCancel == "" && v.Kind == yaml.ScalarNode {
+				l.nodeErrorf(file, v, "onCancel must name a step")
+			}
 		case "trigger":
 			triggerNode = v
 			l.mapping(file, v, "trigger", triggerKeys, func(key string, k, v *yaml.Node) {
 				s := l.str(file, v, "trigger "+key)
-				if key == "topic" {
+				switch key {
+				case "topic":
 					g.Trigger.Topic = s
-					return
-				}
-				g.Trigger.Path = s
-				if s != "" && !strings.HasPrefix(s, "/") {
-					l.nodeErrorf(file, v, "trigger path %q must start with /", s)
+				case "businessKeyPath":
+					if reason := badBusinessKeyPath(s); reason != "" && v.Kind == yaml.ScalarNode {
+						l.nodeErrorf(file, v, "trigger businessKeyPath %s", reason)
+						return
+					}
+					g.BusinessKeyPath = s
+				default:
+					g.Trigger.Path = s
+					if s != "" && !strings.HasPrefix(s, "/") {
+						l.nodeErrorf(file, v, "trigger path %q must start with /", s)
+					}
 				}
 			})
 		case "steps":
@@ -441,11 +454,51 @@ func (l *loader) parseSaga(file string, n *yaml.Node) *Saga {
 		g.steps[st.ID] = st
 		g.Steps = append(g.Steps, st)
 	}
+	if onCancelNode != nil && g.OnCancel != "" {
+		if _, ok := g.steps[g.OnCancel]; !ok {
+			l.nodeErrorf(file, onCancelNode, "saga %q: onCancel names unknown step %q (steps: %s)", name, g.OnCancel, strings.Join(stepIDs(g), ", "))
+			g.OnCancel = ""
+		}
+	}
 	l.validateGraph(file, g, name)
 	if len(l.errs) > nErrs {
 		return nil
 	}
 	return g
+}
+
+// maxBusinessKeyPathLen bounds trigger.businessKeyPath; a real path is a few
+// names long.
+const maxBusinessKeyPathLen = 256
+
+// badBusinessKeyPath says why s cannot be a trigger.businessKeyPath, or "".
+// It is an element path as every *Path parameter is (SPEC §3), but it must
+// name a value inside the record: the whole payload or envelope is no key,
+// and gjson's @modifiers and | pipes compute values instead of reading one.
+func badBusinessKeyPath(s string) string {
+	bare := strings.TrimPrefix(strings.TrimPrefix(s, "$"), ".")
+	switch {
+	case bare == "":
+		return fmt.Sprintf("%q names the whole record, not a value in it: give the path of the key, e.g. parameters.applicationId", s)
+	case len(s) > maxBusinessKeyPathLen:
+		return fmt.Sprintf("is %d bytes long, the limit is %d", len(s), maxBusinessKeyPathLen)
+	case strings.HasPrefix(bare, "@") || strings.Contains(bare, ".@") || strings.Contains(s, "|"):
+		return fmt.Sprintf("%q: modifiers (@) and pipes (|) are not allowed, only a path to one value", s)
+	case strings.ContainsFunc(s, func(r rune) bool { return r < ' ' || r == 0x7f }):
+		return fmt.Sprintf("%q contains control characters", s)
+	case strings.HasSuffix(bare, ".") || strings.Contains(bare, ".."):
+		return fmt.Sprintf("%q has an empty path element", s)
+	}
+	return ""
+}
+
+// stepIDs lists a saga's step ids in file order, for messages.
+func stepIDs(g *Saga) []string {
+	ids := make([]string, len(g.Steps))
+	for i, st := range g.Steps {
+		ids[i] = st.ID
+	}
+	return ids
 }
 
 // findKey returns the value node of key in a mapping.

@@ -2,6 +2,7 @@ package saga_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/saga"
+	"github.com/sagarunner/sagarunner/saga/envelope"
 )
 
 // loadErrors returns the problem lines of a *LoadError, failing the test on
@@ -84,7 +86,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown saga key",
 			yaml: "saga: s\ntrigger: {topic: t}\nretries: 3\nsteps:\n  - {id: a, action: Finish}\n",
-			want: []string{`x.yaml:3:1: saga: unknown key "retries" (known: saga, description, version, trigger, autoFail, steps)`},
+			want: []string{`x.yaml:3:1: saga: unknown key "retries" (known: saga, description, version, trigger, autoFail, onCancel, steps)`},
 		},
 		{
 			name: "unknown step key",
@@ -94,7 +96,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "unknown trigger key",
 			yaml: "saga: s\ntrigger: {topic: t, cron: daily}\nsteps:\n  - {id: a, action: Finish}\n",
-			want: []string{`x.yaml:2:21: trigger: unknown key "cron" (known: topic, path)`},
+			want: []string{`x.yaml:2:21: trigger: unknown key "cron" (known: topic, path, businessKeyPath)`},
 		},
 		{
 			name: "unknown action",
@@ -225,12 +227,75 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "two sagas with one name",
 			yaml: "saga: s\ntrigger: {topic: t}\nsteps:\n  - {id: a, action: Finish}\n---\nsaga: s\ntrigger: {topic: u}\nsteps:\n  - {id: a, action: Finish}\n",
-			want: []string{`x.yaml:6: saga "s" is already defined at x.yaml:1`},
+			want: []string{`x.yaml:6: saga "s" version 1 is already defined at x.yaml:1`},
 		},
 		{
 			name: "two sagas on one trigger path",
 			yaml: "saga: s\ntrigger: {path: /p}\nsteps:\n  - {id: a, action: Finish}\n---\nsaga: u\ntrigger: {path: /p}\nsteps:\n  - {id: a, action: Finish}\n",
 			want: []string{`x.yaml:6: saga "u": trigger path "/p" is already served by saga "s" (x.yaml:1)`},
+		},
+		{
+			name: "two sagas with one name and version",
+			yaml: "saga: s\nversion: 2\ntrigger: {topic: t}\nsteps:\n  - {id: a, action: Finish}\n---\nsaga: s\nversion: 2\ntrigger: {topic: u}\nsteps:\n  - {id: a, action: Finish}\n",
+			want: []string{`x.yaml:7: saga "s" version 2 is already defined at x.yaml:1`},
+		},
+		{
+			name: "two versions with a problem each",
+			yaml: "saga: s\nversion: 1\ntrigger: {topic: t}\nsteps:\n  - {id: a, action: Finish, next: gone}\n---\nsaga: s\nversion: 2\ntrigger: {topic: t}\nsteps:\n  - {id: a, action: Teleport}\n",
+			want: []string{
+				`x.yaml:5: step "a": next goes to unknown step "gone" (steps: a)`,
+				`x.yaml:11: step "a": unknown action "Teleport" (known: ` + strings.Join(actions.Default.Names(), ", ") + `)`,
+			},
+		},
+		{
+			name: "onCancel names no step",
+			yaml: "saga: s\nonCancel: undo\ntrigger: {topic: t}\nsteps:\n  - {id: a, action: Finish}\n",
+			want: []string{`x.yaml:2:11: saga "s": onCancel names unknown step "undo" (steps: a)`},
+		},
+		{
+			name: "onCancel empty",
+			yaml: "saga: s\nonCancel: \"\"\ntrigger: {topic: t}\nsteps:\n  - {id: a, action: Finish}\n",
+			want: []string{`x.yaml:2:11: onCancel must name a step`},
+		},
+		{
+			name: "onCancel not a string",
+			yaml: "saga: s\nonCancel: [a]\ntrigger: {topic: t}\nsteps:\n  - {id: a, action: Finish}\n",
+			want: []string{`x.yaml:2:11: onCancel must be a string`},
+		},
+		{
+			name: "businessKeyPath names the whole payload",
+			yaml: "saga: s\ntrigger: {topic: t, businessKeyPath: \"$.\"}\nsteps:\n  - {id: a, action: Finish}\n",
+			want: []string{`x.yaml:2:38: trigger businessKeyPath "$." names the whole record, not a value in it: give the path of the key, e.g. parameters.applicationId`},
+		},
+		{
+			name: "businessKeyPath empty",
+			yaml: "saga: s\ntrigger: {topic: t, businessKeyPath: \"\"}\nsteps:\n  - {id: a, action: Finish}\n",
+			want: []string{`x.yaml:2:38: trigger businessKeyPath "" names the whole record, not a value in it: give the path of the key, e.g. parameters.applicationId`},
+		},
+		{
+			name: "businessKeyPath with a modifier",
+			yaml: "saga: s\ntrigger: {topic: t, businessKeyPath: parameters.@reverse}\nsteps:\n  - {id: a, action: Finish}\n",
+			want: []string{`x.yaml:2:38: trigger businessKeyPath "parameters.@reverse": modifiers (@) and pipes (|) are not allowed, only a path to one value`},
+		},
+		{
+			name: "businessKeyPath with a pipe",
+			yaml: "saga: s\ntrigger: {topic: t, businessKeyPath: \"a|b\"}\nsteps:\n  - {id: a, action: Finish}\n",
+			want: []string{`x.yaml:2:38: trigger businessKeyPath "a|b": modifiers (@) and pipes (|) are not allowed, only a path to one value`},
+		},
+		{
+			name: "businessKeyPath with an empty element",
+			yaml: "saga: s\ntrigger: {topic: t, businessKeyPath: parameters..id}\nsteps:\n  - {id: a, action: Finish}\n",
+			want: []string{`x.yaml:2:38: trigger businessKeyPath "parameters..id" has an empty path element`},
+		},
+		{
+			name: "businessKeyPath too long",
+			yaml: "saga: s\ntrigger: {topic: t, businessKeyPath: " + strings.Repeat("a", 257) + "}\nsteps:\n  - {id: a, action: Finish}\n",
+			want: []string{`x.yaml:2:38: trigger businessKeyPath is 257 bytes long, the limit is 256`},
+		},
+		{
+			name: "businessKeyPath not a string",
+			yaml: "saga: s\ntrigger: {topic: t, businessKeyPath: [a]}\nsteps:\n  - {id: a, action: Finish}\n",
+			want: []string{`x.yaml:2:38: trigger businessKeyPath must be a string`},
 		},
 		{
 			name: "empty file",
@@ -261,7 +326,7 @@ func TestLoadFiles(t *testing.T) {
 			name:  "one file with many problems",
 			paths: []string{"testdata/bad_many.yaml"},
 			want: []string{
-				`testdata/bad_many.yaml:3:1: saga: unknown key "colour" (known: saga, description, version, trigger, autoFail, steps)`,
+				`testdata/bad_many.yaml:3:1: saga: unknown key "colour" (known: saga, description, version, trigger, autoFail, onCancel, steps)`,
 				`testdata/bad_many.yaml:6: step "first": unknown action "Teleport" (known: ` + strings.Join(actions.Default.Names(), ", ") + `)`,
 				`testdata/bad_many.yaml:9:16: step "second": condition elementValue needs an element`,
 				`testdata/bad_many.yaml:10: step "second": next "*" goes to unknown step "nowhere" (steps: first, second, orphan)`,
@@ -272,7 +337,7 @@ func TestLoadFiles(t *testing.T) {
 			name:  "duplicates across files",
 			paths: []string{"testdata/dup_a.yaml", "testdata/dup_b.yaml"},
 			want: []string{
-				`testdata/dup_b.yaml:1: saga "twin" is already defined at testdata/dup_a.yaml:1`,
+				`testdata/dup_b.yaml:1: saga "twin" version 1 is already defined at testdata/dup_a.yaml:1`,
 				`testdata/dup_b.yaml:6: saga "other": trigger path "/twin" is already served by saga "twin" (testdata/dup_a.yaml:1)`,
 			},
 		},
@@ -382,5 +447,151 @@ func TestLoadWithBuiltIns(t *testing.T) {
 				t.Errorf("shadowed = %q (same %v), want %q (same %v)", got, same, tc.wantShadowed, tc.wantSame)
 			}
 		})
+	}
+}
+
+// versionPair is saga "apply" twice: version 1 and version 2 on one trigger
+// topic and path, each publishing its own version. Version 1 also has a
+// topic of its own, which starts nothing once version 2 is loaded.
+const (
+	applyV1 = "saga: apply\nversion: 1\ntrigger: {topic: applications, path: /apply}\nsteps:\n" +
+		"  - {id: done, action: Publish, parameters: {topic: out, pattern: \"'v1'\"}}\n"
+	applyV2 = "saga: apply\nversion: 2\ntrigger: {topic: applications, path: /apply, businessKeyPath: parameters.applicationId}\n" +
+		"onCancel: withdraw\nsteps:\n" +
+		"  - {id: done, action: Publish, parameters: {topic: out, pattern: \"'v2'\"}}\n" +
+		"  - {id: withdraw, action: Publish, parameters: {topic: out, pattern: \"'withdrawn'\"}}\n"
+)
+
+func TestLoadVersionsSideBySide(t *testing.T) {
+	dir := t.TempDir()
+	// The higher version sorts first by file name, so "current" cannot
+	// mean "loaded last".
+	for name, body := range map[string]string{"a_v2.yaml": applyV2, "b_v1.yaml": applyV1,
+		"c_other.yaml": "saga: other\ntrigger: {topic: applications}\nsteps:\n  - {id: f, action: Finish}\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set, err := saga.Load(actions.Default, dir)
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	v1, ok1 := set.ByVersion("apply", 1)
+	v2, ok2 := set.ByVersion("apply", 2)
+	if !ok1 || !ok2 || v1.Version != 1 || v2.Version != 2 || !strings.HasSuffix(v1.File, "b_v1.yaml") {
+		t.Fatalf("ByVersion = %+v %v, %+v %v", v1, ok1, v2, ok2)
+	}
+	if _, ok := set.ByVersion("apply", 3); ok {
+		t.Error("ByVersion(apply, 3) found a saga")
+	}
+	if g, _ := set.ByName("apply"); g != v2 {
+		t.Errorf("ByName(apply) = version %d, want the highest, 2", g.Version)
+	}
+	if !set.Current(v2) || set.Current(v1) {
+		t.Errorf("Current: v1 %v v2 %v, want only v2", set.Current(v1), set.Current(v2))
+	}
+	if got := set.Versions("apply"); !reflect.DeepEqual(got, []int{1, 2}) {
+		t.Errorf("Versions(apply) = %v", got)
+	}
+	if got := set.Versions("gone"); got != nil {
+		t.Errorf("Versions(gone) = %v", got)
+	}
+	var onTopic []string
+	for _, g := range set.ByTopic("applications") {
+		onTopic = append(onTopic, fmt.Sprintf("%s v%d", g.Name, g.Version))
+	}
+	if strings.Join(onTopic, ", ") != "apply v2, other v1" {
+		t.Errorf("ByTopic(applications) = %v, want only the current version of each saga", onTopic)
+	}
+	if g, ok := set.ByPath("/apply"); !ok || g != v2 {
+		t.Errorf("ByPath(/apply) = %v", g)
+	}
+	if len(set.Sagas) != 3 {
+		t.Errorf("%d sagas in the set, want every version listed", len(set.Sagas))
+	}
+	if v2.BusinessKeyPath != "parameters.applicationId" || v2.OnCancel != "withdraw" || v1.BusinessKeyPath != "" || v1.OnCancel != "" {
+		t.Errorf("v2 businessKeyPath %q onCancel %q; v1 %q %q", v2.BusinessKeyPath, v2.OnCancel, v1.BusinessKeyPath, v1.OnCancel)
+	}
+}
+
+// TestLoadOlderVersionTriggers checks that only current versions claim
+// trigger topics and paths: an older version's trigger starts nothing, so
+// it conflicts with nothing.
+func TestLoadOlderVersionTriggers(t *testing.T) {
+	const yaml = "saga: x\nversion: 1\ntrigger: {topic: old-topic, path: /p}\nsteps:\n  - {id: f, action: Finish}\n---\n" +
+		"saga: x\nversion: 2\ntrigger: {topic: new-topic, path: /q}\nsteps:\n  - {id: f, action: Finish}\n---\n" +
+		"saga: y\ntrigger: {path: /p}\nsteps:\n  - {id: f, action: Finish}\n"
+	set, err := saga.LoadBytes(actions.Default, "x.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatalf("LoadBytes: %v", err)
+	}
+	if got := set.Topics(); !reflect.DeepEqual(got, []string{"new-topic"}) {
+		t.Errorf("Topics = %v, want only the current version's", got)
+	}
+	if g, ok := set.ByPath("/p"); !ok || g.Name != "y" {
+		t.Errorf("ByPath(/p) = %v, want saga y", g)
+	}
+	if g, ok := set.ByPath("/q"); !ok || g.Name != "x" || g.Version != 2 {
+		t.Errorf("ByPath(/q) = %v", g)
+	}
+}
+
+func TestLoadOnCancel(t *testing.T) {
+	// The onCancel step and the steps after it are reached from the
+	// cancel, not from the first step: they are not unreachable.
+	const yaml = "saga: s\nonCancel: undo\ntrigger: {topic: t}\nsteps:\n  - {id: a, action: Finish}\n" +
+		"  - {id: undo, action: Publish, parameters: {topic: undone}, next: bye}\n  - {id: bye, action: Finish}\n" +
+		"  - {id: orphan, action: Finish}\n"
+	_, err := saga.LoadBytes(actions.Default, "x.yaml", []byte(yaml))
+	got := loadErrors(t, err)
+	want := []string{`x.yaml:8: saga "s": step "orphan" is unreachable from the first step "a" or the onCancel step "undo"`}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("errors:\n got: %s\nwant: %s", strings.Join(got, "\n      "), strings.Join(want, "\n      "))
+	}
+	fixed := strings.Replace(yaml, "  - {id: orphan, action: Finish}\n", "", 1)
+	set, err := saga.LoadBytes(actions.Default, "x.yaml", []byte(fixed))
+	if err != nil {
+		t.Fatalf("LoadBytes: %v", err)
+	}
+	if g, _ := set.ByName("s"); g.OnCancel != "undo" {
+		t.Errorf("OnCancel = %q", g.OnCancel)
+	}
+}
+
+func TestBusinessKey(t *testing.T) {
+	load := func(path string) *saga.Saga {
+		t.Helper()
+		set, err := saga.LoadBytes(actions.Default, "x.yaml", []byte("saga: s\ntrigger: {topic: t, businessKeyPath: \""+path+"\"}\nsteps:\n  - {id: a, action: Finish}\n"))
+		if err != nil {
+			t.Fatalf("LoadBytes: %v", err)
+		}
+		g, _ := set.ByName("s")
+		return g
+	}
+	for _, tc := range []struct {
+		name, path, value, want string
+	}{
+		{"string", "parameters.id", `{"payload": {"parameters": {"id": "app-42"}}}`, "app-42"},
+		{"number as written", "parameters.id", `{"payload": {"parameters": {"id": 42}}}`, "42"},
+		{"from the envelope root", "$.requestMeta.user", `{"requestMeta": {"user": "alice"}, "payload": {}}`, "alice"},
+		{"absent", "parameters.id", `{"payload": {"parameters": {}}}`, ""},
+		{"null", "parameters.id", `{"payload": {"parameters": {"id": null}}}`, ""},
+		{"an object is no key", "parameters.id", `{"payload": {"parameters": {"id": {"a": 1}}}}`, ""},
+		{"too long", "parameters.id", `{"payload": {"parameters": {"id": "` + strings.Repeat("k", saga.MaxBusinessKeyLen+1) + `"}}}`, ""},
+		{"longest kept", "parameters.id", `{"payload": {"parameters": {"id": "` + strings.Repeat("k", saga.MaxBusinessKeyLen) + `"}}}`, strings.Repeat("k", saga.MaxBusinessKeyLen)},
+		{"control characters", "parameters.id", `{"payload": {"parameters": {"id": "a\u0000b"}}}`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env, err := envelope.Decode([]byte(tc.value), func() string { return "r-1" })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := load(tc.path).BusinessKey(env); got != tc.want {
+				t.Errorf("BusinessKey = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if got := (&saga.Saga{}).BusinessKey(&envelope.Envelope{}); got != "" {
+		t.Errorf("no businessKeyPath: key %q", got)
 	}
 }

@@ -26,15 +26,13 @@ func (st *Step) targets() []string {
 }
 
 // validateGraph checks a saga's routes: every route names a step, every step
-// is reachable from the first, and every loop contains a waiting step.
+// is reachable from the first or from the onCancel step (the two places an
+// instance enters the graph), and every loop contains a waiting step.
 func (l *loader) validateGraph(file string, g *Saga, name string) {
 	if len(g.Steps) == 0 {
 		return
 	}
-	ids := make([]string, len(g.Steps))
-	for i, st := range g.Steps {
-		ids[i] = st.ID
-	}
+	ids := stepIDs(g)
 	for _, st := range g.Steps {
 		check := func(route, target string) {
 			if target == "" {
@@ -56,6 +54,10 @@ func (l *loader) validateGraph(file string, g *Saga, name string) {
 
 	reached := map[string]bool{g.Steps[0].ID: true}
 	queue := []*Step{g.Steps[0]}
+	if st, ok := g.steps[g.OnCancel]; ok && !reached[st.ID] {
+		reached[st.ID] = true
+		queue = append(queue, st)
+	}
 	for len(queue) > 0 {
 		st := queue[0]
 		queue = queue[1:]
@@ -68,7 +70,11 @@ func (l *loader) validateGraph(file string, g *Saga, name string) {
 	}
 	for _, st := range g.Steps {
 		if !reached[st.ID] {
-			l.errorf(file, st.Line, 0, "saga %q: step %q is unreachable from the first step %q", name, st.ID, g.Steps[0].ID)
+			from := fmt.Sprintf("the first step %q", g.Steps[0].ID)
+			if g.OnCancel != "" && g.OnCancel != g.Steps[0].ID {
+				from += fmt.Sprintf(" or the onCancel step %q", g.OnCancel)
+			}
+			l.errorf(file, st.Line, 0, "saga %q: step %q is unreachable from %s", name, st.ID, from)
 		}
 	}
 
@@ -154,12 +160,30 @@ func cycles(g *Saga) [][]*Step {
 }
 
 // finish runs the checks across sagas and builds the Set, or returns every
-// problem found.
+// problem found. Versions of one name are checked each on its own (a saga
+// is validated as it is parsed); across them only a (name, version) loaded
+// twice is a problem. Trigger paths must be unique among the current
+// versions only, since an older version's trigger starts nothing.
 func (l *loader) finish() (*Set, error) {
-	set := &Set{byName: map[string]*Saga{}, byTopic: map[string][]*Saga{}, byPath: map[string]*Saga{}}
+	set := &Set{byName: map[string]*Saga{}, versions: map[string][]*Saga{}, byTopic: map[string][]*Saga{}, byPath: map[string]*Saga{}}
 	for _, g := range l.sagas {
-		if first, dup := set.byName[g.Name]; dup {
-			l.errorf(g.File, g.Line, 0, "saga %q is already defined at %s:%d", g.Name, first.File, first.Line)
+		if first, dup := set.ByVersion(g.Name, g.Version); dup {
+			l.errorf(g.File, g.Line, 0, "saga %q version %d is already defined at %s:%d", g.Name, g.Version, first.File, first.Line)
+			continue
+		}
+		set.versions[g.Name] = append(set.versions[g.Name], g)
+		if cur, ok := set.byName[g.Name]; !ok || g.Version > cur.Version {
+			set.byName[g.Name] = g
+		}
+		set.Sagas = append(set.Sagas, g)
+	}
+	for _, gs := range set.versions {
+		sort.Slice(gs, func(i, j int) bool { return gs[i].Version < gs[j].Version })
+	}
+	// Indexing the triggers in load order keeps the first-defined saga as
+	// the one a path conflict is reported against.
+	for _, g := range set.Sagas {
+		if !set.Current(g) {
 			continue
 		}
 		if p := g.Trigger.Path; p != "" {
@@ -169,11 +193,9 @@ func (l *loader) finish() (*Set, error) {
 			}
 			set.byPath[p] = g
 		}
-		set.byName[g.Name] = g
 		if t := g.Trigger.Topic; t != "" {
 			set.byTopic[t] = append(set.byTopic[t], g)
 		}
-		set.Sagas = append(set.Sagas, g)
 	}
 	if len(l.errs) > 0 {
 		errs := l.errs
