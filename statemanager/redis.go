@@ -24,12 +24,29 @@ package statemanager
 //	                  WAITING and IN_APPROVAL alike
 //	T u:<user>        zset startedAt -> id of open tasks of one taskUser
 //	T r:<role>        zset startedAt -> id of open tasks offered to one role
+//	T c:<user>        zset startedAt -> id of open tasks the user claimed or
+//	                  completed (its executor's, while IN_APPROVAL)
+//	T a:<role>        zset startedAt -> id of IN_APPROVAL tasks the role approves
+//	T d:<family>      zset of the same tasks as <family> (any of the five
+//	                  above), every score 0, member deadline|startedAt|id
+//	                  (sortKey): the deadline order, read with ZRANGEBYLEX
+//	T p:<family>      the same in the priority order
+//	T q:<family>      string: how many of <family>'s tasks are IN_APPROVAL
+//	                  (not kept for a:), so a count of one status is read
+//	                  off the cardinalities
 //	T closed:<status> zset closedAt -> id of closed tasks of one status
 //	T cb:<status>:<user>
-//	                  zset closedAt -> id of tasks of one status closed by user
+//	                  zset closedAt -> id of tasks of one status the user
+//	                  acted on: closed, held claimed when they closed, or
+//	                  completed as executor
+//
+// The open families of a task are written by lib.lua's reindex only, from
+// the task's fields before and after a change, so start, apply and close
+// keep them in step inside their one script. A start writes three zsets
+// per family (the tenant's, its user's, each role's), where it wrote one.
 //
 // A listing reads the few indexes that hold exactly what it asks for (see
-// Filter), never a larger one filtered. The closed indexes are trimmed to
+// Filter and redis_list.go), never a larger one filtered. The closed indexes are trimmed to
 // ClosedTTL by every close that writes them, a per-closer index also expires
 // ClosedTTL after its last write (people come and go), and a listing drops
 // the entries of decisions that expired meanwhile, so no index keeps dead
@@ -52,7 +69,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -101,7 +117,7 @@ var (
 	applyScript     = redis.NewScript(libLua + applyLua)
 	historyScript   = redis.NewScript(historyLua)
 	watermarkScript = redis.NewScript(watermarkLua)
-	listScript      = redis.NewScript(listLua)
+	listScript      = redis.NewScript(libLua + listLua)
 )
 
 // RedisConfig configures one domain's RedisStore.
@@ -267,7 +283,8 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 	if stored.Deadline < 0 {
 		stored.Deadline = 0
 	}
-	if stored.StartedAt == 0 {
+	// The listings sort on StartedAt as a non-negative number (sortKey).
+	if stored.StartedAt <= 0 {
 		stored.StartedAt = time.Now().UnixMilli()
 	}
 	stored.ClosedAt, stored.ClosedBy, stored.CloseData, stored.CloseKey, stored.EnrichPath = 0, "", nil, "", ""
@@ -281,6 +298,7 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(stored.Deadline, 10),
 		[]byte(t.Data), []byte(t.Envelope), t.StartKey, t.Tenant,
 		joinRoles(t.PossibleOutcomes), strconv.Itoa(t.RequiredApprovals), joinRoles(t.ApproverRoles), strconv.Itoa(t.Priority),
+		t.StartedBy,
 	)
 	if err != nil {
 		return nil, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
@@ -348,7 +366,7 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 		return nil, fmt.Errorf("statemanager: close: invalid status %q", c.Status)
 	}
 	at := c.At
-	if at == 0 {
+	if at <= 0 {
 		at = time.Now().UnixMilli()
 	}
 	// A plain close writes no history event: History rebuilds it from the
@@ -628,190 +646,6 @@ func (s *RedisStore) SetWatermark(ctx context.Context, ms int64) error {
 	return nil
 }
 
-// List returns up to f.Limit (DefaultLimit if <= 0) tasks of f.Tenant
-// matching f, oldest first: waiting tasks by StartedAt, closed ones by
-// ClosedAt; see Filter. Closed tasks are listed while kept (ClosedTTL after
-// close). Each shard runs one script over the few indexes the filter names
-// (see listPlan), reading about f.Limit entries of each.
-func (s *RedisStore) List(ctx context.Context, f Filter) ([]*Task, error) {
-	plan, err := planList(f, s.closedTTL)
-	if err != nil {
-		return nil, err
-	}
-	if len(plan.indexes) == 0 {
-		return nil, nil
-	}
-	return s.list(ctx, f, plan, false)
-}
-
-// listPlan is what one listing reads in every shard: indexes, named
-// relative to the tenant prefix, and the secondary filters the script
-// applies to their entries.
-type listPlan struct {
-	status  string
-	limit   int
-	indexes []string
-	// user and role filter on taskUser and taskRoles ("" = any).
-	user, role string
-	// window is ClosedTTL for closed indexes (see list.lua), 0 for waiting.
-	window int64
-}
-
-// planList picks the indexes holding exactly what f asks for. No plan reads
-// an index of another tenant, or one a viewer could not see all of.
-func planList(f Filter, closedTTL time.Duration) (listPlan, error) {
-	p := listPlan{status: f.Status, limit: orDefault(f.Limit)}
-	if p.status == "" {
-		p.status = StatusWaiting
-	}
-	switch p.status {
-	case StatusWaiting, StatusInApproval, StatusCompleted, StatusTimeout, StatusCancelled:
-	default:
-		return p, fmt.Errorf("%w: unknown status %q", ErrInvalidFilter, f.Status)
-	}
-	v := f.Viewer
-	all := v == nil || v.Admin
-	add := func(idx string) {
-		if !slices.Contains(p.indexes, idx) {
-			p.indexes = append(p.indexes, idx)
-		}
-	}
-	if Open(p.status) {
-		// The waiting indexes hold both open statuses; list.lua keeps the
-		// one asked for.
-		p.user, p.role = f.User, f.Role
-		switch {
-		case all && f.User != "":
-			add("u:" + f.User)
-			p.user = "" // the index is the filter
-		case all && f.Role != "":
-			add("r:" + f.Role)
-			p.role = ""
-		case all:
-			add("waiting")
-		case v.User != "" && f.User == v.User:
-			add("u:" + v.User)
-			p.user = ""
-		case f.Role != "" && slices.Contains(v.Roles, f.Role):
-			add("r:" + f.Role)
-			p.role = ""
-		default:
-			// The viewer's own inbox: its user's tasks and its roles'.
-			if v.User != "" {
-				add("u:" + v.User)
-			}
-			for _, r := range v.Roles {
-				if r != "" {
-					add("r:" + r)
-				}
-			}
-		}
-		return p, nil
-	}
-	// Closed tasks are indexed by status and by who closed them.
-	p.window = closedTTL.Milliseconds()
-	p.role = f.Role
-	closer := f.User
-	if !all {
-		if closer != "" && closer != v.User {
-			return p, nil // another person's history is not the viewer's
-		}
-		closer = v.User
-		if closer == "" {
-			return p, nil
-		}
-	}
-	switch {
-	case closer != "":
-		add("cb:" + p.status + ":" + closer)
-	case f.Role != "":
-		return p, fmt.Errorf("%w: closed tasks are listed by status and by the user who closed them, not by role %q alone", ErrInvalidFilter, f.Role)
-	default:
-		add("closed:" + p.status)
-	}
-	return p, nil
-}
-
-func (s *RedisStore) list(ctx context.Context, f Filter, plan listPlan, retried bool) ([]*Task, error) {
-	cmds := make([]*redis.Cmd, s.shards)
-	_, err := s.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		keys := make([]string, len(plan.indexes))
-		for i := range s.shard {
-			k := &s.shard[i]
-			tp := tenantPrefix(k.prefix, f.Tenant)
-			for j, idx := range plan.indexes {
-				keys[j] = tp + idx
-			}
-			cmds[i] = listScript.Run(ctx, p, slices.Clone(keys),
-				k.task, plan.limit, plan.status, plan.user, plan.role, plan.window)
-		}
-		return nil
-	})
-	if isNoScript(err) && !retried {
-		// Script.Run in a pipeline cannot fall back to EVAL; load the
-		// script on every node and run the listing once more.
-		if err := s.loadListScript(ctx); err != nil {
-			return nil, err
-		}
-		return s.list(ctx, f, plan, true)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("statemanager: redis list: %w", err)
-	}
-	var all []*Task
-	for _, c := range cmds {
-		rows, _ := c.Val().([]interface{})
-		for _, r := range rows {
-			fields, _ := r.([]interface{})
-			t := s.decode(fields)
-			// The indexes already hold only what the plan may show; this
-			// keeps a hand-edited or stale index from ever widening it.
-			if t.Tenant != f.Tenant || !t.VisibleTo(f.Tenant, f.Viewer) {
-				continue
-			}
-			all = append(all, t)
-		}
-	}
-	order := func(t *Task) int64 {
-		if Open(t.Status) {
-			return t.StartedAt
-		}
-		return t.ClosedAt
-	}
-	sort.Slice(all, func(i, j int) bool {
-		a, b := order(all[i]), order(all[j])
-		if a != b {
-			return a < b
-		}
-		return all[i].ID < all[j].ID
-	})
-	if len(all) > plan.limit {
-		all = all[:plan.limit]
-	}
-	return all, nil
-}
-
-// loadListScript loads the list script where the pipeline will run it: on
-// every master of a cluster, or on the one server.
-func (s *RedisStore) loadListScript(ctx context.Context) error {
-	var err error
-	if cc, ok := s.client.(*redis.ClusterClient); ok {
-		err = cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-			return listScript.Load(ctx, c).Err()
-		})
-	} else {
-		err = listScript.Load(ctx, s.client).Err()
-	}
-	if err != nil {
-		return fmt.Errorf("statemanager: redis load list script: %w", err)
-	}
-	return nil
-}
-
-func isNoScript(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
-}
-
 // Hash fields of a task. Short names keep the hash small: it is read and
 // written on every start and close.
 const (
@@ -848,6 +682,7 @@ const (
 	fieldCompletedBy       = "cp"
 	fieldApprovals         = "ap"
 	fieldVersion           = "v"
+	fieldStartedBy         = "sb"
 )
 
 // set assigns one hash field to t; unknown fields are ignored so a newer
@@ -917,6 +752,8 @@ func (t *Task) set(field, v string) {
 		_ = json.Unmarshal([]byte(v), &t.Approvals)
 	case fieldVersion:
 		t.Version, _ = strconv.ParseInt(v, 10, 64)
+	case fieldStartedBy:
+		t.StartedBy = v
 	}
 }
 

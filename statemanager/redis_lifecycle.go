@@ -98,7 +98,7 @@ func (s *RedisStore) applyArgs(c Change) ([]interface{}, error) {
 	var closedAt int64
 	if c.Close != nil {
 		closedAt = c.Close.At
-		if closedAt == 0 {
+		if closedAt <= 0 {
 			closedAt = time.Now().UnixMilli()
 		}
 		if ev.Type == "" {
@@ -151,6 +151,12 @@ func (s *RedisStore) applyArgs(c Change) ([]interface{}, error) {
 	plain(fieldOutcome, c.Outcome)
 	plain(fieldNote, c.Note)
 	plain(fieldCompletedBy, c.CompletedBy)
+	// The executor's completion data, kept for the close its last
+	// approval makes (closeTask drops it on any other close).
+	if c.CloseData != nil {
+		args = append(args, fieldCloseData, []byte(*c.CloseData))
+	}
+	plain(fieldEnrichPath, c.EnrichPath)
 	if c.Approvals != nil {
 		v := ""
 		if len(*c.Approvals) > 0 {
@@ -207,7 +213,7 @@ func (s *RedisStore) History(ctx context.Context, id string) ([]Event, error) {
 // decision exactly as it would have been written.
 func withImpliedEvents(t *Task, events []Event) []Event {
 	if len(events) == 0 || events[0].Seq == 2 {
-		started := Event{Seq: 1, Type: EventStarted, At: t.StartedAt}
+		started := Event{Seq: 1, Type: EventStarted, At: t.StartedAt, Actor: t.StartedBy}
 		events = append([]Event{started}, events...)
 	}
 	if !Open(t.Status) && t.Version > events[len(events)-1].Seq {

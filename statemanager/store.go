@@ -38,6 +38,9 @@ type Task struct {
 	// another key is a new visit (a saga looping back into the step) and
 	// replaces the closed task. Empty: RequestID and StepID identify it.
 	StartKey string `json:"startKey,omitempty"`
+	// StartedBy is the user of the request that started the task, the
+	// actor of its started event ("" for a system start).
+	StartedBy string `json:"startedBy,omitempty"`
 	// StartedAt and Deadline are epoch milliseconds; Deadline 0 means none.
 	StartedAt int64 `json:"startedAt"`
 	Deadline  int64 `json:"deadline,omitempty"`
@@ -119,31 +122,53 @@ type Due struct {
 //
 //   - WAITING or IN_APPROVAL (the open statuses, each listed on its own):
 //     User selects the tasks offered to that taskUser, Role those offered to
-//     that role (both: the user's, of that role).
-//   - a closed status: User selects the tasks that user closed (ClosedBy),
-//     which is what a person's history is; Role narrows that further. A Role
-//     without a User has no index for closed tasks and is refused with
-//     ErrInvalidFilter.
+//     that role, ClaimedBy those that user claimed, Candidate those the
+//     candidate may take up; given together, each narrows the others.
+//   - a closed status: User selects the tasks that user acted on (closed,
+//     had claimed, or completed as executor), which is what a person's
+//     history is; ClaimedBy those the user had claimed; Role narrows them
+//     further. A Role without a User has no index for closed tasks and is
+//     refused with ErrInvalidFilter; closed tasks have no candidates.
+//
+// An unknown Status or Sort, a Sort on closed tasks and a bad Cursor are
+// ErrInvalidFilter.
 type Filter struct {
 	User   string
 	Role   string
 	Status string
+	// ClaimedBy selects the tasks that user claimed (for closed ones: held
+	// when they closed).
+	ClaimedBy string
+	// Candidate, when set, selects the open tasks it may take up (SPEC
+	// §12): WAITING ones offered to its User or one of its Roles and not
+	// claimed by anyone else; IN_APPROVAL ones it may approve, holding one
+	// of their approver roles (taskRoles when none were given), neither
+	// completed nor approved by it yet. Its Admin is ignored. For a viewer
+	// that is not an admin the candidate is the viewer itself.
+	Candidate *Viewer
+	// Sort orders open tasks: SortStartedAt (""), SortDeadline or
+	// SortPriority. Closed tasks are listed by ClosedAt only.
+	Sort string
+	// Cursor, from CursorAfter (or ListPage's Page.Next), lists the tasks
+	// after the page it ended; it belongs to one Status, Sort and set of
+	// filters.
+	Cursor string
 	Limit  int
 	// Tenant is the tenant whose tasks are listed ("" is the default
 	// tenant); other tenants' tasks are never listed.
 	Tenant string
 	// Viewer, when set, keeps only the tasks the viewer may act on or has
-	// acted on; nil lists as a trusted caller. A viewer that is not an
-	// admin sees the waiting tasks offered to its user or one of its roles
-	// and the closed tasks its user closed; an admin sees every task of the
-	// tenant. Filter.User and Role narrow what the viewer sees, never widen
-	// it.
+	// acted on (Task.VisibleTo); nil lists as a trusted caller. A viewer
+	// that is not an admin is listed the open tasks offered to its user or
+	// one of its roles, claimed or completed by it, and the IN_APPROVAL
+	// ones it may approve (it holds an approver role); and the closed tasks
+	// it acted on (closed, had claimed, or completed). An admin sees every
+	// task of the tenant. The filters narrow what the viewer sees, never
+	// widen it.
 	Viewer *Viewer
 }
 
-// Viewer is who asks to see tasks. An admin sees every task of its tenant;
-// anyone else sees the tasks it is a candidate for (taskUser, one of
-// taskRoles) and those it closed.
+// Viewer is who asks to see tasks; see Task.VisibleTo.
 type Viewer struct {
 	User  string
 	Roles []string
@@ -153,9 +178,16 @@ type Viewer struct {
 // VisibleTo reports whether v, a caller of tenant, may see t. A nil viewer
 // is a trusted caller (a Kafka producer, the command line) and sees
 // everything. Anyone else sees only tasks of its own tenant, and of those
-// every one when it is an admin, otherwise the ones it is a candidate for
-// (t.User, one of t.Roles) or closed itself. A task with neither taskUser nor
-// taskRoles is shown to admins only: no index of a person reaches it.
+// every one when it is an admin, otherwise the ones it may act on or has
+// acted on: it is a candidate (t.User, one of t.Roles), the claimer, the
+// executor (CompletedBy) or the closer, or, while the task is IN_APPROVAL,
+// holds one of its approver roles (EffectiveApproverRoles). A task with
+// neither taskUser nor taskRoles nor anyone who acted on it is shown to
+// admins only: no index of a person reaches it.
+//
+// The listings agree: a viewer's listing of an open status is exactly the
+// tasks of that status it may see; of a closed status, the ones it acted
+// on (a candidate who never acted on a closed task still sees it by id).
 func (t *Task) VisibleTo(tenant string, v *Viewer) bool {
 	if v == nil {
 		return true
@@ -166,15 +198,25 @@ func (t *Task) VisibleTo(tenant string, v *Viewer) bool {
 	if v.Admin {
 		return true
 	}
-	if v.User != "" && (t.User == v.User || t.ClosedBy == v.User) {
+	if v.User != "" && (t.User == v.User || t.ClosedBy == v.User || t.ClaimedBy == v.User || t.CompletedBy == v.User) {
 		return true
 	}
+	approving := t.Status == StatusInApproval
 	for _, r := range v.Roles {
-		if r != "" && slices.Contains(t.Roles, r) {
+		if r != "" && (slices.Contains(t.Roles, r) || approving && slices.Contains(t.EffectiveApproverRoles(), r)) {
 			return true
 		}
 	}
 	return false
+}
+
+// EffectiveApproverRoles are the roles whose holders approve t: its
+// ApproverRoles, or its Roles when it has none (SPEC §12).
+func (t *Task) EffectiveApproverRoles() []string {
+	if len(t.ApproverRoles) > 0 {
+		return t.ApproverRoles
+	}
+	return t.Roles
 }
 
 // ValidDomain reports whether d may name a domain: 1 to 64 ASCII letters,
@@ -269,9 +311,11 @@ type Store interface {
 	// SetWatermark moves the watermark forward to ms; it never moves back.
 	SetWatermark(ctx context.Context, ms int64) error
 
-	// List returns tasks of f.Tenant matching f and visible to f.Viewer
-	// (see Filter), oldest first: waiting tasks by StartedAt, closed ones by
-	// ClosedAt. A filter no index answers is ErrInvalidFilter.
+	// List returns up to f.Limit tasks of f.Tenant matching f and visible
+	// to f.Viewer (see Filter) after f.Cursor: open tasks in f.Sort's
+	// order (oldest first by default), closed ones by ClosedAt. A filter no
+	// index answers, or a bad sort or cursor, is ErrInvalidFilter. ListPage
+	// pages through it.
 	List(ctx context.Context, f Filter) ([]*Task, error)
 
 	// Shards is the number of deadline shards; ShardOf maps a task id to one.

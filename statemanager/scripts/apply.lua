@@ -33,7 +33,9 @@ if (tonumber(f['v']) or 0) ~= tonumber(ARGV[3]) then
 end
 
 local tp = tenantPrefix(ARGV[1], f['tn'])
-local startedAt = f['s0'] or '0'
+-- old is the task as indexed; f becomes the task as changed, and reindex
+-- moves it between the listing families (lib.lua) once, at the end.
+local old = fieldsOf(cur)
 local set, del = {}, {}
 local function write(name, v)
   if v == '' then
@@ -47,38 +49,12 @@ local function write(name, v)
 end
 
 -- A new taskUser or new roles move the task between the tenant's per-user
--- and per-role waiting indexes; its place in the tenant's waiting index and
--- its score (startedAt) stay.
+-- and per-role families (reindex below); its startedAt stays.
 if ARGV[6] ~= '' then
-  local u = string.sub(ARGV[6], 2)
-  if u ~= (f['u'] or '') then
-    if f['u'] then
-      redis.call('ZREM', tp .. 'u:' .. f['u'], id)
-    end
-    if u ~= '' then
-      redis.call('ZADD', tp .. 'u:' .. u, startedAt, id)
-    end
-    write('u', u)
-  end
+  write('u', string.sub(ARGV[6], 2))
 end
 if ARGV[7] ~= '' then
-  local roles = string.sub(ARGV[7], 2)
-  local old, new = {}, {}
-  for role in string.gmatch(f['r'] or '', '[^\031]+') do
-    old[role] = true
-  end
-  for role in string.gmatch(roles, '[^\031]+') do
-    new[role] = true
-    if not old[role] then
-      redis.call('ZADD', tp .. 'r:' .. role, startedAt, id)
-    end
-  end
-  for role in pairs(old) do
-    if not new[role] then
-      redis.call('ZREM', tp .. 'r:' .. role, id)
-    end
-  end
-  write('r', roles)
+  write('r', string.sub(ARGV[7], 2))
 end
 -- The due index is what the timers read: a deadline moved into the past
 -- makes the task due at once.
@@ -102,15 +78,16 @@ if ARGV[9] ~= '' then
   if #set > 0 then
     redis.call('HSET', h, unpack(set))
   end
-  local c = newCloser(ARGV[1], KEYS[4], KEYS[5], ARGV[9], ARGV[10], ARGV[11])
+  local c = newCloser(ARGV[1], KEYS[4], KEYS[5], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13])
   local decision = decisionOf(ARGV[9], ARGV[10], ARGV[11], ARGV[12], key, ARGV[13], ARGV[14], ARGV[15])
-  closeTask(c, h, id, f, cur, decision, ARGV[5])
+  closeTask(c, h, id, f, cur, decision, ARGV[5], old)
   finishCloses(c, ARGV[16], ARGV[17])
 else
   local v = tostring((tonumber(f['v']) or 0) + 1)
   set[#set + 1] = 'v'
   set[#set + 1] = v
   redis.call('HSET', h, unpack(set))
+  reindex(tp, id, old, f)
   appendEvent(hk, v, ARGV[5])
   if key ~= '' then
     redis.call('SADD', kk, key)

@@ -13,7 +13,7 @@
 -- {"approvals", HGETALL} (a COMPLETED close of a task needing approvals) or
 -- {"ok", fields}.
 local decision = decisionOf(ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[10], ARGV[11])
-local c = newCloser(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4])
+local c = newCloser(ARGV[1], KEYS[1], KEYS[2], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[7])
 local at = tonumber(ARGV[3])
 
 local replies = {}

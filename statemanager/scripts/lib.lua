@@ -27,6 +27,154 @@ local function fieldsOf(cur)
   return f
 end
 
+-- The inbox's sort keys (redis.go's sortKey computes the same in Go):
+-- fixed-width numbers then the id, so byte order is the listing's order.
+-- Values are clamped into what a double holds exactly.
+local keyMax = 9000000000000000
+local keyPriorityZero = 5000000000000000
+local keyPriorityMax = 4000000000000000
+
+local function pad(n)
+  if n < 0 then
+    n = 0
+  elseif n > keyMax then
+    n = keyMax
+  end
+  return string.format('%016d', n)
+end
+
+local function startedKey(f)
+  return pad(tonumber(f['s0'] or '0') or 0)
+end
+
+-- deadlineMember: earliest deadline first, tasks without one last, then
+-- the oldest.
+local function deadlineMember(f, id)
+  local dl = tonumber(f['dl'] or '0') or 0
+  if dl <= 0 or dl >= keyMax then
+    dl = keyMax
+  end
+  return pad(dl) .. startedKey(f) .. id
+end
+
+-- priorityMember: the highest priority first, then the oldest.
+local function priorityMember(f, id)
+  local pr = tonumber(f['pr'] or '0') or 0
+  if pr > keyPriorityMax then
+    pr = keyPriorityMax
+  elseif pr < -keyPriorityMax then
+    pr = -keyPriorityMax
+  end
+  return pad(keyPriorityZero - pr) .. startedKey(f) .. id
+end
+
+-- familiesOf names the listing families an open task is in, relative to
+-- its tenant prefix (see redis.go): 'o' for those counting their
+-- IN_APPROVAL members in q:<family>, 'a' for the approver families, which
+-- hold IN_APPROVAL tasks only. A closed task (or none) is in no family.
+local function familiesOf(f)
+  local fam = {}
+  if not f or not isOpen(f['s']) then
+    return fam
+  end
+  fam['waiting'] = 'o'
+  if f['u'] then
+    fam['u:' .. f['u']] = 'o'
+  end
+  for role in string.gmatch(f['r'] or '', '[^\031]+') do
+    fam['r:' .. role] = 'o'
+  end
+  -- The claimer and the executor find the tasks they work on.
+  if f['cl'] then
+    fam['c:' .. f['cl']] = 'o'
+  end
+  if f['cp'] then
+    fam['c:' .. f['cp']] = 'o'
+  end
+  if f['s'] == 'IN_APPROVAL' then
+    for role in string.gmatch(f['ar'] or f['r'] or '', '[^\031]+') do
+      fam['a:' .. role] = 'a'
+    end
+  end
+  return fam
+end
+
+-- reindex moves task id from the families its fields old put it in to
+-- those of new (nil: none), under tenant prefix tp. Each family F is three
+-- zsets: F by startedAt, d:F and p:F ordered by member (deadlineMember,
+-- priorityMember); q:F counts F's IN_APPROVAL tasks, so a count of one
+-- status is read off the cardinalities. Families a change leaves alone
+-- are not written.
+local function reindex(tp, id, old, new)
+  local of, nf = familiesOf(old), familiesOf(new)
+  local oq = old ~= nil and old['s'] == 'IN_APPROVAL'
+  local nq = new ~= nil and new['s'] == 'IN_APPROVAL'
+  local od, op, nd, np
+  if old then
+    od, op = deadlineMember(old, id), priorityMember(old, id)
+  end
+  if new then
+    nd, np = deadlineMember(new, id), priorityMember(new, id)
+  end
+  for fam, kind in pairs(of) do
+    local k = tp .. fam
+    if not nf[fam] then
+      redis.call('ZREM', k, id)
+      redis.call('ZREM', tp .. 'd:' .. fam, od)
+      redis.call('ZREM', tp .. 'p:' .. fam, op)
+      if kind == 'o' and oq then
+        redis.call('DECR', tp .. 'q:' .. fam)
+      end
+    else
+      if od ~= nd then
+        redis.call('ZREM', tp .. 'd:' .. fam, od)
+        redis.call('ZADD', tp .. 'd:' .. fam, 0, nd)
+      end
+      if op ~= np then
+        redis.call('ZREM', tp .. 'p:' .. fam, op)
+        redis.call('ZADD', tp .. 'p:' .. fam, 0, np)
+      end
+      if kind == 'o' and oq ~= nq then
+        redis.call('INCRBY', tp .. 'q:' .. fam, nq and 1 or -1)
+      end
+    end
+  end
+  local s0 = new and (new['s0'] or '0')
+  for fam, kind in pairs(nf) do
+    if not of[fam] then
+      redis.call('ZADD', tp .. fam, s0, id)
+      redis.call('ZADD', tp .. 'd:' .. fam, 0, nd)
+      redis.call('ZADD', tp .. 'p:' .. fam, 0, np)
+      if kind == 'o' and nq then
+        redis.call('INCR', tp .. 'q:' .. fam)
+      end
+    end
+  end
+end
+
+-- actorsOf is who acted on a task, each once: its closer by, its claimer
+-- and its executor. A closed task is listed in the cb:<status>:<user>
+-- index of each, which is a person's history.
+local function actorsOf(f, by)
+  local out, seen = {}, {}
+  for _, u in ipairs({by or '', f['cl'] or '', f['cp'] or ''}) do
+    if u ~= '' and not seen[u] then
+      seen[u] = true
+      out[#out + 1] = u
+    end
+  end
+  return out
+end
+
+-- forgetClosed takes a closed task (fields f) out of the closed indexes
+-- of its tenant (prefix tp), before a new start replaces it.
+local function forgetClosed(tp, id, f)
+  redis.call('ZREM', tp .. 'closed:' .. f['s'], id)
+  for _, u in ipairs(actorsOf(f, f['cb'])) do
+    redis.call('ZREM', tp .. 'cb:' .. f['s'] .. ':' .. u, id)
+  end
+end
+
 -- A history keeps the newest historyCap events (see redis.go).
 local historyCap = 1000
 
@@ -57,28 +205,39 @@ end
 -- newCloser holds what the closes of one script call share: the decision's
 -- status and time, and the closed indexes written, each trimmed once at the
 -- end (finishCloses).
-local function newCloser(prefix, due, pending, status, at, by)
+-- data and enrichPath are the decision's (hasData, hasPath: whether it
+-- sets them).
+local function newCloser(prefix, due, pending, status, at, by, data, enrichPath)
   return {prefix = prefix, due = due, pending = pending, status = status, at = at, by = by,
+    hasData = data ~= '', hasPath = enrichPath ~= '',
     trim = {}, closers = {}, seen = {}, n = 0}
 end
 
 -- closeTask closes the open task id (hash h, fields f, its HGETALL cur)
 -- with decision, appends the closing event (tail, see appendEvent) and
 -- returns cur with what it wrote appended, the reply a close answers.
-local function closeTask(c, h, id, f, cur, decision, tail)
+-- indexed, when given, are the fields the task is indexed under (apply.lua
+-- closes with fields it has just changed); f otherwise.
+local function closeTask(c, h, id, f, cur, decision, tail, indexed)
   local v = tostring((tonumber(f['v']) or 0) + 1)
   local tp = tenantPrefix(c.prefix, f['tn'])
   redis.call('HSET', h, 'v', v, unpack(decision))
-  redis.call('ZREM', c.due, id)
-  redis.call('ZREM', tp .. 'waiting', id)
-  if f['u'] then
-    redis.call('ZREM', tp .. 'u:' .. f['u'], id)
-  end
-  if f['r'] then
-    for role in string.gmatch(f['r'], '[^\031]+') do
-      redis.call('ZREM', tp .. 'r:' .. role, id)
+  if c.status ~= 'COMPLETED' then
+    -- Only a completion hands data to the saga: an executor's data kept
+    -- for its approvals (cd, ep) does not leak into a timeout or cancel.
+    local drop = {}
+    if not c.hasData and f['cd'] then
+      drop[#drop + 1] = 'cd'
+    end
+    if not c.hasPath and f['ep'] then
+      drop[#drop + 1] = 'ep'
+    end
+    if #drop > 0 then
+      redis.call('HDEL', h, unpack(drop))
     end
   end
+  redis.call('ZREM', c.due, id)
+  reindex(tp, id, indexed or f, nil)
   redis.call('ZADD', c.pending, c.at, id)
   local ck = tp .. 'closed:' .. c.status
   redis.call('ZADD', ck, c.at, id)
@@ -86,8 +245,8 @@ local function closeTask(c, h, id, f, cur, decision, tail)
     c.seen[ck] = true
     c.trim[#c.trim + 1] = ck
   end
-  if c.by ~= '' then
-    local cb = tp .. 'cb:' .. c.status .. ':' .. c.by
+  for _, u in ipairs(actorsOf(f, c.by)) do
+    local cb = tp .. 'cb:' .. c.status .. ':' .. u
     redis.call('ZADD', cb, c.at, id)
     if not c.seen[cb] then
       c.seen[cb] = true

@@ -1,91 +1,207 @@
--- list: up to limit tasks of one shard, oldest first, from the union of a
--- few index zsets (see redis.go). The indexes are sorted by score, so a
--- merge of their heads reads about limit entries of each: the work follows
--- the page. Only the secondary filters (user, role) can pass over entries,
--- and those entries are the tasks of the caller's own indexes.
+-- list: up to limit tasks of one shard in the listing's order, from the
+-- union of a few index zsets of one family kind (see redis_list.go), or in
+-- count mode how many of them match. The indexes are ordered, so a merge
+-- of their heads reads about limit entries of each: the work follows the
+-- page. Only the secondary filters (user, role, claimer, candidate) can
+-- pass over entries, and those entries are the tasks of the indexes the
+-- filter itself names. The helpers are lib.lua's, prepended at load time.
 -- KEYS: the index zsets (all of one tenant, one shard)
 -- ARGV: 1 task hash key prefix "{P:s}:t:", 2 limit, 3 status,
 --       4 taskUser filter ("" = any), 5 role filter ("" = any),
 --       6 window in ms: a closed index lists only the entries closed within
 --       the window before its newest one, as the close script trims it
---       (0: the whole index)
--- Returns an array of HGETALL arrays.
+--       (0: the whole index),
+--       7 index kind: "s" scored by time (member: the id), "l" ordered by
+--       member (deadlineMember, priorityMember),
+--       8 the sort key of the last task of the previous page ("" = from the
+--       start): only tasks after it are listed,
+--       9 claimedBy filter ("" = any), 10 "1" to keep only the tasks the
+--       candidate may take up, 11 the candidate's user, 12 its roles (joined
+--       by \31),
+--       13 count mode when > 0: walk at most that many entries
+-- Returns an array of HGETALL arrays; in count mode {n, 1}, or {0, 0} when
+-- the walk passed its bound.
 local limit = tonumber(ARGV[2])
 local window = tonumber(ARGV[6])
+local lex = ARGV[7] == 'l'
+local after = ARGV[8]
+local countCap = tonumber(ARGV[13])
+local counting = countCap > 0
 local chunk = math.max(limit, 16)
+if counting then
+  chunk = 256
+end
+
+-- Byte order, as Redis orders members and Go sorts the merged page; Lua's
+-- own string comparison follows the server's locale.
+local function before(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return x < y
+    end
+  end
+  return #a < #b
+end
 
 local src = {}
 for i = 1, #KEYS do
   local min = '-inf'
-  if window > 0 then
-    local top = redis.call('ZREVRANGE', KEYS[i], 0, 0, 'WITHSCORES')
-    if #top == 2 then
-      min = tostring(tonumber(top[2]) - window)
+  if not lex then
+    local floor
+    if window > 0 then
+      local top = redis.call('ZREVRANGE', KEYS[i], 0, 0, 'WITHSCORES')
+      if #top == 2 then
+        floor = tonumber(top[2]) - window
+      end
+    end
+    if after ~= '' then
+      local c = tonumber(string.sub(after, 1, 16))
+      if not floor or c > floor then
+        floor = c
+      end
+    end
+    if floor then
+      min = tostring(floor)
     end
   end
-  src[i] = {key = KEYS[i], min = min, ids = {}, scores = {}, pos = 1, offset = 0, done = false}
+  src[i] = {key = KEYS[i], min = min, ids = {}, keys = {}, pos = 1, offset = 0, done = false}
 end
 
 local function refill(s)
-  local r = redis.call('ZRANGEBYSCORE', s.key, s.min, '+inf', 'WITHSCORES', 'LIMIT', s.offset, chunk)
-  s.ids, s.scores, s.pos = {}, {}, 1
-  for j = 1, #r, 2 do
-    s.ids[#s.ids + 1] = r[j]
-    s.scores[#s.scores + 1] = tonumber(r[j + 1])
+  s.ids, s.keys, s.pos = {}, {}, 1
+  local r, n
+  if lex then
+    local from = '-'
+    if after ~= '' then
+      from = '(' .. after
+    end
+    r = redis.call('ZRANGEBYLEX', s.key, from, '+', 'LIMIT', s.offset, chunk)
+    n = #r
+    for j = 1, #r do
+      if #r[j] > 32 then
+        s.ids[#s.ids + 1] = string.sub(r[j], 33)
+        s.keys[#s.keys + 1] = r[j]
+      end
+    end
+  else
+    r = redis.call('ZRANGEBYSCORE', s.key, s.min, '+inf', 'WITHSCORES', 'LIMIT', s.offset, chunk)
+    n = #r / 2
+    for j = 1, #r, 2 do
+      local k = pad(tonumber(r[j + 1])) .. r[j]
+      -- Entries at the cursor's time up to the cursor itself were listed.
+      if after == '' or before(after, k) then
+        s.ids[#s.ids + 1] = r[j]
+        s.keys[#s.keys + 1] = k
+      end
+    end
   end
-  s.offset = s.offset + #s.ids
-  if #s.ids < chunk then
+  s.offset = s.offset + n
+  if n < chunk then
     s.done = true
   end
 end
 
+local status, user, role, claimedBy = ARGV[3], ARGV[4], ARGV[5], ARGV[9]
+local candidate, cUser = ARGV[10] == '1', ARGV[11]
+local cRoles = {}
+for r in string.gmatch(ARGV[12], '[^\031]+') do
+  cRoles[r] = true
+end
+
+local function holdsOne(roles)
+  for r in string.gmatch(roles or '', '[^\031]+') do
+    if cRoles[r] then
+      return true
+    end
+  end
+  return false
+end
+
+-- mayTakeUp: the candidate may claim a WAITING task offered to it and not
+-- claimed by another, or approve an IN_APPROVAL one (SPEC §12: it holds an
+-- approver role, did not complete it and has not approved it yet).
+local function mayTakeUp(f)
+  if f['s'] == 'IN_APPROVAL' then
+    if not holdsOne(f['ar'] or f['r']) or (cUser ~= '' and f['cp'] == cUser) then
+      return false
+    end
+    if cUser ~= '' and f['ap'] then
+      local ok, aps = pcall(cjson.decode, f['ap'])
+      if ok and type(aps) == 'table' then
+        for _, a in ipairs(aps) do
+          if type(a) == 'table' and a['user'] == cUser then
+            return false
+          end
+        end
+      end
+    end
+    return true
+  end
+  if not ((cUser ~= '' and f['u'] == cUser) or holdsOne(f['r'])) then
+    return false
+  end
+  return f['cl'] == nil or f['cl'] == cUser
+end
+
+local function matches(f)
+  if f['s'] ~= status then return false end
+  if user ~= '' and f['u'] ~= user then return false end
+  if role ~= '' and not string.find('\031' .. (f['r'] or '') .. '\031', '\031' .. role .. '\031', 1, true) then
+    return false
+  end
+  if claimedBy ~= '' and f['cl'] ~= claimedBy then return false end
+  if candidate and not mayTakeUp(f) then return false end
+  return true
+end
+
 local out, seen = {}, {}
-while #out < limit do
+local walked, n = 0, 0
+while counting or #out < limit do
   local best
   for i = 1, #src do
     local s = src[i]
-    if s.pos > #s.ids and not s.done then
+    while s.pos > #s.ids and not s.done do
       refill(s)
     end
     if s.pos <= #s.ids then
-      if not best then
+      if not best or before(s.keys[s.pos], best.keys[best.pos]) then
         best = s
-      else
-        local a, b = s.scores[s.pos], best.scores[best.pos]
-        if a < b or (a == b and s.ids[s.pos] < best.ids[best.pos]) then
-          best = s
-        end
       end
     end
   end
   if not best then
     break
   end
-  local id = best.ids[best.pos]
+  local id, member = best.ids[best.pos], best.keys[best.pos]
   best.pos = best.pos + 1
   if not seen[id] then
     seen[id] = true
+    walked = walked + 1
+    if counting and walked > countCap then
+      return {0, 0}
+    end
     local t = redis.call('HGETALL', ARGV[1] .. id)
     if #t == 0 then
       -- An acked decision expired after ClosedTTL; its entry goes now, so
       -- no later listing reads it again.
-      redis.call('ZREM', best.key, id)
+      if lex then
+        redis.call('ZREM', best.key, member)
+      else
+        redis.call('ZREM', best.key, id)
+      end
       best.offset = best.offset - 1
-    else
-      local f = {}
-      for j = 1, #t, 2 do
-        f[t[j]] = t[j + 1]
-      end
-      local ok = f['s'] == ARGV[3]
-      if ok and ARGV[4] ~= '' and f['u'] ~= ARGV[4] then ok = false end
-      if ok and ARGV[5] ~= '' then
-        local roles = '\031' .. (f['r'] or '') .. '\031'
-        if not string.find(roles, '\031' .. ARGV[5] .. '\031', 1, true) then ok = false end
-      end
-      if ok then
+    elseif matches(fieldsOf(t)) then
+      if counting then
+        n = n + 1
+      else
         out[#out + 1] = t
       end
     end
   end
+end
+if counting then
+  return {n, 1}
 end
 return out

@@ -5,7 +5,8 @@
 --       6 roles (joined by \31), 7 user, 8 saga, 9 stepId, 10 requestId,
 --       11 startedAt, 12 deadline, 13 data, 14 envelope, 15 start key,
 --       16 tenant, 17 possible outcomes (joined by \31),
---       18 required approvals, 19 approver roles (joined by \31), 20 priority
+--       18 required approvals, 19 approver roles (joined by \31), 20 priority,
+--       21 started by
 -- Returns {"created"}, {"exists", HGETALL} or {"pending"}.
 local h = KEYS[1]
 local id = ARGV[2]
@@ -30,15 +31,11 @@ if #cur > 0 then
   end
   -- The replaced task leaves the closed indexes it was listed in, and its
   -- history and change keys go with it.
-  local old = tenantPrefix(ARGV[1], f['tn'])
   redis.call('DEL', h, KEYS[4], KEYS[5])
-  redis.call('ZREM', old .. 'closed:' .. f['s'], id)
-  if f['cb'] then
-    redis.call('ZREM', old .. 'cb:' .. f['s'] .. ':' .. f['cb'], id)
-  end
+  forgetClosed(tenantPrefix(ARGV[1], f['tn']), id, f)
 end
 
-local names = {'n', 'sp', 'a', 'r', 'u', 'sg', 'st', 'rq', 's0', 'dl', 'd', 'e', 'sk', 'tn', 'po', 'ra', 'ar', 'pr'}
+local names = {'n', 'sp', 'a', 'r', 'u', 'sg', 'st', 'rq', 's0', 'dl', 'd', 'e', 'sk', 'tn', 'po', 'ra', 'ar', 'pr', 'sb'}
 local zeroes = {dl = true, ra = true, pr = true}
 local args = {'id', id, 's', 'WAITING', 'v', '1'}
 for i = 1, #names do
@@ -52,18 +49,12 @@ redis.call('HSET', h, unpack(args))
 -- The first event (started, Seq 1 = Version 1) is not written: History
 -- reads it off the task, which keeps the start at the writes it had.
 
-local startedAt = ARGV[11]
 if tonumber(ARGV[12]) > 0 then
   redis.call('ZADD', KEYS[2], ARGV[12], id)
 end
-local tp = tenantPrefix(ARGV[1], ARGV[16])
-redis.call('ZADD', tp .. 'waiting', startedAt, id)
-if ARGV[7] ~= '' then
-  redis.call('ZADD', tp .. 'u:' .. ARGV[7], startedAt, id)
-end
-for role in string.gmatch(ARGV[6], '[^\031]+') do
-  redis.call('ZADD', tp .. 'r:' .. role, startedAt, id)
-end
+-- The task enters the listing families of its user and roles (see
+-- reindex in lib.lua): the args written are its fields.
+reindex(tenantPrefix(ARGV[1], ARGV[16]), id, nil, fieldsOf(args))
 -- Every tenant's open tasks of the shard, counted for the waiting gauge.
 redis.call('INCR', ARGV[1] .. 'nwaiting')
 return {'created'}
