@@ -22,9 +22,10 @@ import (
 func newTasksCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "tasks",
-		Short: "Read waiting and closed tasks from the state managers",
+		Short: "Read tasks from the state managers and act on them through the runners",
 	}
-	cmd.AddCommand(newTasksListCmd(), newTasksGetCmd())
+	cmd.AddCommand(newTasksListCmd(), newTasksGetCmd(), newTasksHistoryCmd())
+	cmd.AddCommand(newTaskOpCmds()...)
 	return cmd
 }
 
