@@ -241,6 +241,10 @@ func (a *App) Run(ctx context.Context) error {
 		}()
 	}
 	start("runner", a.runner.Run)
+	// Beside the runner, never before it: a slow Redis must not delay
+	// start-up for a warning.
+	wg.Add(1)
+	go func() { defer wg.Done(); a.warnStaleVersions(ctx) }()
 	if a.gateway != nil {
 		if a.listener != nil {
 			start("gateway", func(ctx context.Context) error { return a.gateway.Serve(ctx, a.listener) })
