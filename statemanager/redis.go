@@ -142,6 +142,12 @@ type RedisConfig struct {
 	// PipelineMaxBatch caps the commands of one pipeline; default
 	// DefaultPipelineMaxBatch (256).
 	PipelineMaxBatch int
+	// EarlyTTL is how long an early answer waits for its task (see
+	// EarlyAnswers); default DefaultEarlyTTL (10 minutes). EarlyMax bounds
+	// the early answers of the domain, each shard keeping its share;
+	// default DefaultEarlyMax.
+	EarlyTTL time.Duration
+	EarlyMax int
 }
 
 // WithDefaults returns c with zero fields set to their defaults.
@@ -152,6 +158,7 @@ func (c RedisConfig) WithDefaults() RedisConfig {
 	if c.ClosedTTL == 0 {
 		c.ClosedTTL = DefaultClosedTTL
 	}
+	c = c.earlyDefaults()
 	if !c.DisablePipelining {
 		if c.PipelineBatches == 0 {
 			c.PipelineBatches = DefaultPipelineBatches
@@ -178,6 +185,7 @@ func (c RedisConfig) Validate() error {
 	} else if c.ClosedTTL > 0 && c.ClosedTTL < time.Millisecond {
 		errs = append(errs, fmt.Errorf("statemanager: closed TTL %v below 1ms", c.ClosedTTL))
 	}
+	errs = append(errs, c.validateEarly()...)
 	if c.PipelineBatches < 0 {
 		errs = append(errs, fmt.Errorf("statemanager: negative pipeline batches %d", c.PipelineBatches))
 	}
@@ -201,6 +209,8 @@ type RedisStore struct {
 	shard     []shardKeys
 	// pipe carries the per-record calls (Start, Get, Close, Ack).
 	pipe *pipeliner
+	// early holds the early-answer limits (redis_early.go).
+	early earlyLimits
 }
 
 // shardKeys are the precomputed keys of one shard.
@@ -248,6 +258,7 @@ func NewRedisStore(client redis.UniversalClient, domain string, cfg RedisConfig)
 		watermark: cfg.Prefix + ":watermark",
 		shard:     make([]shardKeys, cfg.Shards),
 		pipe:      newPipeliner(client, cfg.PipelineBatches, cfg.PipelineMaxBatch),
+		early:     newEarlyLimits(cfg),
 	}
 	for i := range s.shard {
 		p := "{" + cfg.Prefix + ":" + strconv.Itoa(i) + "}:"
@@ -271,11 +282,18 @@ func (s *RedisStore) keysOf(id string) *shardKeys { return &s.shard[ShardOf(id, 
 // (transient) when t.ID is a closed task of another request whose effects are
 // not acked yet.
 func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
+	stored, created, _, err := s.start(ctx, t)
+	return stored, created, err
+}
+
+// start is Start that also reports whether early answers wait for the id
+// (see StartEarly), which the script learns in the same call.
+func (s *RedisStore) start(ctx context.Context, t *Task) (*Task, bool, bool, error) {
 	if t == nil || t.ID == "" {
-		return nil, false, errors.New("statemanager: start: empty task id")
+		return nil, false, false, errors.New("statemanager: start: empty task id")
 	}
 	if err := checkJoinable(t.User, t.Roles, t.PossibleOutcomes, t.ApproverRoles); err != nil {
-		return nil, false, fmt.Errorf("statemanager: start %q: %w", t.ID, err)
+		return nil, false, false, fmt.Errorf("statemanager: start %q: %w", t.ID, err)
 	}
 	stored := *t
 	stored.Domain = s.domain
@@ -293,7 +311,7 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 
 	k := s.keysOf(t.ID)
 	res, err := s.pipe.script(ctx, startScript,
-		[]string{k.task + t.ID, k.due, k.pending, k.history + t.ID, k.applied + t.ID},
+		[]string{k.task + t.ID, k.due, k.pending, k.history + t.ID, k.applied + t.ID, k.prefix + earlyKey + t.ID},
 		k.prefix, t.ID, t.Name, t.Spec, t.Action, joinRoles(t.Roles), t.User, t.Saga, t.StepID,
 		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(stored.Deadline, 10),
 		[]byte(t.Data), []byte(t.Envelope), t.StartKey, t.Tenant,
@@ -301,21 +319,22 @@ func (s *RedisStore) Start(ctx context.Context, t *Task) (*Task, bool, error) {
 		t.StartedBy,
 	)
 	if err != nil {
-		return nil, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
+		return nil, false, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
 	}
 	outcome, fields, err := scriptReply(res)
 	if err != nil {
-		return nil, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
+		return nil, false, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
 	}
+	early := earlyFlag(res)
 	switch outcome {
 	case "created":
-		return &stored, true, nil
+		return &stored, true, early, nil
 	case "exists":
-		return s.decode(fields), false, nil
+		return s.decode(fields), false, early, nil
 	case "pending":
-		return nil, false, fmt.Errorf("%w: %q", ErrClosePending, t.ID)
+		return nil, false, false, fmt.Errorf("%w: %q", ErrClosePending, t.ID)
 	}
-	return nil, false, fmt.Errorf("statemanager: redis start %q: unexpected reply %q", t.ID, outcome)
+	return nil, false, false, fmt.Errorf("statemanager: redis start %q: unexpected reply %q", t.ID, outcome)
 }
 
 // Get returns the task, waiting or closed, or ErrNotFound.

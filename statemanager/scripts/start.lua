@@ -1,30 +1,34 @@
 -- start: store a task as WAITING unless its id is taken (see redis.go). The
 -- helpers are lib.lua's, prepended at load time.
--- KEYS: 1 task hash, 2 due, 3 pending, 4 history, 5 applied change keys
+-- KEYS: 1 task hash, 2 due, 3 pending, 4 history, 5 applied change keys,
+--       6 the early answers waiting for the id (redis_early.go)
 -- ARGV: 1 shard key prefix "{P:s}:", 2 id, 3 name, 4 spec, 5 action,
 --       6 roles (joined by \31), 7 user, 8 saga, 9 stepId, 10 requestId,
 --       11 startedAt, 12 deadline, 13 data, 14 envelope, 15 start key,
 --       16 tenant, 17 possible outcomes (joined by \31),
 --       18 required approvals, 19 approver roles (joined by \31), 20 priority,
 --       21 started by
--- Returns {"created"}, {"exists", HGETALL} or {"pending"}.
+-- Returns {"created", {}, early}, {"exists", HGETALL, early} or {"pending"};
+-- early is 1 when operations wait for the id (one EXISTS in the task's slot,
+-- so a start learns it in this same call).
 local h = KEYS[1]
 local id = ARGV[2]
 -- One read serves both the decision and the "exists" reply.
 local cur = redis.call('HGETALL', h)
+local early = redis.call('EXISTS', KEYS[6])
 if #cur > 0 then
   local f = fieldsOf(cur)
   if isOpen(f['s']) then
-    return {'exists', cur}
+    return {'exists', cur, early}
   end
   -- A replay of the step visit that started the closed task is a no-op;
   -- another visit (a saga looping back into the step) starts afresh.
   if ARGV[15] ~= '' then
     if f['sk'] == ARGV[15] then
-      return {'exists', cur}
+      return {'exists', cur, early}
     end
   elseif ARGV[10] ~= '' and f['rq'] == ARGV[10] and f['st'] == ARGV[9] then
-    return {'exists', cur}
+    return {'exists', cur, early}
   end
   if redis.call('ZSCORE', KEYS[3], id) then
     return {'pending'}
@@ -57,4 +61,4 @@ end
 reindex(tenantPrefix(ARGV[1], ARGV[16]), id, nil, fieldsOf(args))
 -- Every tenant's open tasks of the shard, counted for the waiting gauge.
 redis.call('INCR', ARGV[1] .. 'nwaiting')
-return {'created'}
+return {'created', {}, early}
