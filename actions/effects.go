@@ -136,8 +136,11 @@ func ClosingEvent(t *statemanager.Task) statemanager.Event {
 // task it happened to and the status it left the task in. Seq is left out:
 // the events of a task share its key, so their order is the partition's.
 type TaskEvent struct {
-	TaskID    string `json:"taskId"`
-	Domain    string `json:"domain"`
+	TaskID string `json:"taskId"`
+	Domain string `json:"domain"`
+	// Instance is the requestId of the saga instance the task belongs
+	// to; empty for a task started by a direct StartTask.
+	Instance  string `json:"instance,omitempty"`
 	Tenant    string `json:"tenant,omitempty"`
 	Status    string `json:"status"`
 	Type      string `json:"type"`
@@ -153,7 +156,11 @@ type TaskEvent struct {
 // TaskEventRecord is e, an event of t (t as it is after e), as a record of
 // topic keyed by the task id. Its bytes depend on t and e alone.
 func TaskEventRecord(topic string, t *statemanager.Task, e statemanager.Event) envelope.Record {
-	v, _ := json.Marshal(TaskEvent{TaskID: t.ID, Domain: t.Domain, Tenant: t.Tenant, Status: t.Status,
+	instance := ""
+	if t.Saga != "" {
+		instance = t.RequestID
+	}
+	v, _ := json.Marshal(TaskEvent{TaskID: t.ID, Domain: t.Domain, Instance: instance, Tenant: t.Tenant, Status: t.Status,
 		Type: e.Type, At: e.At, Actor: e.Actor, From: e.From, To: e.To, Outcome: e.Outcome, Note: e.Note, RequestID: e.RequestID})
 	return envelope.Record{Topic: topic, Key: []byte(t.ID), Value: v}
 }

@@ -212,6 +212,7 @@ func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 		if fn, _ := ctx.Value(startedHookKey{}).(func(*statemanager.Task)); fn != nil {
 			fn(stored)
 		}
+		suspended(ctx, stored)
 		return Outcome{Env: env, Suspend: true}, nil
 	}
 	if stored.Waiting() && stored.RequestID != t.RequestID {
@@ -224,6 +225,7 @@ func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 	if !a.writeTaskInfo(env, stored) {
 		return Outcome{Env: env}, nil
 	}
+	suspended(ctx, stored)
 	return Outcome{Env: env, Suspend: true}, nil
 }
 

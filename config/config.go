@@ -42,6 +42,8 @@ type Config struct {
 	Runner Runner `mapstructure:"runner"`
 	// Timers configures automatic timeouts.
 	Timers Timers `mapstructure:"timers"`
+	// Instances configures instance tracking (SPEC §13).
+	Instances Instances `mapstructure:"instances"`
 	// Log configures logging.
 	Log Log `mapstructure:"log"`
 
@@ -245,6 +247,24 @@ type Timers struct {
 	Domains []string `mapstructure:"domains"`
 }
 
+// Instances configures the instance records, timelines and audit trail,
+// kept in the default Redis.
+type Instances struct {
+	// Enabled turns tracking on (default true); off, no instance is
+	// recorded and nothing goes to topics.audit.
+	Enabled bool `mapstructure:"enabled"`
+	// TimelineCap bounds each instance's timeline; the newest events are
+	// kept (default 1000).
+	TimelineCap int `mapstructure:"timelineCap"`
+	// Retention is how long an ended instance is kept (default 168h).
+	Retention time.Duration `mapstructure:"retention"`
+	// Prefix is the Redis key prefix (default "sagarunner-instances").
+	Prefix string `mapstructure:"prefix"`
+	// Shards spreads instances over this many Redis Cluster slots
+	// (default 16); keep it fixed per prefix.
+	Shards int `mapstructure:"shards"`
+}
+
 // Log configures logging.
 type Log struct {
 	// Level: debug, info, warn or error (default info).
@@ -293,6 +313,11 @@ var defaults = map[string]any{
 	"runner.signingKey":        "",
 	"timers.pollInterval":      "10ms",
 	"timers.batchSize":         500,
+	"instances.enabled":        true,
+	"instances.timelineCap":    1000,
+	"instances.retention":      "168h",
+	"instances.prefix":         "sagarunner-instances",
+	"instances.shards":         16,
 	"auth.jwt.userClaim":       "sub",
 	"auth.jwt.rolesClaim":      "roles",
 	"auth.jwt.tenantClaim":     "tenant",
@@ -583,6 +608,20 @@ func (c *Config) validate() Errors {
 	}
 	if c.HTTP.MaxBody <= 0 {
 		add("http.maxBody", "must be positive, got %d", c.HTTP.MaxBody)
+	}
+	if in := c.Instances; in.Enabled {
+		if in.TimelineCap < 1 {
+			add("instances.timelineCap", "must be at least 1, got %d", in.TimelineCap)
+		}
+		if in.Retention < time.Second {
+			add("instances.retention", "must be at least 1s, got %v", in.Retention)
+		}
+		if in.Shards < 1 || in.Shards > 1024 {
+			add("instances.shards", "must be in [1, 1024], got %d", in.Shards)
+		}
+		if in.Prefix == "" || strings.ContainsAny(in.Prefix, "{}") {
+			add("instances.prefix", "must be non-empty without '{' or '}', got %q", in.Prefix)
+		}
 	}
 	for _, d := range []struct {
 		key string

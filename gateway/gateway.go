@@ -18,6 +18,7 @@ import (
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/auth"
+	"github.com/sagarunner/sagarunner/instances"
 	"github.com/sagarunner/sagarunner/metrics"
 	"github.com/sagarunner/sagarunner/saga"
 	"github.com/sagarunner/sagarunner/saga/envelope"
@@ -31,6 +32,8 @@ type Deps struct {
 	Sagas *saga.Set
 	// Stores backs the task inbox; nil answers 503 there.
 	Stores statemanager.Resolver
+	// Instances backs /instances; nil (tracking off) answers 503 there.
+	Instances *instances.Store
 	// Client produces requests and consumes replies. It must not be in a
 	// consumer group: the gateway adds the reply topic's partitions to it
 	// at their end offsets, so it should be a client of its own.
@@ -68,6 +71,9 @@ type Gateway struct {
 	newID   func() string
 	auth    *auth.Authenticator
 	tracer  trace.Tracer // nil: tracing off
+
+	// instances backs /instances; nil when tracking is off.
+	instances *instances.Store
 	// sweeping holds the path sagas with a step whose action sweeps many
 	// tasks at once; over HTTP only an admin may start them.
 	sweeping map[*saga.Saga]string
@@ -115,6 +121,7 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 		tracer:  tracing.Tracer(deps.TracerProvider),
 		waiters: map[string]chan *envelope.Envelope{},
 	}
+	g.instances = deps.Instances
 	if g.sagas == nil {
 		g.sagas = &saga.Set{}
 	}
@@ -136,6 +143,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	g.route("/tasks/{domain}/{id}", true, map[string]http.HandlerFunc{http.MethodGet: g.getTask})
 	g.route("/tasks/{domain}/{id}/history", true, map[string]http.HandlerFunc{http.MethodGet: g.taskHistory})
 	g.route("/tasks/{domain}/{id}/{op}", true, map[string]http.HandlerFunc{http.MethodPost: g.taskOp})
+	g.route("/instances", true, map[string]http.HandlerFunc{http.MethodGet: g.listInstances})
+	g.route("/instances/{id}", true, map[string]http.HandlerFunc{http.MethodGet: g.getInstance})
+	g.route("/instances/{id}/timeline", true, map[string]http.HandlerFunc{http.MethodGet: g.instanceTimeline})
 	g.route("/topics/{topic}", true, map[string]http.HandlerFunc{http.MethodPost: g.publish})
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no route for %s", r.URL.Path))

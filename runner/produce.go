@@ -193,6 +193,12 @@ func (r *Runner) emit(ctx context.Context, k timers.Key, attempt int, out saga.O
 		}
 		ds[i] = delivery{rec: rec, task: &taskRef{domain: k.Domain, shard: k.Shard, id: id}, attempts: attempt - 1}
 	}
+	if attempt <= 1 {
+		// A later attempt carries what is left of these in out.Records.
+		for _, rec := range r.auditRecords(&out) {
+			ds = append(ds, delivery{rec: rec, task: &taskRef{domain: k.Domain, shard: k.Shard, id: string(rec.Key)}})
+		}
+	}
 	for len(ds) > 0 {
 		rest, err := r.deliver(ctx, ds)
 		ds = rest
@@ -205,6 +211,11 @@ func (r *Runner) emit(ctx context.Context, k timers.Key, attempt int, out saga.O
 			return left, err
 		}
 	}
+	if err := r.applyInstances(ctx, []saga.Output{out}); err != nil {
+		out.Records = nil
+		return out, err
+	}
+	r.countInstances(&out)
 	if len(out.Acks) > 0 {
 		if err := r.eng.Ack(ctx, out.Acks); err != nil {
 			out.Records = nil

@@ -79,6 +79,11 @@ type Runner struct {
 	handle Handler
 	events *eventLog
 
+	// instances receives the outputs' instance events; nil when tracking
+	// is off. auditTopic receives them as audit records ("" for none).
+	instances  InstanceStore
+	auditTopic string
+
 	timers *timers.Scheduler
 	// domains are the known domains, sorted: the only ones that label
 	// metrics, and the ones whose waiting tasks are sampled.

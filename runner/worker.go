@@ -312,15 +312,25 @@ func sagaRecord(rec *kgo.Record) saga.Record {
 func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Output) bool {
 	var acks []actions.Ack
 	var ds []delivery
-	for i, o := range outs {
-		if len(o.Records) > 0 {
+	for i := range outs {
+		o := &outs[i]
+		audit := w.r.auditRecords(o)
+		if len(o.Records)+len(audit) > 0 {
 			src := sagaRecord(srcs[i].rec)
 			for _, rec := range o.Records {
+				ds = append(ds, delivery{rec: rec, src: src})
+			}
+			for _, rec := range audit {
 				ds = append(ds, delivery{rec: rec, src: src})
 			}
 		}
 		acks = append(acks, o.Acks...)
 	}
+	// The instance events are written while the records are produced:
+	// both must be durable before the offset is marked, neither waits
+	// for the other.
+	applied := make(chan error, 1)
+	go func() { applied <- w.r.applyInstances(ctx, outs) }()
 	b := newBackoff(w.r.cfg.Backoff)
 	for len(ds) > 0 {
 		rest, err := w.r.deliver(ctx, ds)
@@ -335,6 +345,19 @@ func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Out
 		d := b.next()
 		w.r.events.log(slog.LevelWarn, w.tp, "runner: produce failed; retrying the failed records",
 			"offset", srcs[len(srcs)-1].rec.Offset, "code", Classify(err).String(), "reason", err.Error(), "failed", len(ds), "in", d)
+		if !w.sleep(ctx, d) {
+			return false
+		}
+	}
+	b.reset()
+	for err := <-applied; err != nil; err = w.r.applyInstances(ctx, outs) {
+		if ctx.Err() != nil {
+			return false
+		}
+		w.setRetrying(err)
+		d := b.next()
+		w.r.events.log(slog.LevelWarn, w.tp, "runner: instance events failed; retrying",
+			"offset", srcs[len(srcs)-1].rec.Offset, "code", Classify(err).String(), "reason", err.Error(), "in", d)
 		if !w.sleep(ctx, d) {
 			return false
 		}
@@ -358,6 +381,7 @@ func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Out
 	}
 	for i := range outs {
 		w.r.countOutcomes(w.tp, srcs[i].rec.Offset, &outs[i])
+		w.r.countInstances(&outs[i])
 	}
 	return true
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/clock"
+	"github.com/sagarunner/sagarunner/instances"
 	"github.com/sagarunner/sagarunner/saga/envelope"
 	"github.com/sagarunner/sagarunner/statemanager"
 )
@@ -49,6 +50,11 @@ type Output struct {
 	// Notes are outcomes an operator would otherwise never see: nil
 	// unless something worth a log line happened.
 	Notes []Note
+	// Instances are the instance timeline events this output adds, in
+	// order (Config.TrackInstances; nil when off). The runner applies them
+	// to the instance store and publishes them on the audit topic with
+	// Records, before it commits the input.
+	Instances []instances.Event
 }
 
 // Append adds o2 to o.
@@ -64,6 +70,7 @@ func (o *Output) Append(o2 Output) {
 	o.DeadLetterCodes.Merge(o2.DeadLetterCodes)
 	o.Steps.Merge(o2.Steps)
 	o.Notes = append(o.Notes, o2.Notes...)
+	o.Instances = append(o.Instances, o2.Instances...)
 }
 
 func (o *Output) countClosed(status string, n int) {
@@ -285,6 +292,9 @@ type Config struct {
 	// AdminRoles are the roles that may act on any task of their tenant
 	// (auth.adminRoles); actions see them in Exec.AdminRoles.
 	AdminRoles []string
+	// TrackInstances makes every output carry the instance events of
+	// what it did (Output.Instances, SPEC §13).
+	TrackInstances bool
 }
 
 // Validate checks the config and fills defaults.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/clock"
+	"github.com/sagarunner/sagarunner/instances"
 	"github.com/sagarunner/sagarunner/saga/envelope"
 	"github.com/sagarunner/sagarunner/statemanager"
 )
@@ -126,6 +127,9 @@ func (e *Engine) Handle(ctx context.Context, rec Record) (Output, error) {
 			d.Target = r.Topic
 			out.Records[i] = d.Record(e.cfg.DeadLetter, e.cfg.MaxRecordBytes)
 		}
+	}
+	if e.cfg.TrackInstances {
+		e.instanceTail(&out, env)
 	}
 	// The closes happened in actions, which report them only as
 	// notification records.
@@ -311,7 +315,13 @@ func (e *Engine) startAll(ctx context.Context, x *actions.Exec, rec Record, env 
 func (e *Engine) start(ctx context.Context, x *actions.Exec, rec Record, g *Saga, env *envelope.Envelope) (Output, error) {
 	env.SagaMeta = envelope.SagaMeta{Saga: g.Name, Version: g.Version, StepID: g.Steps[0].ID, RunnerPartition: rec.Partition}
 	env.Result = envelope.Result{}
-	return e.walk(ctx, x, rec, g, g.Steps[0], env, false)
+	if !e.cfg.TrackInstances {
+		return e.walk(ctx, x, rec, g, g.Steps[0], env, false)
+	}
+	first := e.startedEvent(g, env)
+	out, err := e.walk(ctx, x, rec, g, g.Steps[0], env, false)
+	out.Instances = append([]instances.Event{first}, out.Instances...)
+	return out, err
 }
 
 // walk runs an instance from st until it waits, finishes, fails or has no
@@ -319,6 +329,13 @@ func (e *Engine) start(ctx context.Context, x *actions.Exec, rec Record, g *Saga
 // on the result the record carries.
 func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga, st *Step, env *envelope.Envelope, resumed bool) (Output, error) {
 	var out Output
+	// waitingOn is the task a StartTask step suspended on; cancelling says
+	// the instance was cancelled and runs its onCancel step.
+	var waitingOn *statemanager.Task
+	cancelling := false
+	if e.cfg.TrackInstances {
+		ctx = actions.WithSuspendedHook(ctx, func(t *statemanager.Task) { waitingOn = t })
+	}
 	for steps := 0; ; steps++ {
 		value := env.Result.Status
 		if !resumed {
@@ -331,7 +348,7 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 				v, err := st.Condition.Evaluate(env)
 				if err != nil {
 					env.Fail(actions.CodePattern, "step %q: %v", st.ID, err)
-					return e.stop(out, rec, env, true), nil
+					return e.end(out, rec, env, true, cancelling), nil
 				}
 				value = v
 			} else {
@@ -347,13 +364,18 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 				if o.Env != nil {
 					env = o.Env
 				}
-				out.Steps.Add(StepRun{Saga: g.Name, Step: st.ID, Status: stepStatus(o.Suspend, env.Result.Status),
+				status := stepStatus(o.Suspend, env.Result.Status)
+				out.Steps.Add(StepRun{Saga: g.Name, Step: st.ID, Status: status,
 					Duration: e.cfg.Clock.Now().Sub(began)})
+				if e.cfg.TrackInstances {
+					out.Instances = append(out.Instances, e.stepEvent(env, st, status, waitingOn))
+					waitingOn = nil
+				}
 				if o.Suspend {
 					return e.stop(out, rec, env, false), nil
 				}
 				if o.Finish {
-					return e.stop(out, rec, env, env.Result.Status == envelope.StatusFail), nil
+					return e.end(out, rec, env, env.Result.Status == envelope.StatusFail, cancelling), nil
 				}
 				value = env.Result.Status
 			}
@@ -364,17 +386,36 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 		if resumed && env.Result.Status == envelope.StatusSuccess {
 			outcome = env.Result.Outcome
 		}
+		// A cancelled instance resumes at the task it waited on and runs
+		// its onCancel step, whatever the task step's routes say.
+		cancelled := resumed && env.Result.Status == envelope.StatusCancelled && env.Result.Code == actions.CodeInstanceCancelled
 		resumed = false
 		next, ok := st.route(value, outcome)
+		if cancelled {
+			cancelling = true
+			next, ok = g.OnCancel, g.OnCancel != ""
+			if !ok {
+				return e.end(out, rec, env, false, true), nil
+			}
+		}
 		if !ok {
 			failed := env.Result.Status == envelope.StatusFail && g.AutoFail
-			return e.stop(out, rec, env, failed), nil
+			return e.end(out, rec, env, failed, cancelling), nil
 		}
 		// Validation guarantees the target exists; a hand-built Set may not.
 		if st, ok = g.Step(next); !ok {
 			return e.deadOutput(rec, env, DeadUnknownStep, fmt.Sprintf("saga %q has no step %q", g.Name, next)), nil
 		}
 	}
+}
+
+// end stops an instance that ended, with its end event when instances are
+// tracked: cancelled when it was cancelled, else failed or finished.
+func (e *Engine) end(out Output, rec Record, env *envelope.Envelope, failed, cancelled bool) Output {
+	if e.cfg.TrackInstances {
+		out.Instances = append(out.Instances, e.endEvent(env, failed, cancelled))
+	}
+	return e.stop(out, rec, env, failed)
 }
 
 // stepStatus names how a step ended from a fixed set, so that an action
@@ -460,7 +501,8 @@ func noteKind(env *envelope.Envelope, failed bool) string {
 }
 
 func malformed(code string) bool {
-	return code == actions.CodeBadInput || code == actions.CodePattern || code == actions.CodeReservedTopic
+	return code == actions.CodeBadInput || code == actions.CodePattern || code == actions.CodeReservedTopic ||
+		code == actions.CodeEarlyRefused || code == actions.CodeEarlyExpired
 }
 
 // runDirect runs one action named by the record's eventMeta, the way external
@@ -470,6 +512,7 @@ func (e *Engine) runDirect(ctx context.Context, x *actions.Exec, rec Record, env
 	if a == nil {
 		return e.deadOutput(rec, env, code, reason), nil
 	}
+	x.Source = actions.SourceOf(rec.Topic, rec.Partition, rec.Offset, rec.Key, rec.Value, rec.Headers)
 	o, err := a.Execute(ctx, x, env)
 	if err != nil {
 		return Output{}, actionError(fmt.Sprintf("action %q", env.EventMeta.Action), err)
@@ -478,6 +521,11 @@ func (e *Engine) runDirect(ctx context.Context, x *actions.Exec, rec Record, env
 		env = o.Env
 	}
 	out := Output{Records: o.Records, Acks: o.Acks}
+	if o.Parked {
+		// Kept for a task not started yet (an early answer): it is
+		// answered when applied or expired, not now.
+		return out, nil
+	}
 	return e.stop(out, rec, env, env.Result.Status == envelope.StatusFail), nil
 }
 
@@ -521,6 +569,9 @@ func (e *Engine) fireMany(ctx context.Context, store statemanager.Store, domain 
 		e.closedEffects(&out, domain, r.Task)
 		fired++
 	}
+	if e.cfg.TrackInstances {
+		e.taskEvents(&out)
+	}
 	e.seal(&out)
 	return out, fired, nil
 }
@@ -538,6 +589,9 @@ func (e *Engine) Recover(ctx context.Context, domain string, shard int, closedBe
 	var out Output
 	for _, t := range pending {
 		e.closedEffects(&out, domain, t)
+	}
+	if e.cfg.TrackInstances {
+		e.taskEvents(&out)
 	}
 	e.seal(&out)
 	return out, nil
@@ -583,6 +637,10 @@ func (e *Engine) taskDeadLetter(domain string, t *statemanager.Task, code, reaso
 
 // Ack: see the contract in api.go.
 func (e *Engine) Ack(ctx context.Context, acks []actions.Ack) error {
+	acks, err := actions.AckEarly(ctx, e.cfg.Stores, acks)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrRetry, err)
+	}
 	if len(acks) == 1 {
 		return e.ackDomain(ctx, acks[0].Domain, []string{acks[0].ID})
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/sagarunner/sagarunner/auth"
 	"github.com/sagarunner/sagarunner/config"
 	"github.com/sagarunner/sagarunner/gateway"
+	"github.com/sagarunner/sagarunner/instances"
 	"github.com/sagarunner/sagarunner/metrics"
 	"github.com/sagarunner/sagarunner/runner"
 	"github.com/sagarunner/sagarunner/saga"
@@ -119,6 +120,14 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	var inst *instances.Store
+	if cfg.Instances.Enabled {
+		inst, err = instances.NewStore(defRedis, instances.Config{Prefix: cfg.Instances.Prefix, Shards: cfg.Instances.Shards,
+			TimelineCap: cfg.Instances.TimelineCap, Retention: cfg.Instances.Retention})
+		if err != nil {
+			return nil, err
+		}
+	}
 	a.engine, err = saga.NewEngine(set, saga.Config{
 		Topics: actions.Topics{Continuations: cfg.Topics.Requests, Notifications: cfg.Topics.Notifications,
 			TaskEvents: cfg.Topics.TaskEvents},
@@ -128,6 +137,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 		SigningKey:     signingKey,
 		MaxHops:        cfg.Runner.MaxHops,
 		AdminRoles:     cfg.Auth.AdminRoles,
+		TrackInstances: inst != nil,
 	})
 	if err != nil {
 		return nil, err
@@ -141,6 +151,12 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	runnerOpts := []runner.Option{runner.WithLogger(log), runner.WithMetrics(m), runner.WithTracerProvider(tp)}
+	outputs := append([]string{cfg.Topics.Replies, cfg.Topics.TaskEvents}, publishTopics(set)...)
+	if inst != nil {
+		runnerOpts = append(runnerOpts, runner.WithInstances(inst, cfg.Topics.Audit))
+		outputs = append(outputs, cfg.Topics.Audit)
+	}
 	a.runner, err = runner.New(runner.Config{
 		Brokers:           cfg.Brokers,
 		Group:             cfg.Group,
@@ -148,7 +164,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 		CreateTopics:      cfg.Topics.Create,
 		Partitions:        cfg.Topics.Partitions,
 		ReplicationFactor: cfg.Topics.ReplicationFactor,
-		OutputTopics:      append([]string{cfg.Topics.Replies, cfg.Topics.TaskEvents}, publishTopics(set)...),
+		OutputTopics:      outputs,
 		BatchSize:         cfg.Runner.BatchSize,
 		KeyConcurrency:    cfg.Runner.KeyConcurrency,
 		MaxInFlight:       cfg.Runner.MaxInFlight,
@@ -161,8 +177,8 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 			BatchSize:    cfg.Timers.BatchSize,
 			Domains:      cfg.Timers.Domains,
 		},
-	}, a.engine, stores, runner.WithLogger(log), runner.WithMetrics(m), runner.WithTracerProvider(tp), runner.WithKafkaOptions(append(kopts,
-		kgo.SessionTimeout(cfg.Kafka.SessionTimeout), kgo.RebalanceTimeout(cfg.Kafka.RebalanceTimeout))...))
+	}, a.engine, stores, append(runnerOpts, runner.WithKafkaOptions(append(kopts,
+		kgo.SessionTimeout(cfg.Kafka.SessionTimeout), kgo.RebalanceTimeout(cfg.Kafka.RebalanceTimeout))...))...)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +210,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 			IdleTimeout:    cfg.HTTP.IdleTimeout,
 			MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes,
 			Auth:           authCfg,
-		}, gateway.Deps{Sagas: set, Stores: stores, Client: a.gwClient, Logger: log, Metrics: m, Ready: a.runner.Readiness,
+		}, gateway.Deps{Sagas: set, Stores: stores, Instances: inst, Client: a.gwClient, Logger: log, Metrics: m, Ready: a.runner.Readiness,
 			TracerProvider: tp})
 		if err != nil {
 			return nil, err

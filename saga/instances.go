@@ -1,0 +1,109 @@
+package saga
+
+import (
+	"hash/fnv"
+	"strconv"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/sagarunner/sagarunner/clock"
+	"github.com/sagarunner/sagarunner/instances"
+	"github.com/sagarunner/sagarunner/saga/envelope"
+	"github.com/sagarunner/sagarunner/statemanager"
+)
+
+// The engine describes what an instance went through as instance events in
+// its output (Output.Instances); it never writes them itself, so tracking
+// costs no round trip of its own. Each event's key is what a replay of the
+// same input repeats: the step visit (sagaMeta.seq) for a step, the bytes
+// of the task event for a task's, and one key per kind for the start and
+// the end, of which an instance has one each.
+
+// startedEvent is the first event of an instance that env starts on g.
+func (e *Engine) startedEvent(g *Saga, env *envelope.Envelope) instances.Event {
+	return instances.Event{Instance: env.RequestMeta.RequestID, Key: "start", Type: instances.EventStarted,
+		At: clock.NowMillis(e.cfg.Clock), Actor: env.RequestMeta.User, Saga: g.Name, Version: g.Version,
+		Tenant: env.RequestMeta.Tenant, BusinessKey: g.BusinessKey(env)}
+}
+
+// stepEvent is a step that ran, status as stepStatus named it; task is the
+// task it suspended on, if any.
+func (e *Engine) stepEvent(env *envelope.Envelope, st *Step, status string, task *statemanager.Task) instances.Event {
+	ev := instances.Event{Instance: env.RequestMeta.RequestID, Key: "s" + strconv.Itoa(env.SagaMeta.Seq), Type: instances.EventStep,
+		At: clock.NowMillis(e.cfg.Clock), Step: st.ID, Action: st.meta.Action, Status: status}
+	if env.Result.Status == envelope.StatusFail {
+		ev.Code, ev.Message = env.Result.Code, env.Result.Message
+	}
+	if task != nil && status == StepWaiting {
+		ev.Domain, ev.TaskID = task.Domain, task.ID
+	}
+	return ev
+}
+
+// endEvent is the end of the instance env belongs to: failed, cancelled or
+// finished, with the last result.
+func (e *Engine) endEvent(env *envelope.Envelope, failed, cancelled bool) instances.Event {
+	typ := instances.EventFinished
+	switch {
+	case cancelled:
+		typ = instances.EventCancelled
+	case failed:
+		typ = instances.EventFailed
+	}
+	return instances.Event{Instance: env.RequestMeta.RequestID, Key: "end", Type: typ, At: clock.NowMillis(e.cfg.Clock), Saga: env.SagaMeta.Saga,
+		Step: env.SagaMeta.StepID, Status: env.Result.Status, Code: env.Result.Code, Message: env.Result.Message}
+}
+
+// deadCodesBeforeTrust are dead-letter codes given before a record is
+// known to come from the runners or to belong to an instance: its sagaMeta
+// may be anyone's, so they never touch an instance.
+var deadCodesBeforeTrust = map[string]bool{
+	DeadUndecodable: true, DeadForged: true, DeadMaxHops: true, DeadBadReplyTo: true, DeadNoKind: true,
+	DeadUnknownAction: true, DeadBadConfig: true,
+}
+
+// instanceTail adds to out the events only the finished output shows: a
+// dead letter of a record of an instance (which ends it FAILED), and the
+// task events among its records.
+func (e *Engine) instanceTail(out *Output, env *envelope.Envelope) {
+	if env != nil && env.SagaMeta.Saga != "" && env.SagaMeta.StepID != "" {
+		for _, r := range out.Records {
+			if r.Topic != e.cfg.DeadLetter {
+				continue
+			}
+			v := gjson.GetManyBytes(r.Value, "code", "error")
+			if deadCodesBeforeTrust[v[0].String()] {
+				break
+			}
+			out.Instances = append(out.Instances, instances.Event{Instance: env.RequestMeta.RequestID,
+				Key: "dead" + strconv.Itoa(env.SagaMeta.Seq), Type: instances.EventDeadLettered, At: clock.NowMillis(e.cfg.Clock),
+				Step: env.SagaMeta.StepID, Code: v[0].String(), Message: v[1].String()})
+			break
+		}
+	}
+	e.taskEvents(out)
+}
+
+// taskEvents turns the task events among out's records into events of the
+// instances the tasks belong to. Reading them off the records keeps one
+// source for what happened to a task, whichever path closed or changed it.
+func (e *Engine) taskEvents(out *Output) {
+	topic := e.cfg.Topics.TaskEvents
+	if topic == "" {
+		return
+	}
+	for _, r := range out.Records {
+		if r.Topic != topic {
+			continue
+		}
+		v := gjson.GetManyBytes(r.Value, "instance", "taskId", "domain", "status", "type", "at", "actor", "outcome", "note")
+		if v[0].String() == "" {
+			continue
+		}
+		h := fnv.New64a()
+		_, _ = h.Write(r.Value)
+		out.Instances = append(out.Instances, instances.Event{Instance: v[0].String(), Key: "t" + strconv.FormatUint(h.Sum64(), 36),
+			Type: instances.EventTask, TaskID: v[1].String(), Domain: v[2].String(), Status: v[3].String(), Task: v[4].String(),
+			At: v[5].Int(), Actor: v[6].String(), Outcome: v[7].String(), Note: v[8].String()})
+	}
+}

@@ -1,0 +1,163 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sagarunner/sagarunner/instances"
+	"github.com/sagarunner/sagarunner/internal/redistest"
+	"github.com/sagarunner/sagarunner/internal/testutil"
+)
+
+// startInstance starts instance_flow over HTTP and returns its id.
+func startInstance(t *testing.T, base, token, order, outcome string) string {
+	t.Helper()
+	st, body := do(t, "POST", base+"/instance-flow?async=true", token, fmt.Sprintf(`{"orderId":%q,"outcome":%q}`, order, outcome))
+	if st != http.StatusAccepted {
+		t.Fatalf("start: %d %s", st, body)
+	}
+	var r struct{ RequestID string }
+	if err := json.Unmarshal(body, &r); err != nil || r.RequestID == "" {
+		t.Fatalf("start answer %s: %v", body, err)
+	}
+	return r.RequestID
+}
+
+// waitInstance polls GET /instances/{id} until it has the status.
+func waitInstance(t *testing.T, base, token, id, status string) instances.Instance {
+	t.Helper()
+	var in instances.Instance
+	testutil.Eventually(t, waitLong, poll, func() error {
+		st, body := do(t, "GET", base+"/instances/"+id, token, "")
+		if st != http.StatusOK {
+			return fmt.Errorf("GET instance: %d %s", st, body)
+		}
+		in = instances.Instance{}
+		if err := json.Unmarshal(body, &in); err != nil {
+			return err
+		}
+		if in.Status != status {
+			return fmt.Errorf("instance is %s, want %s: %s", in.Status, status, body)
+		}
+		return nil
+	})
+	return in
+}
+
+func timeline(t *testing.T, base, token, id string) []instances.Event {
+	t.Helper()
+	st, body := do(t, "GET", base+"/instances/"+id+"/timeline", token, "")
+	if st != http.StatusOK {
+		t.Fatalf("timeline: %d %s", st, body)
+	}
+	var evs []instances.Event
+	if err := json.Unmarshal(body, &evs); err != nil {
+		t.Fatal(err)
+	}
+	return evs
+}
+
+// describe is a timeline in short: type, and step or task event.
+func describe(evs []instances.Event) string {
+	var parts []string
+	for _, e := range evs {
+		s := e.Type
+		switch {
+		case e.Step != "" && e.Type == instances.EventStep:
+			s += ":" + e.Step + ":" + e.Status
+		case e.Task != "":
+			s += ":" + e.Task
+		}
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, " ")
+}
+
+// TestInstancesEndings follows instances to each of their ends through a
+// real runner and gateway: the record, the timeline, and the audit topic
+// carrying the same events in the same order.
+func TestInstancesEndings(t *testing.T) {
+	c := newCluster(t)
+	addr, _ := redistest.Start(t)
+	cfg := newConfig(t, c.ListenAddrs(), addr, sagaDir(t))
+	p := startProcess(t, "runner", cfg)
+	audit := readTopics(t, c.ListenAddrs(), cfg.Topics.Audit)
+
+	tests := []struct {
+		name, outcome, status, want string
+	}{
+		{"completed", "ok", instances.StatusCompleted,
+			"started step:approve:WAITING task:completed step:done:SUCCESS finished"},
+		{"failed by a Fail step", "fail", instances.StatusFailed,
+			"started step:approve:WAITING task:completed step:reject:FAIL failed"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			order := fmt.Sprintf("order-%d", i)
+			id := startInstance(t, p.base, "", order, tc.outcome)
+			in := waitInstance(t, p.base, "", id, instances.StatusWaiting)
+			if in.BusinessKey != order || in.Saga != "instance_flow" || in.Version != 1 ||
+				!slices.Equal(in.OpenTasks, []instances.TaskRef{{Domain: "workflow", ID: order}}) {
+				t.Fatalf("waiting instance: %+v", in)
+			}
+			if st, body := do(t, "POST", p.base+"/ProceedTask", "", fmt.Sprintf(`{"taskId":%q,"data":{"ok":true}}`, order)); st != http.StatusOK {
+				t.Fatalf("proceed: %d %s", st, body)
+			}
+			in = waitInstance(t, p.base, "", id, tc.status)
+			if len(in.OpenTasks) != 0 || in.EndedAt == 0 {
+				t.Fatalf("ended instance: %+v", in)
+			}
+			if tc.status == instances.StatusFailed && in.LastResult.Code != "FAILED" {
+				t.Fatalf("failed instance's last result: %+v", in.LastResult)
+			}
+			var tl []instances.Event
+			testutil.Eventually(t, waitLong, poll, func() error {
+				tl = timeline(t, p.base, "", id)
+				if got := describe(tl); got != tc.want {
+					return fmt.Errorf("timeline %q, want %q", got, tc.want)
+				}
+				return nil
+			})
+			// The audit topic carries the same events, in order, keyed
+			// by the instance.
+			testutil.Eventually(t, waitLong, poll, func() error {
+				var keys []string
+				for _, rec := range audit.byKey(cfg.Topics.Audit, id) {
+					var a struct {
+						InstanceID string            `json:"instanceId"`
+						Events     []instances.Event `json:"events"`
+					}
+					if err := json.Unmarshal(rec.Value, &a); err != nil || a.InstanceID != id {
+						return fmt.Errorf("audit record %s: %v", rec.Value, err)
+					}
+					for _, e := range a.Events {
+						keys = append(keys, e.Key)
+					}
+				}
+				var want []string
+				for _, e := range tl {
+					want = append(want, e.Key)
+				}
+				if !slices.Equal(keys, want) {
+					return fmt.Errorf("audit keys %v, timeline keys %v", keys, want)
+				}
+				return nil
+			})
+			// The listing finds it by its business key and its status.
+			st, body := do(t, "GET", p.base+"/instances?businessKey="+order+"&status="+tc.status, "", "")
+			if st != http.StatusOK || !strings.Contains(string(body), id) {
+				t.Fatalf("listing: %d %s", st, body)
+			}
+		})
+	}
+	if st, body := do(t, "GET", p.base+"/instances?status=BOGUS", "", ""); st != http.StatusBadRequest {
+		t.Fatalf("bad filter: %d %s", st, body)
+	}
+	if st, body := do(t, "GET", p.base+"/instances/nope", "", ""); st != http.StatusNotFound {
+		t.Fatalf("unknown instance: %d %s", st, body)
+	}
+}
