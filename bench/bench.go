@@ -147,7 +147,7 @@ func (d *deployment) logf(format string, args ...any) {
 // createTopics creates the topics the bench produces to or consumes from,
 // so consumers can be positioned before anything is produced.
 func (d *deployment) createTopics(ctx context.Context) error {
-	topics := []string{StartTopic, DoneTopic, d.cfg.RequestTopic, d.cfg.NotificationTopic}
+	topics := []string{StartTopic, DoneTopic, LifecycleTopic, ReplyTopic, d.cfg.RequestTopic, d.cfg.NotificationTopic}
 	res, err := d.adm.CreateTopics(ctx, int32(d.cfg.Partitions), -1, nil, topics...)
 	if err != nil {
 		return fmt.Errorf("bench: create topics: %w", err)
@@ -185,6 +185,8 @@ func (d *deployment) run(ctx context.Context, name string) error {
 		results, err = d.startScenario(ctx)
 	case "proceed":
 		results, err = d.proceedScenario(ctx)
+	case "lifecycle":
+		results, err = d.lifecycleScenario(ctx)
 	case "timeout":
 		results, err = d.timeoutScenario(ctx)
 	case "http":
@@ -252,7 +254,7 @@ func (d *deployment) startRunner(ctx context.Context) error {
 // joins the same group and so carries on where the previous one stopped.
 func (d *deployment) skipOldRecords(ctx context.Context) error {
 	var offs kadm.Offsets
-	for _, t := range []string{StartTopic, d.cfg.RequestTopic} {
+	for _, t := range []string{StartTopic, LifecycleTopic, d.cfg.RequestTopic} {
 		ends, err := d.endOffsets(ctx, t)
 		if err != nil {
 			return err
@@ -272,9 +274,11 @@ func (d *deployment) skipOldRecords(ctx context.Context) error {
 }
 
 // waitAssigned polls the group until its members own every partition of
-// the start and request topics: before that, records would wait for a
-// rebalance and the rate would measure the join.
+// the start and request topics (and bench-lifecycle, when the run measures
+// it): before that, records would wait for a rebalance and the rate would
+// measure the join.
 func (d *deployment) waitAssigned(ctx context.Context) error {
+	lifecycle := d.cfg.Scenario == "lifecycle" || d.cfg.Scenario == "all"
 	for {
 		gs, err := d.adm.DescribeGroups(ctx, d.group)
 		if err == nil {
@@ -282,7 +286,7 @@ func (d *deployment) waitAssigned(ctx context.Context) error {
 			as := g.AssignedPartitions()
 			all := g.State == "Stable"
 			for p := int32(0); p < int32(d.cfg.Partitions) && all; p++ {
-				all = as.Lookup(StartTopic, p) && as.Lookup(d.cfg.RequestTopic, p)
+				all = as.Lookup(StartTopic, p) && as.Lookup(d.cfg.RequestTopic, p) && (!lifecycle || as.Lookup(LifecycleTopic, p))
 			}
 			if all {
 				return nil

@@ -42,6 +42,15 @@ func TestScenarios(t *testing.T) {
 				t.Errorf("no continuation latency in %v", r)
 			}
 		}},
+		{name: "lifecycle", cfg: bench.Config{N: 100}, lines: 1, check: func(t *testing.T, r map[string]any) {
+			wantNum(t, r, "n", 100)
+			wantPositive(t, r, "rate", "runner_peak_rss_mb")
+			for _, k := range []string{"start_p99_ms", "claim_p99_ms", "complete_p99_ms", "approve_p99_ms", "done_p99_ms"} {
+				if _, ok := r[k]; !ok {
+					t.Errorf("no %s in %v", k, r)
+				}
+			}
+		}},
 		{name: "timeout", cfg: bench.Config{Waiting: 400, Due: 100, Window: 500 * time.Millisecond}, lines: 1,
 			check: func(t *testing.T, r map[string]any) {
 				wantNum(t, r, "fired", 100)
@@ -131,8 +140,8 @@ func TestSagasLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("load bench sagas: %v", err)
 	}
-	if len(set.Sagas) != 2 {
-		t.Fatalf("loaded %d sagas, want 2", len(set.Sagas))
+	if len(set.Sagas) != 3 {
+		t.Fatalf("loaded %d sagas, want 3", len(set.Sagas))
 	}
 }
 

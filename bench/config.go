@@ -11,7 +11,7 @@ import (
 
 // Scenarios lists the scenario names Run accepts, in the order `all` runs
 // them.
-var Scenarios = []string{"start", "proceed", "timeout", "http", "rss"}
+var Scenarios = []string{"start", "proceed", "lifecycle", "timeout", "http", "rss"}
 
 // Runner modes.
 const (
@@ -29,7 +29,11 @@ const (
 	Domain     = "bench"
 	StartTopic = "bench-start"
 	DoneTopic  = "bench-done"
-	HTTPPath   = "/bench/ProceedTask"
+	// LifecycleTopic starts the lifecycle scenario's flows, and
+	// ReplyTopic receives the runner's answers to their steps.
+	LifecycleTopic = "bench-lifecycle"
+	ReplyTopic     = "bench-replies"
+	HTTPPath       = "/bench/ProceedTask"
 )
 
 // Config configures one bench run. Zero fields take the defaults named in
@@ -37,9 +41,9 @@ const (
 type Config struct {
 	// Scenario is one of Scenarios, or "all".
 	Scenario string
-	// N is the number of records (start, proceed), HTTP requests (http), or
-	// is unused (timeout, rss). Default 200,000 (start, proceed) and 20,000
-	// (http).
+	// N is the number of records (start, proceed), flows (lifecycle), HTTP
+	// requests (http), or is unused (timeout, rss). Default 200,000 (start,
+	// proceed), 50,000 (lifecycle) and 20,000 (http).
 	N int
 
 	// Brokers of the Kafka cluster; none starts an embedded broker in the
@@ -90,8 +94,8 @@ type Config struct {
 
 	// Clients is the number of concurrent HTTP clients (default 64).
 	Clients int
-	// Rate paces start and proceed records per second; 0 produces as fast
-	// as possible.
+	// Rate paces start and proceed records, and lifecycle flows, per
+	// second; 0 produces as fast as possible.
 	Rate int
 	// Sample is how many start latencies are read back from Redis
 	// (default 10,000).
@@ -190,8 +194,11 @@ func (c *Config) Validate() error {
 
 // defaultN is the record count of a scenario when Config.N is zero.
 func defaultN(scenario string) int {
-	if scenario == "http" {
+	switch scenario {
+	case "http":
 		return 20_000
+	case "lifecycle":
+		return 50_000
 	}
 	return 200_000
 }
@@ -210,9 +217,20 @@ type Result struct {
 
 	// start: Sampled latencies read back from Redis.
 	Sampled int `json:"sampled,omitempty"`
-	// proceed: continuation effect (bench-done record) latencies.
+	// proceed, lifecycle: continuation effect (bench-done record) latencies,
+	// from the proceed or the approval.
 	DoneP50 *float64 `json:"done_p50_ms,omitempty"`
 	DoneP99 *float64 `json:"done_p99_ms,omitempty"`
+	// lifecycle: each step's latency to its answer (P50 and P99 above are
+	// the whole flow's, start to continuation effect).
+	StartP50    *float64 `json:"start_p50_ms,omitempty"`
+	StartP99    *float64 `json:"start_p99_ms,omitempty"`
+	ClaimP50    *float64 `json:"claim_p50_ms,omitempty"`
+	ClaimP99    *float64 `json:"claim_p99_ms,omitempty"`
+	CompleteP50 *float64 `json:"complete_p50_ms,omitempty"`
+	CompleteP99 *float64 `json:"complete_p99_ms,omitempty"`
+	ApproveP50  *float64 `json:"approve_p50_ms,omitempty"`
+	ApproveP99  *float64 `json:"approve_p99_ms,omitempty"`
 	// http: requests that did not answer 200.
 	Errors *int `json:"errors,omitempty"`
 	// Clients is the HTTP concurrency.

@@ -23,14 +23,16 @@ func newBenchCmd() *cobra.Command {
 	var levels, writeSagas string
 	cmd := &cobra.Command{
 		Use:   "bench --scenario NAME [--n N] [--brokers B] [--redis ADDR]",
-		Short: "Measure a runner: StartTask/ProceedTask throughput, deadline lateness, HTTP, memory",
+		Short: "Measure a runner: StartTask/ProceedTask throughput, task lifecycle flows, deadline lateness, HTTP, memory",
 		Long: "Drives a runner with one scenario and prints one JSON line per measurement on stdout:\n" +
-			"  start    N records start N tasks (rate until every offset is committed; startedAt - sentAt)\n" +
-			"  proceed  N direct ProceedTask records close N waiting tasks (notification and continuation)\n" +
-			"  timeout  --waiting tasks wait, --due of them fall due over --window (lateness of each firing)\n" +
-			"  http     --clients concurrent POST /bench/ProceedTask over N tasks\n" +
-			"  rss      the runner's memory at each of --levels waiting tasks\n" +
-			"  all      every scenario in turn\n" +
+			"  start     N records start N tasks (rate until every offset is committed; startedAt - sentAt)\n" +
+			"  proceed   N direct ProceedTask records close N waiting tasks (notification and continuation)\n" +
+			"  lifecycle N flows of start, claim, complete (one approval required) and approve over Kafka,\n" +
+			"            each step sent when the one before is answered (flows/s; each step's p50/p99)\n" +
+			"  timeout   --waiting tasks wait, --due of them fall due over --window (lateness of each firing)\n" +
+			"  http      --clients concurrent POST /bench/ProceedTask over N tasks\n" +
+			"  rss       the runner's memory at each of --levels waiting tasks\n" +
+			"  all       every scenario in turn\n" +
 			"With no --brokers the broker is embedded in the bench process; with no --redis a redis-server\n" +
 			"is started on a free port (an embedded miniredis when none is on PATH). The runner under test\n" +
 			"is this binary's `run`, started as a child process so its peak RSS and CPU time are its own;\n" +
@@ -60,8 +62,8 @@ func newBenchCmd() *cobra.Command {
 		},
 	}
 	fs := cmd.Flags()
-	fs.StringVar(&cfg.Scenario, "scenario", "", "start, proceed, timeout, http, rss or all (required)")
-	fs.IntVar(&cfg.N, "n", 0, "records or requests (default 200000; http 20000)")
+	fs.StringVar(&cfg.Scenario, "scenario", "", "start, proceed, lifecycle, timeout, http, rss or all (required)")
+	fs.IntVar(&cfg.N, "n", 0, "records, flows or requests (default 200000; lifecycle 50000; http 20000)")
 	fs.StringSliceVar(&cfg.Brokers, "brokers", nil, "Kafka seed brokers (default: an embedded broker)")
 	fs.StringVar(&cfg.Redis, "redis", "", "Redis address (default: a redis-server started on a free port)")
 	fs.IntVar(&cfg.Partitions, "partitions", 16, "partitions of the bench topics and the runner's, and its deadline shards")
@@ -76,7 +78,7 @@ func newBenchCmd() *cobra.Command {
 	fs.StringVar(&levels, "levels", "10000,1000000", "rss: waiting-task counts to measure the runner at")
 	fs.IntVar(&cfg.Preloaders, "preloaders", 64, "timeout, rss: goroutines storing the waiting tasks")
 	fs.IntVar(&cfg.Clients, "clients", 64, "http: concurrent clients")
-	fs.IntVar(&cfg.Rate, "rate", 0, "start, proceed: records per second (0: as fast as possible)")
+	fs.IntVar(&cfg.Rate, "rate", 0, "start, proceed: records per second; lifecycle: flows per second (0: as fast as possible)")
 	fs.IntVar(&cfg.Sample, "sample", 10_000, "start: tasks whose latency is read back from Redis")
 	fs.DurationVar(&cfg.Timeout, "timeout", 0, "bound on each measured phase (default 10m)")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the child runner's CPU profile to this file")
