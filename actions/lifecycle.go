@@ -234,7 +234,7 @@ func (a *lifecycleAction) Execute(ctx context.Context, x *Exec, env *envelope.En
 			if out, replayed, err := a.replayed(ctx, x, lc, env, domain, t, key); err != nil || replayed {
 				return out, err
 			}
-			env.Fail(refusal.Code, "%s", refusal.Message)
+			refusal.Fail(env, a.outputElement)
 			return Outcome{Env: env}, nil
 		}
 		if ch == nil {
@@ -252,7 +252,7 @@ func (a *lifecycleAction) Execute(ctx context.Context, x *Exec, env *envelope.En
 			if after == nil {
 				after = t
 			}
-			failClosed(env, after)
+			Closed(after, c).Fail(env, a.outputElement)
 			return Outcome{Env: env}, nil
 		case err != nil:
 			return Outcome{}, fmt.Errorf("%s: %w", a.name, err)
@@ -263,7 +263,7 @@ func (a *lifecycleAction) Execute(ctx context.Context, x *Exec, env *envelope.En
 		}
 		return a.answer(env, after, out), nil
 	}
-	env.Fail(CodeTaskChanged, "task %q in %q changed while %s was applied; it is %s%s now", id, domain, a.name, t.Status, claimedNote(t))
+	Changed(t, c, a.name).Fail(env, a.outputElement)
 	return Outcome{Env: env}, nil
 }
 
@@ -315,11 +315,13 @@ func (a *lifecycleAction) answer(env *envelope.Envelope, t *statemanager.Task, o
 
 // taskState is what an operation answers: where the task stands now.
 func taskState(t *statemanager.Task) []byte {
-	b := make([]byte, 0, 128+len(t.ID)+len(t.Domain)+len(t.ClaimedBy)+len(t.Outcome))
+	b := make([]byte, 0, 160+len(t.ID)+len(t.Domain)+len(t.ClaimedBy)+len(t.CompletedBy)+len(t.Outcome))
 	b = envelope.AppendString(append(b, `{"taskId":`...), t.ID, false)
 	b = envelope.AppendString(append(b, `,"domain":`...), t.Domain, false)
 	b = envelope.AppendString(append(b, `,"status":`...), t.Status, false)
 	b = envelope.AppendString(append(b, `,"claimedBy":`...), t.ClaimedBy, false)
+	b = envelope.AppendString(append(b, `,"completedBy":`...), t.CompletedBy, false)
+	b = strconv.AppendInt(append(b, `,"version":`...), t.Version, 10)
 	b = strconv.AppendInt(append(b, `,"deadline":`...), t.Deadline, 10)
 	b = envelope.AppendString(append(b, `,"outcome":`...), t.Outcome, false)
 	b = append(b, `,"approvals":[`...)

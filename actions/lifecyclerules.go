@@ -23,12 +23,54 @@ import (
 type Refusal struct {
 	Code    string
 	Message string
+	// Task is the task the refusal was judged on, set only for a conflict
+	// with its state (claimed by another, closed, in approval, approved
+	// already, changed meanwhile: the 409s of SPEC §12) refused to a
+	// caller who may see the task, so the loser of a race learns where the
+	// task stands without another read. Nil for every other refusal, so a
+	// caller kept out (another tenant, FORBIDDEN) learns nothing of it.
+	Task *statemanager.Task
 }
 
 func (r *Refusal) Error() string { return r.Code + ": " + r.Message }
 
 func refuse(code, format string, args ...any) *Refusal {
 	return &Refusal{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// conflict is a refusal of c's operation because of t's state; it carries
+// t when c may see it (viewer).
+func conflict(t *statemanager.Task, c Caller, code, format string, args ...any) *Refusal {
+	r := refuse(code, format, args...)
+	if c.viewer(t) {
+		r.Task = t
+	}
+	return r
+}
+
+// Fail sets r as env's FAIL result. A conflict that carries its task puts
+// the task's state at outputElement, where a success puts it: over HTTP
+// the 409's body, over Kafka the reply of a direct action that names an
+// outputElement. The result keeps its shape (status, code, message).
+func (r *Refusal) Fail(env *envelope.Envelope, outputElement string) {
+	if r.Task != nil && outputElement != "" {
+		// A payload the element cannot be written into keeps the
+		// refusal and goes without the state.
+		_ = env.Set(outputElement, taskState(r.Task))
+	}
+	env.Fail(r.Code, "%s", r.Message)
+}
+
+// Changed refuses an operation that kept losing races to other operations
+// on t (see the lifecycle actions' Execute): t is the task as last read.
+func Changed(t *statemanager.Task, c Caller, op string) *Refusal {
+	return conflict(t, c, CodeTaskChanged, "task %q in %q changed while %s was applied; it is %s%s now", t.ID, t.Domain, op, t.Status, claimedNote(t))
+}
+
+// Closed refuses an operation whose task closed between its read and its
+// write: t is the task as the store answered it, closed.
+func Closed(t *statemanager.Task, c Caller) *Refusal {
+	return conflict(t, c, CodeTaskClosed, "task %q in %q is closed already (%s)", t.ID, t.Domain, strings.ToLower(t.Status))
 }
 
 // Caller is who asks for an operation. A caller without user and roles is
@@ -108,6 +150,11 @@ func (c Caller) seer(t *statemanager.Task) bool {
 	return c.candidate(t) || (c.User != "" && c.User == t.CompletedBy) || c.approver(t)
 }
 
+// viewer: a seer of the task's own tenant, who may be shown its state.
+func (c Caller) viewer(t *statemanager.Task) bool {
+	return (c.Trusted() || t.Tenant == c.Tenant) && c.seer(t)
+}
+
 // Bounds of the free texts an operation records in the history.
 const (
 	maxNoteLen    = 4096
@@ -125,15 +172,15 @@ func open(t *statemanager.Task, c Caller) *Refusal {
 		if !c.seer(t) {
 			return refuse(CodeForbidden, "%s may not act on task %q in %q", c.name(), t.ID, t.Domain)
 		}
-		return refuse(CodeTaskClosed, "task %q in %q is closed already (%s)", t.ID, t.Domain, strings.ToLower(t.Status))
+		return Closed(t, c)
 	}
 	return nil
 }
 
 // waiting refuses an executor's operation on a task awaiting approval.
-func waiting(t *statemanager.Task) *Refusal {
+func waiting(t *statemanager.Task, c Caller) *Refusal {
 	if t.Status != statemanager.StatusWaiting {
-		return refuse(CodeInApproval, "task %q in %q awaits approval", t.ID, t.Domain)
+		return conflict(t, c, CodeInApproval, "task %q in %q awaits approval", t.ID, t.Domain)
 	}
 	return nil
 }
@@ -166,7 +213,7 @@ func Claim(t *statemanager.Task, c Caller, override bool, key string, now int64)
 	if r := open(t, c); r != nil {
 		return nil, r
 	}
-	if r := waiting(t); r != nil {
+	if r := waiting(t, c); r != nil {
 		return nil, r
 	}
 	if c.User == "" {
@@ -179,7 +226,7 @@ func Claim(t *statemanager.Task, c Caller, override bool, key string, now int64)
 	case t.ClaimedBy == c.User:
 		return nil, nil
 	case t.ClaimedBy != "" && !(override && c.Admin):
-		return nil, refuse(CodeTaskClaimed, "task %q in %q is claimed by %q", t.ID, t.Domain, t.ClaimedBy)
+		return nil, conflict(t, c, CodeTaskClaimed, "task %q in %q is claimed by %q", t.ID, t.Domain, t.ClaimedBy)
 	}
 	ch := change(t, c, key, statemanager.EventClaimed, now)
 	ch.Event.From, ch.Event.To = t.ClaimedBy, c.User
@@ -193,7 +240,7 @@ func Unclaim(t *statemanager.Task, c Caller, key string, now int64) (*statemanag
 	if r := open(t, c); r != nil {
 		return nil, r
 	}
-	if r := waiting(t); r != nil {
+	if r := waiting(t, c); r != nil {
 		return nil, r
 	}
 	if !c.Trusted() && !c.Admin && !c.claimer(t) {
@@ -224,7 +271,7 @@ func Assign(t *statemanager.Task, c Caller, user, role, key string, now int64) (
 	if r := open(t, c); r != nil {
 		return nil, r
 	}
-	if r := waiting(t); r != nil {
+	if r := waiting(t, c); r != nil {
 		return nil, r
 	}
 	if !c.Trusted() && !c.Admin && !c.claimer(t) {
@@ -270,14 +317,14 @@ func Complete(t *statemanager.Task, c Caller, in Completion, key string, now int
 	if r := open(t, c); r != nil {
 		return nil, r
 	}
-	if r := waiting(t); r != nil {
+	if r := waiting(t, c); r != nil {
 		return nil, r
 	}
 	if !c.candidate(t) {
 		return nil, forbidden(t, c, "complete")
 	}
 	if !c.Trusted() && t.ClaimedBy != "" && !c.claimer(t) {
-		return nil, refuse(CodeTaskClaimed, "task %q in %q is claimed by %q", t.ID, t.Domain, t.ClaimedBy)
+		return nil, conflict(t, c, CodeTaskClaimed, "task %q in %q is claimed by %q", t.ID, t.Domain, t.ClaimedBy)
 	}
 	if r := checkOutcome(t, in.Outcome); r != nil {
 		return nil, r
@@ -295,6 +342,11 @@ func Complete(t *statemanager.Task, c Caller, in Completion, key string, now int
 			return nil, refuse(CodeBadInput, "task %q in %q needs approvals: its completion needs a user in requestMeta", t.ID, t.Domain)
 		}
 		ch.Status, ch.CompletedBy, ch.Approvals = ptr(statemanager.StatusInApproval), ptr(c.User), &[]statemanager.Approval{}
+		// The executor's data waits with the task for the last approval,
+		// whose close hands it to the saga. Both are always written, so a
+		// completion after a reject replaces what the rejected one gave
+		// (no data included) instead of inheriting it.
+		ch.CloseData, ch.EnrichPath = ptr(json.RawMessage(in.Data)), ptr(in.EnrichPath)
 		return &ch, nil
 	}
 	ch.CompletedBy = ptr(c.User)
@@ -331,20 +383,23 @@ func approval(t *statemanager.Task, c Caller, note string) *Refusal {
 		return forbidden(t, c, "approve or reject")
 	}
 	if t.Status != statemanager.StatusInApproval {
-		return refuse(CodeNotInApproval, "task %q in %q is not awaiting approval", t.ID, t.Domain)
+		return conflict(t, c, CodeNotInApproval, "task %q in %q is not awaiting approval", t.ID, t.Domain)
 	}
 	if c.User == t.CompletedBy {
-		return refuse(CodeSelfApproval, "%s completed task %q in %q and may not approve or reject it", c.name(), t.ID, t.Domain)
+		return conflict(t, c, CodeSelfApproval, "%s completed task %q in %q and may not approve or reject it", c.name(), t.ID, t.Domain)
 	}
 	if slices.ContainsFunc(t.Approvals, func(a statemanager.Approval) bool { return a.User == c.User }) {
-		return refuse(CodeAlreadyApproved, "%s approved task %q in %q already", c.name(), t.ID, t.Domain)
+		return conflict(t, c, CodeAlreadyApproved, "%s approved task %q in %q already", c.name(), t.ID, t.Domain)
 	}
 	return badText("note", note, maxNoteLen)
 }
 
 // Approve adds the caller's approval; the one that makes requiredApprovals
-// distinct approvals closes the task COMPLETED with the executor's outcome
-// and note, closed by the executor (the decision is theirs).
+// distinct approvals closes the task COMPLETED with the executor's
+// completion (outcome, note, data and where the data enriches the stored
+// event, as Complete recorded them), closed by the executor: the decision
+// is theirs, so the saga resumes exactly as a completion without approvals
+// would have resumed it.
 func Approve(t *statemanager.Task, c Caller, note, key string, now int64) (*statemanager.Change, *Refusal) {
 	if r := approval(t, c, note); r != nil {
 		return nil, r
@@ -355,13 +410,16 @@ func Approve(t *statemanager.Task, c Caller, note, key string, now int64) (*stat
 	ch.Approvals = &approvals
 	if len(approvals) >= t.RequiredApprovals {
 		ch.Close = &statemanager.Close{ID: t.ID, Status: statemanager.StatusCompleted, At: now, By: t.CompletedBy,
-			Key: key, Outcome: t.Outcome, Note: t.Note}
+			Key: key, Outcome: t.Outcome, Note: t.Note, Data: t.CloseData, EnrichPath: t.EnrichPath}
 	}
 	return &ch, nil
 }
 
 // Reject sends a completion back to its executor: WAITING, claimed by
-// them, the approvals reset.
+// them, the approvals reset, and the rejected completion forgotten (its
+// outcome, note and data): a close keeps a recorded value it has none of
+// its own for, so a task timing out after a reject would otherwise hand
+// the saga data that was rejected.
 func Reject(t *statemanager.Task, c Caller, note, key string, now int64) (*statemanager.Change, *Refusal) {
 	if r := approval(t, c, note); r != nil {
 		return nil, r
@@ -370,6 +428,7 @@ func Reject(t *statemanager.Task, c Caller, note, key string, now int64) (*state
 	ch.Event.Note, ch.Event.To = note, t.CompletedBy
 	ch.Status, ch.ClaimedBy = ptr(statemanager.StatusWaiting), ptr(t.CompletedBy)
 	ch.Approvals, ch.Outcome, ch.Note, ch.CompletedBy = &[]statemanager.Approval{}, ptr(""), ptr(""), ptr("")
+	ch.CloseData, ch.EnrichPath = ptr(json.RawMessage(nil)), ptr("")
 	return &ch, nil
 }
 
@@ -387,6 +446,11 @@ func Cancel(t *statemanager.Task, c Caller, reason, key string, now int64) (*sta
 	}
 	ch := change(t, c, key, statemanager.EventCancelled, now)
 	ch.Event.Note = reason
+	if t.Status == statemanager.StatusInApproval {
+		// The completion awaiting approval decided nothing: the
+		// cancelled saga must not resume with its data.
+		ch.CloseData, ch.EnrichPath = ptr(json.RawMessage(nil)), ptr("")
+	}
 	ch.Close = &statemanager.Close{ID: t.ID, Status: statemanager.StatusCancelled, At: now, By: c.User, Key: key, Note: reason}
 	return &ch, nil
 }

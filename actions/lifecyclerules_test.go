@@ -3,7 +3,12 @@ package actions_test
 import (
 	"testing"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/sagarunner/sagarunner/actions"
+	"github.com/sagarunner/sagarunner/actions/actionstest"
+	"github.com/sagarunner/sagarunner/clock"
+	"github.com/sagarunner/sagarunner/saga/envelope"
 	"github.com/sagarunner/sagarunner/statemanager"
 )
 
@@ -298,5 +303,175 @@ func TestLifecycleRules(t *testing.T) {
 				tc.check(t, c)
 			}
 		})
+	}
+}
+
+// The executor's completion waits with a task in approval and is what the
+// last approval closes it with; a reject, or a cancel of the approval,
+// forgets it, and a completion after a reject replaces it.
+func TestCompletionKeptForApproval(t *testing.T) {
+	needsTwo := func(t *statemanager.Task) { t.RequiredApprovals, t.ApproverRoles = 2, []string{"boss"} }
+	in := actions.Completion{Outcome: "approve", Note: "good", Data: []byte(`{"ok":true}`), EnrichPath: "decision"}
+	ch, r := actions.Complete(lifeTask(needsTwo), bob, in, "k", 5)
+	if r != nil {
+		t.Fatal(r)
+	}
+	if ch.Close != nil || *ch.Status != statemanager.StatusInApproval || ch.CloseData == nil || string(*ch.CloseData) != `{"ok":true}` ||
+		ch.EnrichPath == nil || *ch.EnrichPath != "decision" {
+		t.Fatalf("completion into approval = %+v", ch)
+	}
+	// Without data, a completion still writes both: it replaces what a
+	// rejected one left.
+	ch, _ = actions.Complete(lifeTask(needsTwo), bob, actions.Completion{Outcome: "reject"}, "k", 5)
+	if ch.CloseData == nil || len(*ch.CloseData) != 0 || ch.EnrichPath == nil || *ch.EnrichPath != "" {
+		t.Fatalf("completion without data = %+v", ch)
+	}
+	// A completion that closes at once carries its data on the close only.
+	ch, _ = actions.Complete(lifeTask(nil), bob, in, "k", 5)
+	if ch.CloseData != nil || ch.Close == nil || string(ch.Close.Data) != `{"ok":true}` || ch.Close.EnrichPath != "decision" {
+		t.Fatalf("completion without approvals = %+v", ch)
+	}
+
+	recorded := func(t *statemanager.Task) {
+		inApproval(t)
+		t.Note, t.CloseData, t.EnrichPath = "good", []byte(`{"ok":true}`), "decision"
+	}
+	ch, r = actions.Approve(lifeTask(recorded), boss1, "", "k", 5)
+	if r != nil || ch.Close != nil {
+		t.Fatalf("first approval = %+v, %v", ch, r)
+	}
+	ch, r = actions.Approve(lifeTask(func(t *statemanager.Task) {
+		recorded(t)
+		t.Approvals = []statemanager.Approval{{User: "carol", At: 4}}
+	}), boss2, "yes", "k2", 6)
+	if r != nil || ch.Close == nil {
+		t.Fatalf("last approval = %+v, %v", ch, r)
+	}
+	if cl := ch.Close; cl.Status != statemanager.StatusCompleted || cl.By != "bob" || cl.Outcome != "approve" || cl.Note != "good" ||
+		string(cl.Data) != `{"ok":true}` || cl.EnrichPath != "decision" || cl.Key != "k2" || cl.At != 6 {
+		t.Fatalf("last approval's close = %+v", cl)
+	}
+
+	ch, r = actions.Reject(lifeTask(recorded), boss1, "redo", "k", 5)
+	if r != nil || ch.CloseData == nil || len(*ch.CloseData) != 0 || ch.EnrichPath == nil || *ch.EnrichPath != "" || *ch.Outcome != "" || *ch.Note != "" {
+		t.Fatalf("reject = %+v, %v", ch, r)
+	}
+	ch, r = actions.Cancel(lifeTask(recorded), admin, "gone", "k", 5)
+	if r != nil || ch.CloseData == nil || len(*ch.CloseData) != 0 || ch.EnrichPath == nil || *ch.EnrichPath != "" || len(ch.Close.Data) != 0 {
+		t.Fatalf("cancel in approval = %+v, %v", ch, r)
+	}
+	if ch, _ = actions.Cancel(lifeTask(nil), admin, "gone", "k", 5); ch.CloseData != nil || ch.EnrichPath != nil {
+		t.Fatalf("cancel of a waiting task touches the completion: %+v", ch)
+	}
+}
+
+// A conflict with the task's state carries the task to a caller who may
+// see it, and nothing to anyone else; Fail writes it where a success
+// writes the task's state, and keeps the FAIL result as it is.
+func TestConflictCarriesTheTask(t *testing.T) {
+	closed := func(t *statemanager.Task) { t.Status = statemanager.StatusCompleted }
+	tests := []struct {
+		name     string
+		r        *actions.Refusal
+		code     string
+		withTask bool
+	}{
+		{"a claim of a claimed task", refusal(actions.Claim(lifeTask(claimedBy("eve")), bob, false, "k", 5)), actions.CodeTaskClaimed, true},
+		{"a completion of a claimed task", refusal(actions.Complete(lifeTask(claimedBy("eve")), bob, actions.Completion{Outcome: "approve"}, "k", 5)), actions.CodeTaskClaimed, true},
+		{"an operation on a closed task", refusal(actions.Comment(lifeTask(closed), eve, "hi", "k", 5)), actions.CodeTaskClosed, true},
+		{"a claim of a task in approval", refusal(actions.Claim(lifeTask(inApproval), eve, false, "k", 5)), actions.CodeInApproval, true},
+		{"a claim of a task in approval by a stranger", refusal(actions.Claim(lifeTask(inApproval), mallory, false, "k", 5)), actions.CodeInApproval, false},
+		{"a self-approval", refusal(actions.Approve(lifeTask(inApproval), actions.Caller{User: "bob", Roles: []string{"boss"}, Tenant: "acme"}, "", "k", 5)), actions.CodeSelfApproval, true},
+		{"a second approval", refusal(actions.Approve(lifeTask(func(t *statemanager.Task) {
+			inApproval(t)
+			t.Approvals = []statemanager.Approval{{User: "carol", At: 4}}
+		}), boss1, "", "k", 5)), actions.CodeAlreadyApproved, true},
+		{"an approval of a waiting task", refusal(actions.Approve(lifeTask(func(t *statemanager.Task) { t.ApproverRoles = []string{"boss"} }), boss1, "", "k", 5)), actions.CodeNotInApproval, true},
+		{"a lost race", actions.Changed(lifeTask(claimedBy("eve")), bob, "ClaimTask"), actions.CodeTaskChanged, true},
+		{"a task closed meanwhile", actions.Closed(lifeTask(closed), bob), actions.CodeTaskClosed, true},
+		{"a task closed meanwhile, to another tenant", actions.Closed(lifeTask(closed), other), actions.CodeTaskClosed, false},
+		{"a lost race, to a stranger", actions.Changed(lifeTask(nil), mallory, "CommentTask"), actions.CodeTaskChanged, false},
+		{"a forbidden caller", refusal(actions.Claim(lifeTask(nil), mallory, false, "k", 5)), actions.CodeForbidden, false},
+		{"another tenant", refusal(actions.Claim(lifeTask(claimedBy("eve")), other, false, "k", 5)), actions.CodeTaskNotFound, false},
+		{"a closed task to a stranger", refusal(actions.Comment(lifeTask(closed), mallory, "hi", "k", 5)), actions.CodeForbidden, false},
+		{"bad input", refusal(actions.Complete(lifeTask(nil), bob, actions.Completion{Outcome: "maybe"}, "k", 5)), actions.CodeBadInput, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.r == nil || tc.r.Code != tc.code {
+				t.Fatalf("refusal = %v, want %s", tc.r, tc.code)
+			}
+			if (tc.r.Task != nil) != tc.withTask {
+				t.Fatalf("refusal carries task %+v, want one: %v", tc.r.Task, tc.withTask)
+			}
+			env := &envelope.Envelope{Payload: []byte(`{"parameters": {"taskId": "t1"}}`)}
+			tc.r.Fail(env, "task")
+			if env.Result.Status != envelope.StatusFail || env.Result.Code != tc.code || env.Result.Message != tc.r.Message {
+				t.Fatalf("result = %+v", env.Result)
+			}
+			state := env.Get("task")
+			if state.Exists() != tc.withTask {
+				t.Fatalf("payload %s: state written: %v, want %v", env.Payload, state.Exists(), tc.withTask)
+			}
+			if !tc.withTask {
+				return
+			}
+			for _, k := range []string{"taskId", "status", "claimedBy", "completedBy", "approvals", "deadline", "version"} {
+				if !state.Get(k).Exists() {
+					t.Errorf("state %s lacks %s", state.Raw, k)
+				}
+			}
+			if state.Get("taskId").String() != "t1" || state.Get("version").Int() != 7 || state.Get("envelope").Exists() || state.Get("data").Exists() {
+				t.Errorf("state = %s", state.Raw)
+			}
+		})
+	}
+	t.Run("no output element", func(t *testing.T) {
+		env := &envelope.Envelope{Payload: []byte(`{}`)}
+		actions.Changed(lifeTask(nil), bob, "ClaimTask").Fail(env, "")
+		if string(env.Payload) != `{}` || env.Result.Code != actions.CodeTaskChanged {
+			t.Fatalf("payload %s, result %+v", env.Payload, env.Result)
+		}
+	})
+}
+
+func refusal(_ *statemanager.Change, r *actions.Refusal) *actions.Refusal { return r }
+
+// Through the actions on an in-memory lifecycle store: the saga resumes
+// from the last approval with the data the executor's ProceedTask gave,
+// enriched where its step said, and the notification carries it.
+func TestApprovedCompletionResumesWithItsData(t *testing.T) {
+	stores := actionstest.NewResolver()
+	x := &actions.Exec{Stores: stores, Clock: clock.NewFake(t0), Topics: lifeTopics, Partition: 3, AdminRoles: []string{"admin"}}
+	start := build(t, "StartTask", actions.Input{Domain: "workflow", InputElement: "parameters", Params: map[string]any{
+		"taskIdPath": "productId", "taskRoles": "clerk", "possibleOutcomes": "approve,reject", "requiredApprovals": 2, "approverRoles": "boss"}})
+	if out := run(t, start, x, decode(t, startEvent)); !out.Suspend {
+		t.Fatalf("start = %+v", out.Env.Result)
+	}
+	clerk, boss := []string{"clerk"}, []string{"boss"}
+	proceed := build(t, "ProceedTask", actions.Input{Domain: "workflow", InputElement: "parameters",
+		Params: map[string]any{"inputPattern": "data", "enrichPath": "decision"}})
+	complete := func(reqID, outcome, data string) {
+		t.Helper()
+		env := &envelope.Envelope{RequestMeta: envelope.RequestMeta{RequestID: reqID, User: "bob", Roles: clerk},
+			Payload: []byte(`{"parameters": {"taskId": "product-1", "outcome": "` + outcome + `", "data": ` + data + `}}`)}
+		wantResult(t, run(t, proceed, x, env), envelope.StatusSuccess, "")
+	}
+	complete("p1", "reject", `{"first": true}`)
+	wantResult(t, op(t, x, "RejectTask", "r1", "carol", boss, `{"taskId": "product-1", "note": "no"}`), envelope.StatusSuccess, "")
+	complete("p2", "approve", `{"second": true}`)
+	wantResult(t, op(t, x, "ApproveTask", "a1", "carol", boss, `{"taskId": "product-1"}`), envelope.StatusSuccess, "")
+	out := op(t, x, "ApproveTask", "a2", "dan", boss, `{"taskId": "product-1"}`)
+	wantResult(t, out, envelope.StatusSuccess, "")
+	cont, notes := records(out, "requests"), records(out, "notes")
+	if len(cont) != 1 || len(notes) != 1 {
+		t.Fatalf("closing approval produced %+v", out.Records)
+	}
+	c := gjson.ParseBytes(cont[0].Value)
+	if c.Get("payload.decision").Raw != `{"second":true}` || c.Get("result.outcome").String() != "approve" {
+		t.Fatalf("continuation = %s", cont[0].Value)
+	}
+	if d := gjson.GetBytes(notes[0].Value, "data").Raw; d != `{"second":true}` {
+		t.Fatalf("notification data = %s", d)
 	}
 }

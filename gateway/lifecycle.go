@@ -101,8 +101,36 @@ func (g *Gateway) taskOp(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if reply, ok := g.exchange(w, r, rec, reqID, false); ok {
-		g.answer(w, reqID, reply, taskOpOutput)
+		g.answerTaskOp(w, reqID, reply)
 	}
+}
+
+// conflictBody is a 409's body: the error, and where the task stands, so
+// the loser of a race (SPEC §12) sees what it lost to without another
+// read.
+type conflictBody struct {
+	errorBody
+	Task json.RawMessage `json:"task"`
+}
+
+// answerTaskOp answers a task operation's reply. A refusal that is a
+// conflict with the task's state carries the task's state at the
+// operation's output element when the runner judged that the caller may
+// see the task (actions.Refusal); the 409 then answers it beside the
+// error. Everything else is answered as any saga's reply is.
+func (g *Gateway) answerTaskOp(w http.ResponseWriter, reqID string, reply *envelope.Envelope) {
+	res := reply.Result
+	task := reply.Get(taskOpOutput)
+	if res.Status != envelope.StatusFail || failStatus[res.Code] != http.StatusConflict || !task.IsObject() {
+		g.answer(w, reqID, reply, taskOpOutput)
+		return
+	}
+	w.Header().Set(HeaderStatus, headerSafe(res.Status))
+	w.Header().Set(HeaderCode, headerSafe(res.Code))
+	writeJSON(w, http.StatusConflict, conflictBody{
+		errorBody: errorBody{Error: res.Message, Code: res.Code, RequestID: reqID},
+		Task:      json.RawMessage(task.Raw),
+	})
 }
 
 // taskHistory serves GET /tasks/{domain}/{id}/history, every event of the

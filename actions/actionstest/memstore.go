@@ -178,6 +178,10 @@ func (s *MemStore) Apply(_ context.Context, c statemanager.Change) (*statemanage
 	if c.Deadline != nil {
 		t.Deadline = *c.Deadline
 	}
+	if c.CloseData != nil {
+		t.CloseData = slices.Clone(*c.CloseData)
+	}
+	set(&t.EnrichPath, c.EnrichPath)
 	t.Version++
 	if c.Key != "" {
 		s.keys[c.ID][c.Key] = true
