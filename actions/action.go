@@ -31,6 +31,10 @@ type Exec struct {
 	// AdminRoles are the roles that may act on any task of their tenant
 	// (auth.adminRoles).
 	AdminRoles []string
+	// Source is the consumed record of a direct action (nil for a saga
+	// step, a timer, an applied early answer): a task operation on a task
+	// not started yet may be parked with it (early.go).
+	Source *Source
 }
 
 // Topics names the topics actions produce to.
@@ -64,6 +68,10 @@ type Outcome struct {
 	Suspend bool
 	// Finish ends the instance now, whatever the routes say.
 	Finish bool
+	// Parked says a direct operation was kept for a task not started yet
+	// (early.go): nobody is answered now; it answers when applied or
+	// expired.
+	Parked bool
 	// Records are produced after the step: notifications, continuations of
 	// other instances, published events.
 	Records []envelope.Record
@@ -71,10 +79,14 @@ type Outcome struct {
 	Acks []Ack
 }
 
-// Ack names a closed task whose effects are in Outcome.Records.
+// Ack names a closed task whose effects are in Outcome.Records, or, with
+// Early set, early answers that the records applied or dead-lettered: they
+// are removed from the store once the records are durable (AckEarly), and
+// ID is then only informative.
 type Ack struct {
 	Domain string
 	ID     string
+	Early  []statemanager.EarlyRef
 }
 
 // Result codes actions set on FAIL.

@@ -221,6 +221,11 @@ func (a *lifecycleAction) Execute(ctx context.Context, x *Exec, env *envelope.En
 	var t *statemanager.Task
 	for attempt := 0; attempt < staleRetries; attempt++ {
 		if t, err = store.Get(ctx, id); errors.Is(err, statemanager.ErrNotFound) {
+			// An operation on Kafka may come before its task (early.go).
+			rerun := func(x *Exec) (Outcome, error) { return a.Execute(ctx, x, env) }
+			if o, done, err := parkUnknown(ctx, x, env, store, domain, id, namedID(env, in, a.taskIDPath), rerun); done {
+				return o, err
+			}
 			env.Fail(CodeTaskNotFound, "no task %q in %q", id, domain)
 			return Outcome{Env: env}, nil
 		} else if err != nil {

@@ -144,13 +144,20 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 	// lifecycle.
 	if trusted(env.RequestMeta) && a.outputPattern == nil && outcome == "" && note == "" {
 		o, err := a.close(ctx, x, env, nil, nil, id, data, a.enrichPath, key)
-		if !errors.Is(err, statemanager.ErrNeedsApproval) {
+		if !errors.Is(err, statemanager.ErrNeedsApproval) && !errors.Is(err, statemanager.ErrNotFound) {
 			return o, err
 		}
 	}
 	t, err := store.Get(ctx, id)
 	switch {
 	case errors.Is(err, statemanager.ErrNotFound):
+		// A ProceedTask on Kafka may come before its task (early.go).
+		if a.status == statemanager.StatusCompleted {
+			rerun := func(x *Exec) (Outcome, error) { return a.Execute(ctx, x, env) }
+			if o, done, err := parkUnknown(ctx, x, env, store, a.domain, id, namedID(env, in, a.taskIDPath), rerun); done {
+				return o, err
+			}
+		}
 		env.Fail(CodeTaskNotFound, "no task %q in %q", id, a.domain)
 		return Outcome{Env: env}, nil
 	case err != nil:
@@ -270,6 +277,11 @@ func (a *closeTask) close(ctx context.Context, x *Exec, env *envelope.Envelope, 
 	}
 	switch {
 	case errors.Is(err, statemanager.ErrNotFound):
+		if known == nil && x.Source != nil {
+			// The fast path's close found no task: Execute reads it and
+			// may keep the operation for it (early.go).
+			return Outcome{}, err
+		}
 		// Unknown, or expired between Get and Close.
 		env.Fail(CodeTaskNotFound, "no task %q in %q", id, a.domain)
 		return Outcome{Env: env}, nil

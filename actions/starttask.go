@@ -189,6 +189,7 @@ func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 		StepID:    env.SagaMeta.StepID,
 		RequestID: env.RequestMeta.RequestID,
 		Tenant:    env.RequestMeta.Tenant,
+		StartedBy: env.RequestMeta.User,
 		StartKey:  startKey(env),
 		StartedAt: now,
 		Deadline:  deadline,
@@ -204,7 +205,7 @@ func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 		return Outcome{Env: env}, nil
 	}
 	t.Envelope = env.Encode()
-	stored, created, err := store.Start(ctx, t)
+	stored, created, early, err := startWithEarly(ctx, store, t)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("StartTask %q in %q: %w: %w", id, a.domain, ErrRetryable, err)
 	}
@@ -213,7 +214,7 @@ func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 			fn(stored)
 		}
 		suspended(ctx, stored)
-		return Outcome{Env: env, Suspend: true}, nil
+		return a.suspend(ctx, x, env, store, stored, early)
 	}
 	if stored.Waiting() && stored.RequestID != t.RequestID {
 		// The id waits for another instance. Its details are not this
@@ -221,12 +222,37 @@ func (a *startTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 		env.Fail(CodeTaskIDInUse, "task id %q in %q is waiting for another instance", id, a.domain)
 		return Outcome{Env: env}, nil
 	}
-	// A replay of this start: answer as the first time.
+	// A replay of this start: answer as the first time, and apply what is
+	// still parked (a crash came between applying it and removing it).
 	if !a.writeTaskInfo(env, stored) {
 		return Outcome{Env: env}, nil
 	}
 	suspended(ctx, stored)
-	return Outcome{Env: env, Suspend: true}, nil
+	return a.suspend(ctx, x, env, store, stored, early)
+}
+
+// startWithEarly starts t, learning in the same call whether early
+// answers wait for it when the store keeps them.
+func startWithEarly(ctx context.Context, store statemanager.Store, t *statemanager.Task) (*statemanager.Task, bool, bool, error) {
+	if ea, ok := store.(statemanager.EarlyAnswers); ok {
+		return ea.StartEarly(ctx, t)
+	}
+	stored, created, err := store.Start(ctx, t)
+	return stored, created, false, err
+}
+
+// suspend parks the instance on its task, applying first the early
+// answers that wait for the task (early.go): their effects, a close's
+// continuation among them, go out with the start's.
+func (a *startTask) suspend(ctx context.Context, x *Exec, env *envelope.Envelope, store statemanager.Store, t *statemanager.Task, early bool) (Outcome, error) {
+	out := Outcome{Env: env, Suspend: true}
+	if !early {
+		return out, nil
+	}
+	if err := applyEarly(ctx, x, store.(statemanager.EarlyAnswers), a.domain, t, &out); err != nil {
+		return Outcome{}, fmt.Errorf("StartTask %q in %q: %w", t.ID, a.domain, err)
+	}
+	return out, nil
 }
 
 // writeTaskInfo tells the caller which task the step created, at

@@ -85,7 +85,7 @@ func TestNotes(t *testing.T) {
 		{"task id in use", "job-posts", `{"requestMeta": {"requestId": "second"}, "payload": {"parameters": {"productId": "p1"}}}`,
 			[]saga.Note{{Kind: saga.NoteTaskIDInUse, Saga: "job_post_approval", Step: "approve", Action: "StartTask",
 				RequestID: "second", Domain: "workflow", Code: actions.CodeTaskIDInUse}}},
-		{"proceed of an unknown task", requestTopic, closeRequest("ProceedTask", "q1", "alice", "nope", "admin"),
+		{"proceed of an unknown task", requestTopic, closeRequest("ProceedTask", "q1", "alice", "", "admin"), // "": no early answer
 			[]saga.Note{{Kind: saga.NoteUnknownTask, Action: "ProceedTask", RequestID: "q1", Domain: "workflow", Code: actions.CodeTaskNotFound}}},
 		{"timeout of an unknown task without replyTo", requestTopic, noReply(closeRequest("TimeoutTask", "q2", "", "nope")),
 			[]saga.Note{{Kind: saga.NoteUnknownTask, Action: "TimeoutTask", RequestID: "q2", Domain: "workflow", Code: actions.CodeTaskNotFound}}},

@@ -18,6 +18,10 @@ const (
 	// attempts while Redis or Kafka are unavailable.
 	DefaultBackoffMin = 100 * time.Millisecond
 	DefaultBackoffMax = 5 * time.Second
+	// DefaultEarlyInterval is how often a loop sweeps its shard's expired
+	// early answers: an answer waits minutes (tasks.earlyTTL), so a second
+	// late is nothing, and a sweep per second per shard is nothing either.
+	DefaultEarlyInterval = time.Second
 )
 
 // Config configures a Scheduler. The zero value is valid: Validate fills the
@@ -36,6 +40,9 @@ type Config struct {
 	// FireDue, Recover or emit. Defaults 100 ms and 5 s.
 	BackoffMin time.Duration
 	BackoffMax time.Duration
+	// EarlyInterval is how often each loop expires its shard's early
+	// answers (see EarlyExpirer). Default DefaultEarlyInterval (1 s).
+	EarlyInterval time.Duration
 }
 
 // Validate fills the defaults and rejects impossible values, reporting every
@@ -60,6 +67,11 @@ func (c *Config) Validate() error {
 	}
 	if c.BackoffMax == 0 {
 		c.BackoffMax = DefaultBackoffMax
+	}
+	if c.EarlyInterval < 0 {
+		errs = append(errs, fmt.Errorf("timers: EarlyInterval %v is negative", c.EarlyInterval))
+	} else if c.EarlyInterval == 0 {
+		c.EarlyInterval = DefaultEarlyInterval
 	}
 	if c.BackoffMin > c.BackoffMax {
 		errs = append(errs, fmt.Errorf("timers: BackoffMin %v is above BackoffMax %v", c.BackoffMin, c.BackoffMax))

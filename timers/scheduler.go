@@ -31,6 +31,18 @@ type Engine interface {
 
 var _ Engine = (*saga.Engine)(nil)
 
+// EarlyExpirer is an optional extension of Engine: an engine that keeps
+// early answers (operations waiting for a task to start) expires them from
+// the same loops, every Config.EarlyInterval per shard. *saga.Engine
+// implements it.
+type EarlyExpirer interface {
+	// ExpireEarly dead-letters up to limit early answers of one shard
+	// whose time ran out and returns what to produce and how many.
+	ExpireEarly(ctx context.Context, domain string, shard, limit int) (saga.Output, int, error)
+}
+
+var _ EarlyExpirer = (*saga.Engine)(nil)
+
 // Emitter makes the output of loop k durable: it produces out.Records,
 // waits for every acknowledgement, then acks out.Acks in the engine. A
 // non-nil error means some of that did not happen, and rest is what is still
@@ -218,7 +230,17 @@ func (s *Scheduler) run(ctx context.Context, l *loop) {
 		return
 	}
 	b := s.newBackoff()
+	expirer, _ := s.eng.(EarlyExpirer)
+	nextEarly := s.clock.Now()
 	for {
+		if expirer != nil && !s.clock.Now().Before(nextEarly) {
+			// Rarely, not every tick: a shard with nothing parked costs
+			// one read of an empty index per EarlyInterval.
+			if !s.expireEarly(ctx, l, expirer, log) {
+				return
+			}
+			nextEarly = s.clock.Now().Add(s.cfg.EarlyInterval)
+		}
 		out, fired, err := s.eng.FireDue(ctx, l.key.Domain, l.key.Shard, s.cfg.BatchSize)
 		if err != nil {
 			log.Warn("timers: fire due deadlines failed; retrying", "err", err, "in", b.peek())
@@ -250,6 +272,30 @@ func (s *Scheduler) run(ctx context.Context, l *loop) {
 		}
 		if !s.wait(ctx, l, s.cfg.PollInterval) {
 			return
+		}
+	}
+}
+
+// expireEarly dead-letters the shard's expired early answers, batch by
+// batch. A failing store call is logged and left to the next sweep: expiry
+// is not urgent, and the deadlines must keep firing. It reports false when
+// the loop was stopped.
+func (s *Scheduler) expireEarly(ctx context.Context, l *loop, ex EarlyExpirer, log *slog.Logger) bool {
+	for {
+		out, n, err := ex.ExpireEarly(ctx, l.key.Domain, l.key.Shard, s.cfg.BatchSize)
+		if err != nil {
+			log.Warn("timers: expire early answers failed; trying again at the next sweep", "err", err)
+			return true
+		}
+		if n == 0 {
+			return true
+		}
+		log.Info("timers: early answers expired; dead-lettered", "operations", n)
+		if !s.emitUntilDone(ctx, l, out, log) {
+			return false
+		}
+		if n < s.cfg.BatchSize {
+			return true
 		}
 	}
 }

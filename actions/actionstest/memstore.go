@@ -47,6 +47,8 @@ type MemStore struct {
 	keys      map[string]map[string]bool // task id -> applied change keys
 	pending   map[string]bool
 	watermark int64
+	// early holds the early answers (early.go).
+	early memEarly
 }
 
 var (
