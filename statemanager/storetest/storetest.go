@@ -72,6 +72,16 @@ func Run(t *testing.T, newStore func(t *testing.T) statemanager.Store) {
 		{"RaceCompleteVersusFiring", testRaceCompleteVersusFiring},
 		{"RaceApproveVersusCancel", testRaceApproveVersusCancel},
 		{"RaceDeadlineVersusFiring", testRaceDeadlineVersusFiring},
+		// The inbox (SPEC §12).
+		{"ListingAgreesWithVisibility", testListingAgreesWithVisibility},
+		{"InboxFilters", testInboxFilters},
+		{"InboxCounts", testInboxCounts},
+		{"InboxSorts", testInboxSorts},
+		{"InboxDeadlineOrderFollowsMoves", testInboxDeadlineOrderFollowsMoves},
+		{"InboxPagingUnderChurn", testInboxPagingUnderChurn},
+		{"InboxRefusals", testInboxRefusals},
+		{"CloseDataKeptForApprovals", testCloseDataKeptForApprovals},
+		{"StartedByIsTheStartedActor", testStartedByIsTheStartedActor},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
