@@ -9,6 +9,12 @@ import (
 func TestTaskVisibleTo(t *testing.T) {
 	task := &statemanager.Task{ID: "t", Tenant: "acme", User: "alice", Roles: []string{"manager", "clerk"}, ClosedBy: "bob"}
 	open := &statemanager.Task{ID: "o", Tenant: "acme"}
+	worked := &statemanager.Task{ID: "w", Tenant: "acme", Status: statemanager.StatusWaiting, Roles: []string{"clerk"},
+		ApproverRoles: []string{"director"}, ClaimedBy: "dave", CompletedBy: "erin"}
+	approving := *worked
+	approving.Status = statemanager.StatusInApproval
+	byRoles := approving
+	byRoles.ApproverRoles = nil
 	tests := []struct {
 		name   string
 		task   *statemanager.Task
@@ -27,6 +33,12 @@ func TestTaskVisibleTo(t *testing.T) {
 		{"admin of another tenant", task, "", &statemanager.Viewer{Admin: true}, false},
 		{"unassigned task, no admin", open, "acme", &statemanager.Viewer{User: "alice"}, false},
 		{"unassigned task, admin", open, "acme", &statemanager.Viewer{Admin: true}, true},
+		{"claimer", worked, "acme", &statemanager.Viewer{User: "dave"}, true},
+		{"executor", worked, "acme", &statemanager.Viewer{User: "erin"}, true},
+		{"approver of a waiting task", worked, "acme", &statemanager.Viewer{User: "zed", Roles: []string{"director"}}, false},
+		{"approver of a task in approval", &approving, "acme", &statemanager.Viewer{User: "zed", Roles: []string{"director"}}, true},
+		{"approver by taskRoles", &byRoles, "acme", &statemanager.Viewer{Roles: []string{"clerk"}}, true},
+		{"approver of another tenant", &approving, "beta", &statemanager.Viewer{Roles: []string{"director"}}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
