@@ -132,39 +132,6 @@ func ClosingEvent(t *statemanager.Task) statemanager.Event {
 	return e
 }
 
-// TaskEvent is a record of the task-event topic: one history event with the
-// task it happened to and the status it left the task in. Seq is left out:
-// the events of a task share its key, so their order is the partition's.
-type TaskEvent struct {
-	TaskID string `json:"taskId"`
-	Domain string `json:"domain"`
-	// Instance is the requestId of the saga instance the task belongs
-	// to; empty for a task started by a direct StartTask.
-	Instance  string `json:"instance,omitempty"`
-	Tenant    string `json:"tenant,omitempty"`
-	Status    string `json:"status"`
-	Type      string `json:"type"`
-	At        int64  `json:"at"`
-	Actor     string `json:"actor,omitempty"`
-	From      string `json:"from,omitempty"`
-	To        string `json:"to,omitempty"`
-	Outcome   string `json:"outcome,omitempty"`
-	Note      string `json:"note,omitempty"`
-	RequestID string `json:"requestId,omitempty"`
-}
-
-// TaskEventRecord is e, an event of t (t as it is after e), as a record of
-// topic keyed by the task id. Its bytes depend on t and e alone.
-func TaskEventRecord(topic string, t *statemanager.Task, e statemanager.Event) envelope.Record {
-	instance := ""
-	if t.Saga != "" {
-		instance = t.RequestID
-	}
-	v, _ := json.Marshal(TaskEvent{TaskID: t.ID, Domain: t.Domain, Instance: instance, Tenant: t.Tenant, Status: t.Status,
-		Type: e.Type, At: e.At, Actor: e.Actor, From: e.From, To: e.To, Outcome: e.Outcome, Note: e.Note, RequestID: e.RequestID})
-	return envelope.Record{Topic: topic, Key: []byte(t.ID), Value: v}
-}
-
 // ApplyTask applies a lifecycle change to a task of a domain whose store
 // implements statemanager.Lifecycle, and returns the task after it and the
 // records to produce: for a change that closes the task, its effects

@@ -89,9 +89,9 @@ const (
 )
 
 var (
-	// lib.lua holds the helpers of the scripts that write tasks; it is
-	// prepended to each of them (Lua has no include), so a close is one
-	// piece of code whichever script makes it.
+	// lib.lua holds the helpers of the scripts that write tasks; what
+	// each uses of it is prepended to it (withLib: Lua has no include), so
+	// a close is one piece of code whichever script makes it.
 	//go:embed scripts/lib.lua
 	libLua string
 	//go:embed scripts/start.lua
@@ -111,10 +111,10 @@ var (
 
 	// redis.Script runs EVALSHA and falls back to EVAL on NOSCRIPT, so the
 	// script bodies cross the network once per server.
-	startScript     = redis.NewScript(libLua + startLua)
-	closeScript     = redis.NewScript(libLua + closeLua)
-	ackScript       = redis.NewScript(libLua + ackLua)
-	applyScript     = redis.NewScript(libLua + applyLua)
+	startScript     = redis.NewScript(withLib(libLua, startLua))
+	closeScript     = redis.NewScript(withLib(libLua, closeLua))
+	ackScript       = redis.NewScript(withLib(libLua, ackLua))
+	applyScript     = redis.NewScript(withLib(libLua, applyLua))
 	historyScript   = redis.NewScript(historyLua)
 	watermarkScript = redis.NewScript(watermarkLua)
 	listScript      = redis.NewScript(libLua + listLua)

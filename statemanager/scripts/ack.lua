@@ -13,12 +13,15 @@
 for i = 3, #ARGV do
   local h = KEYS[i - 1]
   if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    local s = redis.call('HGET', h, 's')
-    if s and not isOpen(s) then
+    local f = redis.call('HMGET', h, 's', 'hx')
+    if f[1] and not isOpen(f[1]) then
       -- The history and change keys first: they never outlive the hash,
-      -- so a new start of the id never finds an old history.
-      redis.call('PEXPIRE', ARGV[2] .. 'h:' .. ARGV[i], ARGV[1])
-      redis.call('PEXPIRE', ARGV[2] .. 'k:' .. ARGV[i], ARGV[1])
+      -- so a new start of the id never finds an old history. Only a task
+      -- changed through the lifecycle (hx, see apply.lua) has them.
+      if f[2] then
+        redis.call('PEXPIRE', ARGV[2] .. 'h:' .. ARGV[i], ARGV[1])
+        redis.call('PEXPIRE', ARGV[2] .. 'k:' .. ARGV[i], ARGV[1])
+      end
       redis.call('PEXPIRE', h, ARGV[1])
     end
   end

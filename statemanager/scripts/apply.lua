@@ -36,7 +36,9 @@ local tp = tenantPrefix(ARGV[1], f['tn'])
 -- old is the task as indexed; f becomes the task as changed, and reindex
 -- moves it between the listing families (lib.lua) once, at the end.
 local old = fieldsOf(cur)
-local set, del = {}, {}
+-- hx marks a task with a history list and change keys of its own, which
+-- its ack expires with it (a task only started and closed has neither).
+local set, del = {'hx', '1'}, {}
 local function write(name, v)
   if v == '' then
     del[#del + 1] = name
