@@ -454,46 +454,25 @@ func exchangeTaskOp(ctx context.Context, c *config.Config, env *envelope.Envelop
 	}
 }
 
-// positionReplies adds every partition of topic to cl at its current end,
-// creating the topic when no runner has yet (then it is empty: offset 0).
+// positionReplies adds every partition of topic to cl at its current end.
+// A reply topic that does not exist means no runner of this configuration
+// ever started (runners create it), so nothing would answer: that is an
+// error now rather than a wait.
 func positionReplies(ctx context.Context, cl *kgo.Client, topic string) error {
-	adm := kadm.NewClient(cl)
-	for attempt := 0; ; attempt++ {
-		ends, err := adm.ListEndOffsets(ctx, topic)
-		if err == nil {
-			err = ends.Error()
-		}
-		if err == nil && len(ends[topic]) > 0 {
-			cl.AddConsumePartitions(ends.KOffsets())
-			return nil
-		}
-		if err != nil && !errors.Is(err, kerr.UnknownTopicOrPartition) || attempt > 0 {
-			return fmt.Errorf("position on the reply topic %s: %w", topic, cmpErr(err, "it has no partitions"))
-		}
-		res, err := adm.CreateTopic(ctx, -1, -1, nil, topic)
-		if errors.Is(err, kerr.TopicAlreadyExists) || errors.Is(res.Err, kerr.TopicAlreadyExists) {
-			continue // created meanwhile: list it.
-		}
-		if err == nil {
-			err = res.Err
-		}
-		if err != nil {
-			return fmt.Errorf("create the reply topic %s: %w", topic, err)
-		}
-		offsets := make(map[int32]kgo.Offset, res.NumPartitions)
-		for p := range res.NumPartitions {
-			offsets[p] = kgo.NewOffset().At(0)
-		}
-		cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{topic: offsets})
-		return nil
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
 	}
-}
-
-func cmpErr(err error, otherwise string) error {
-	if err != nil {
-		return err
+	switch {
+	case errors.Is(err, kerr.UnknownTopicOrPartition):
+		return fmt.Errorf("the reply topic %s does not exist: has a runner with this configuration (topics.replies) started?", topic)
+	case err != nil:
+		return fmt.Errorf("position on the reply topic %s: %w", topic, err)
+	case len(ends[topic]) == 0:
+		return fmt.Errorf("the reply topic %s has no partitions", topic)
 	}
-	return errors.New(otherwise)
+	cl.AddConsumePartitions(ends.KOffsets())
+	return nil
 }
 
 // opState is the task's state an operation answers with.

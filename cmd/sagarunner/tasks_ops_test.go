@@ -359,6 +359,20 @@ func TestTaskOpsReplayAndDeadline(t *testing.T) {
 	})
 }
 
+// TestTaskOpsWithoutRunner: on a cluster no runner ever joined, an
+// operation says so at once instead of waiting for an answer nobody sends.
+func TestTaskOpsWithoutRunner(t *testing.T) {
+	kc, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	_, errOut, err := execute(t, "", "tasks", "cancel", "workflow", "t-1", "--brokers", strings.Join(kc.ListenAddrs(), ","), "--wait", "30s")
+	if code := exitCode(t, err); code != 1 || err == nil || !strings.Contains(err.Error(), "reply topic sagarunner-replies does not exist") {
+		t.Errorf("exit %d, err %v, stderr %q; want 1 and the missing reply topic", code, err, errOut)
+	}
+}
+
 // TestTaskOpsRefuseBadFlags: every misuse exits 2 before anything
 // connects (nothing listens on the broker given).
 func TestTaskOpsRefuseBadFlags(t *testing.T) {
