@@ -42,6 +42,8 @@ type Config struct {
 	Runner Runner `mapstructure:"runner"`
 	// Timers configures automatic timeouts.
 	Timers Timers `mapstructure:"timers"`
+	// Tasks configures the task lifecycle's early answers.
+	Tasks Tasks `mapstructure:"tasks"`
 	// Instances configures instance tracking (SPEC §13).
 	Instances Instances `mapstructure:"instances"`
 	// Log configures logging.
@@ -247,6 +249,17 @@ type Timers struct {
 	Domains []string `mapstructure:"domains"`
 }
 
+// Tasks configures the early answers of the task lifecycle (SPEC §12): an
+// operation that arrives on Kafka before its task starts waits for it.
+type Tasks struct {
+	// EarlyTTL is how long such an operation waits before it is
+	// dead-lettered EARLY_EXPIRED (default 10m).
+	EarlyTTL time.Duration `mapstructure:"earlyTTL"`
+	// EarlyMax bounds the operations waiting in one domain (default
+	// 100000); past it they are dead-lettered EARLY_REFUSED.
+	EarlyMax int `mapstructure:"earlyMax"`
+}
+
 // Instances configures the instance records, timelines and audit trail,
 // kept in the default Redis.
 type Instances struct {
@@ -313,6 +326,8 @@ var defaults = map[string]any{
 	"runner.signingKey":        "",
 	"timers.pollInterval":      "10ms",
 	"timers.batchSize":         500,
+	"tasks.earlyTTL":           "10m",
+	"tasks.earlyMax":           100000,
 	"instances.enabled":        true,
 	"instances.timelineCap":    1000,
 	"instances.retention":      "168h",
@@ -601,7 +616,8 @@ func (c *Config) validate() Errors {
 		d   time.Duration
 	}{{"kafka.sessionTimeout", c.Kafka.SessionTimeout}, {"kafka.rebalanceTimeout", c.Kafka.RebalanceTimeout},
 		{"http.timeout", c.HTTP.Timeout}, {"http.idleTimeout", c.HTTP.IdleTimeout},
-		{"runner.stuckAfter", c.Runner.StuckAfter}, {"timers.pollInterval", c.Timers.PollInterval}} {
+		{"runner.stuckAfter", c.Runner.StuckAfter}, {"timers.pollInterval", c.Timers.PollInterval},
+		{"tasks.earlyTTL", c.Tasks.EarlyTTL}} {
 		if d.d <= 0 {
 			add(d.key, "must be positive, got %v", d.d)
 		}
@@ -640,7 +656,7 @@ func (c *Config) validate() Errors {
 	}{{"runner.batchSize", c.Runner.BatchSize, 1}, {"runner.keyConcurrency", c.Runner.KeyConcurrency, 1},
 		{"runner.maxAttempts", c.Runner.MaxAttempts, 1}, {"runner.maxHops", c.Runner.MaxHops, 1},
 		{"runner.maxRecordBytes", c.Runner.MaxRecordBytes, 1024}, {"redis.maxDomains", c.Redis.MaxDomains, 1},
-		{"timers.batchSize", c.Timers.BatchSize, 1}} {
+		{"timers.batchSize", c.Timers.BatchSize, 1}, {"tasks.earlyMax", c.Tasks.EarlyMax, 1}} {
 		if n.n < n.min {
 			add(n.key, "must be at least %d, got %d", n.min, n.n)
 		}

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/saga/envelope"
 	"github.com/sagarunner/sagarunner/statemanager"
@@ -100,6 +102,9 @@ func (g *Gateway) taskOp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
 		return
 	}
+	// The caller waits for the answer: an unknown task is 404 now, never
+	// kept for a task that may start later (an early answer on Kafka).
+	rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: actions.NoEarlyHeader, Value: []byte("1")})
 	if reply, ok := g.exchange(w, r, rec, reqID, false); ok {
 		g.answerTaskOp(w, reqID, reply)
 	}

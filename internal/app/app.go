@@ -138,6 +138,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 		MaxHops:        cfg.Runner.MaxHops,
 		AdminRoles:     cfg.Auth.AdminRoles,
 		TrackInstances: inst != nil,
+		Instances:      instancesReader(inst),
 	})
 	if err != nil {
 		return nil, err
@@ -218,6 +219,15 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// instancesReader is inst for the engine, or a nil interface when tracking
+// is off (a nil *Store in an interface would not read as off).
+func instancesReader(inst *instances.Store) actions.Instances {
+	if inst == nil {
+		return nil
+	}
+	return inst
 }
 
 // LoadSagas loads the sagas of dir beside the built-in /ProceedTask and
@@ -449,7 +459,9 @@ func buildStores(c *config.Config, hooks ...redis.Hook) (*statemanager.RedisReso
 			cl.AddHook(h)
 		}
 	}
-	res := statemanager.NewResolver(def, storeConfig(c.Redis), domains, statemanager.WithMaxStores(c.Redis.MaxDomains))
+	defaults := storeConfig(c.Redis)
+	defaults.EarlyTTL, defaults.EarlyMax = c.Tasks.EarlyTTL, c.Tasks.EarlyMax
+	res := statemanager.NewResolver(def, defaults, domains, statemanager.WithMaxStores(c.Redis.MaxDomains))
 	closeAll := func() {
 		for _, cl := range clients {
 			_ = cl.Close()
