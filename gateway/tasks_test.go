@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/tidwall/gjson"
@@ -245,4 +247,158 @@ func TestTasksWithAuth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTaskInbox covers the inbox's query over HTTP (SPEC §12 "Inbox"):
+// claimedBy=me, candidate=me for claims and approvals, the orders, paging
+// with X-Next-Cursor, GET /tasks/count, and the 400s and 403s of bad
+// queries.
+func TestTaskInbox(t *testing.T) {
+	_, rdb := redistest.Start(t)
+	ctx := context.Background()
+	store, err := statemanager.NewRedisStore(rdb, "workflow", statemanager.RedisConfig{Shards: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func(task statemanager.Task) {
+		t.Helper()
+		task.Domain = "workflow"
+		if _, _, err := store.Start(ctx, &task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply := func(c statemanager.Change) {
+		t.Helper()
+		c.Key = fmt.Sprint(c.ID, c.Version)
+		if _, _, err := store.Apply(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claimed := func(id, who string) statemanager.Change {
+		return statemanager.Change{ID: id, Version: 1, ClaimedBy: &who, Event: statemanager.Event{Type: statemanager.EventClaimed, At: 1, Actor: who}}
+	}
+	// Ten clerk tasks: priorities and deadlines disagree with the starts.
+	for i := range 10 {
+		start(statemanager.Task{ID: fmt.Sprintf("c-%d", i), Roles: []string{"clerk"}, StartedAt: int64(1000 + i),
+			Priority: i % 3, Deadline: int64(9000 - 100*i)})
+	}
+	apply(claimed("c-0", "alice"))
+	apply(claimed("c-1", "bob"))
+	start(statemanager.Task{ID: "review", Roles: []string{"clerk"}, ApproverRoles: []string{"director"}, RequiredApprovals: 1, StartedAt: 500})
+	inApproval := statemanager.StatusInApproval
+	bob := "bob"
+	apply(statemanager.Change{ID: "review", Version: 1, Status: &inApproval, CompletedBy: &bob, ClaimedBy: &bob,
+		Event: statemanager.Event{Type: statemanager.EventCompleted, At: 2, Actor: "bob"}})
+
+	brokers := newCluster(t, requestTopic, replyTopic)
+	s := serve(t, brokers, Config{Auth: auth.Config{
+		AdminRoles: []string{"ops"},
+		Tokens: map[string]auth.Identity{
+			"alice": {User: "alice", Roles: []string{"clerk"}},
+			"bob":   {User: "bob", Roles: []string{"clerk"}},
+			"dora":  {User: "dora", Roles: []string{"director"}},
+			"boss":  {User: "boss", Roles: []string{"ops"}},
+		},
+	}}, Deps{Stores: domains{"workflow": store}})
+
+	ids := func(raw []byte) string {
+		var out []string
+		for _, v := range gjson.ParseBytes(raw).Array() {
+			out = append(out, v.Get("taskId").String())
+		}
+		return fmt.Sprint(out)
+	}
+	tests := []struct {
+		name, token, path string
+		wantStatus        int
+		wantCode, wantIDs string
+		wantCount         int64
+	}{
+		{name: "claimed by me", token: "alice", path: "/tasks?claimedBy=me", wantStatus: 200, wantIDs: "[c-0]"},
+		{name: "claimed by me by name", token: "bob", path: "/tasks?claimedBy=bob", wantStatus: 200, wantIDs: "[c-1]"},
+		{name: "another's claims are an admin's business", token: "alice", path: "/tasks?claimedBy=bob", wantStatus: 403, wantCode: "FORBIDDEN"},
+		{name: "an admin reads anyone's claims", token: "boss", path: "/tasks?claimedBy=bob&status=IN_APPROVAL", wantStatus: 200, wantIDs: "[review]"},
+		{name: "candidate: not claimed by another", token: "alice", path: "/tasks?candidate=me&limit=3", wantStatus: 200, wantIDs: "[c-0 c-2 c-3]"},
+		{name: "an approver finds what to approve", token: "dora", path: "/tasks?status=IN_APPROVAL&candidate=me", wantStatus: 200, wantIDs: "[review]"},
+		{name: "and sees it", token: "dora", path: "/tasks?status=IN_APPROVAL", wantStatus: 200, wantIDs: "[review]"},
+		{name: "the executor approves nothing of its own", token: "bob", path: "/tasks?status=IN_APPROVAL&candidate=me", wantStatus: 200, wantIDs: "[]"},
+		{name: "but sees it", token: "bob", path: "/tasks?status=IN_APPROVAL", wantStatus: 200, wantIDs: "[review]"},
+		{name: "by priority", token: "alice", path: "/tasks?sort=priority&limit=4", wantStatus: 200, wantIDs: "[c-2 c-5 c-8 c-1]"},
+		{name: "by deadline", token: "alice", path: "/tasks?sort=deadline&limit=3", wantStatus: 200, wantIDs: "[c-9 c-8 c-7]"},
+		{name: "by start", token: "alice", path: "/tasks?sort=startedAt&limit=2", wantStatus: 200, wantIDs: "[c-0 c-1]"},
+		{name: "count", token: "alice", path: "/tasks/count", wantStatus: 200, wantCount: 10},
+		{name: "count of candidates", token: "alice", path: "/tasks/count?candidate=me", wantStatus: 200, wantCount: 9},
+		{name: "count of approvals", token: "dora", path: "/tasks/count?status=IN_APPROVAL&candidate=me", wantStatus: 200, wantCount: 1},
+		{name: "an admin's count", token: "boss", path: "/tasks/count?role=clerk", wantStatus: 200, wantCount: 10},
+		{name: "unknown sort", token: "alice", path: "/tasks?sort=name", wantStatus: 400, wantCode: "BAD_INPUT"},
+		{name: "sort of closed tasks", token: "alice", path: "/tasks?sort=deadline&status=COMPLETED", wantStatus: 400, wantCode: "BAD_INPUT"},
+		{name: "garbage cursor", token: "alice", path: "/tasks?cursor=%21%21", wantStatus: 400, wantCode: "BAD_INPUT"},
+		{name: "a cursor that is no cursor", token: "alice", path: "/tasks?cursor=eyJ2IjoxfQ", wantStatus: 400, wantCode: "BAD_INPUT"},
+		{name: "candidate of someone else", token: "alice", path: "/tasks?candidate=bob", wantStatus: 400, wantCode: "BAD_INPUT"},
+		{name: "bad limit on count", token: "alice", path: "/tasks/count?limit=-1", wantStatus: 400, wantCode: "BAD_INPUT"},
+		{name: "count needs a token", path: "/tasks/count", wantStatus: 401, wantCode: "MISSING_TOKEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := do(t, "GET", s.base+tt.path, tt.token, nil)
+			if r.status != tt.wantStatus {
+				t.Fatalf("status %d, want %d (body %s)", r.status, tt.wantStatus, r.raw)
+			}
+			if tt.wantCode != "" && r.body["code"] != tt.wantCode {
+				t.Errorf("code %v, want %s", r.body["code"], tt.wantCode)
+			}
+			if tt.wantIDs != "" {
+				if got := ids(r.raw); got != tt.wantIDs {
+					t.Errorf("ids %s, want %s", got, tt.wantIDs)
+				}
+			}
+			if strings.HasPrefix(tt.path, "/tasks/count") && tt.wantStatus == 200 {
+				if got := gjson.GetBytes(r.raw, "count"); got.Int() != tt.wantCount || gjson.GetBytes(r.raw, "exact").Exists() {
+					t.Errorf("body %s, want count %d", r.raw, tt.wantCount)
+				}
+			}
+		})
+	}
+
+	t.Run("paging", func(t *testing.T) {
+		for _, sort := range []string{"startedAt", "deadline", "priority"} {
+			all := do(t, "GET", s.base+"/tasks?sort="+sort, "alice", nil)
+			if all.header.Get("X-Next-Cursor") != "" {
+				t.Errorf("%s: a single page has a next cursor", sort)
+			}
+			var walked []string
+			cursor := ""
+			for pages := 0; ; pages++ {
+				if pages > 20 {
+					t.Fatalf("%s: no last page", sort)
+				}
+				r := do(t, "GET", s.base+"/tasks?limit=3&sort="+sort+"&cursor="+url.QueryEscape(cursor), "alice", nil)
+				if r.status != 200 {
+					t.Fatalf("%s: %d %s", sort, r.status, r.raw)
+				}
+				for _, v := range gjson.ParseBytes(r.raw).Array() {
+					walked = append(walked, v.Get("taskId").String())
+				}
+				if cursor = r.header.Get("X-Next-Cursor"); cursor == "" {
+					break
+				}
+			}
+			if got := fmt.Sprint(walked); got != ids(all.raw) {
+				t.Errorf("%s: pages %s, one listing %s", sort, got, ids(all.raw))
+			}
+			if len(walked) != 10 {
+				t.Errorf("%s: walked %d tasks, want 10", sort, len(walked))
+			}
+		}
+		// A cursor belongs to its listing.
+		first := do(t, "GET", s.base+"/tasks?limit=3", "alice", nil)
+		next := first.header.Get("X-Next-Cursor")
+		if r := do(t, "GET", s.base+"/tasks?limit=3&sort=priority&cursor="+next, "alice", nil); r.status != 400 {
+			t.Errorf("a cursor of another order: %d %s", r.status, r.raw)
+		}
+		// And shows its bearer only what it may see.
+		if r := do(t, "GET", s.base+"/tasks?limit=3&cursor="+next, "dora", nil); r.status != 200 || ids(r.raw) != "[]" {
+			t.Errorf("alice's cursor in dora's hands: %d %s", r.status, r.raw)
+		}
+	})
 }
