@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/auth"
 	"github.com/sagarunner/sagarunner/instances"
+	"github.com/sagarunner/sagarunner/saga/envelope"
 )
 
 // HeaderNextCursor carries the cursor of the next page of a listing.
@@ -154,4 +156,86 @@ func (g *Gateway) instancesFailed(w http.ResponseWriter, err error) {
 	g.log.Warn("gateway: instance store failed", "err", err)
 	w.Header().Set("Retry-After", "1")
 	writeError(w, http.StatusServiceUnavailable, "INSTANCES_UNAVAILABLE", "the instance store is unavailable; retry")
+}
+
+// maxCancelReason bounds the reason of a cancel, kept in the timeline and
+// the task's history.
+const maxCancelReason = 1000
+
+// cancelInstance serves POST /instances/{id}/cancel {"reason": ...}. An
+// admin of the instance's tenant or its starter may cancel it (others who
+// can see it, the people who acted on its tasks, get 403); an ended
+// instance answers 409 with its record. The cancel travels to the runners
+// as a CancelInstance request keyed by the instance, so it is handled in
+// order with the instance's own records: its open tasks close CANCELLED,
+// its onCancel step runs, and it ends CANCELLED.
+func (g *Gateway) cancelInstance(w http.ResponseWriter, r *http.Request) {
+	in, ok := g.visibleInstance(w, r)
+	if !ok {
+		return
+	}
+	caller := identityOf(r.Context())
+	if g.auth.Enabled() && !g.isAdmin(caller) && caller.User != in.Starter {
+		writeError(w, http.StatusForbidden, actions.CodeForbidden, "only an admin of its tenant or its starter may cancel an instance")
+		return
+	}
+	if instances.Ended(in.Status) {
+		writeJSON(w, http.StatusConflict, instanceConflict{errorBody: errorBody{Error: fmt.Sprintf("instance %q is %s already", in.ID, in.Status),
+			Code: actions.CodeInstanceEnded}, Instance: in})
+		return
+	}
+	body, ok := g.readObject(w, r)
+	if !ok {
+		return
+	}
+	var req struct {
+		Reason string `json:"reason"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil || len(req.Reason) > maxCancelReason {
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, fmt.Sprintf(`body must be {"reason": a string of at most %d bytes}`, maxCancelReason))
+		return
+	}
+	params, _ := json.Marshal(map[string]string{"instanceId": in.ID, "reason": req.Reason})
+	reqID := g.newID()
+	rec, err := buildRecord(params, request{
+		Topic:     g.cfg.RequestTopic,
+		Key:       in.ID,
+		Identity:  caller,
+		RequestID: reqID,
+		ReplyTo:   g.cfg.ReplyTopic,
+		CreatedAt: g.now().UnixMilli(),
+		EventMeta: envelope.EventMeta{Action: cancelInstanceAction, InputElement: "parameters", OutputElement: "cancel"},
+	})
+	if err != nil {
+		writeError(w, http.StatusBadRequest, actions.CodeBadInput, err.Error())
+		return
+	}
+	reply, ok := g.exchange(w, r, rec, reqID, false)
+	if !ok {
+		return
+	}
+	res := reply.Result
+	switch {
+	case res.Status == envelope.StatusSuccess:
+		writeJSON(w, http.StatusOK, map[string]string{"instanceId": in.ID, "status": instances.StatusCancelled, "requestId": reqID})
+	case res.Code == actions.CodeInstanceEnded || res.Code == actions.CodeInstanceBusy:
+		now, err := g.instances.Get(r.Context(), in.ID)
+		if err != nil {
+			now = in
+		}
+		writeJSON(w, http.StatusConflict, instanceConflict{errorBody: errorBody{Error: res.Message, Code: res.Code, RequestID: reqID}, Instance: now})
+	case res.Code == actions.CodeInstanceNotFound:
+		writeError(w, http.StatusNotFound, CodeInstanceNotFound, res.Message)
+	default:
+		g.answer(w, reqID, reply, "cancel")
+	}
+}
+
+// cancelInstanceAction is the direct action a cancel travels as.
+const cancelInstanceAction = "CancelInstance"
+
+// instanceConflict is a 409's body: the error and where the instance stands.
+type instanceConflict struct {
+	errorBody
+	Instance *instances.Instance `json:"instance"`
 }

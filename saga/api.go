@@ -295,6 +295,9 @@ type Config struct {
 	// TrackInstances makes every output carry the instance events of
 	// what it did (Output.Instances, SPEC §13).
 	TrackInstances bool
+	// Instances is where CancelInstance reads instance records; nil when
+	// tracking is off.
+	Instances actions.Instances
 }
 
 // Validate checks the config and fills defaults.

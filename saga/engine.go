@@ -116,6 +116,9 @@ func (e *Engine) Handle(ctx context.Context, rec Record) (Output, error) {
 	// only StartTask itself can tell apart.
 	var started Tally
 	ctx = actions.WithStartedHook(ctx, func(t *statemanager.Task) { started.Add(t.Domain, 1) })
+	if e.cfg.Instances != nil {
+		ctx = actions.WithInstances(ctx, e.cfg.Instances)
+	}
 	out, env, err := e.handle(ctx, rec)
 	if err != nil {
 		return Output{}, err
@@ -332,7 +335,7 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 	// waitingOn is the task a StartTask step suspended on; cancelling says
 	// the instance was cancelled and runs its onCancel step.
 	var waitingOn *statemanager.Task
-	cancelling := false
+	var cancelling *cancelOf
 	if e.cfg.TrackInstances {
 		ctx = actions.WithSuspendedHook(ctx, func(t *statemanager.Task) { waitingOn = t })
 	}
@@ -392,10 +395,10 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 		resumed = false
 		next, ok := st.route(value, outcome)
 		if cancelled {
-			cancelling = true
+			cancelling = &cancelOf{reason: env.Result.Message}
 			next, ok = g.OnCancel, g.OnCancel != ""
 			if !ok {
-				return e.end(out, rec, env, false, true), nil
+				return e.end(out, rec, env, false, cancelling), nil
 			}
 		}
 		if !ok {
@@ -411,7 +414,7 @@ func (e *Engine) walk(ctx context.Context, x *actions.Exec, rec Record, g *Saga,
 
 // end stops an instance that ended, with its end event when instances are
 // tracked: cancelled when it was cancelled, else failed or finished.
-func (e *Engine) end(out Output, rec Record, env *envelope.Envelope, failed, cancelled bool) Output {
+func (e *Engine) end(out Output, rec Record, env *envelope.Envelope, failed bool, cancelled *cancelOf) Output {
 	if e.cfg.TrackInstances {
 		out.Instances = append(out.Instances, e.endEvent(env, failed, cancelled))
 	}

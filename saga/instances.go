@@ -6,6 +6,7 @@ import (
 
 	"github.com/tidwall/gjson"
 
+	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/clock"
 	"github.com/sagarunner/sagarunner/instances"
 	"github.com/sagarunner/sagarunner/saga/envelope"
@@ -40,14 +41,20 @@ func (e *Engine) stepEvent(env *envelope.Envelope, st *Step, status string, task
 	return ev
 }
 
-// endEvent is the end of the instance env belongs to: failed, cancelled or
-// finished, with the last result.
-func (e *Engine) endEvent(env *envelope.Envelope, failed, cancelled bool) instances.Event {
+// cancelOf is the cancel an instance is ending by (nil: none).
+type cancelOf struct{ reason string }
+
+// endEvent is the end of the instance env belongs to: cancelled (with the
+// cancel's reason, whatever its onCancel step left), failed or finished
+// with the last result.
+func (e *Engine) endEvent(env *envelope.Envelope, failed bool, cancelled *cancelOf) instances.Event {
+	if cancelled != nil {
+		return instances.Event{Instance: env.RequestMeta.RequestID, Key: "end", Type: instances.EventCancelled,
+			At: clock.NowMillis(e.cfg.Clock), Saga: env.SagaMeta.Saga, Step: env.SagaMeta.StepID,
+			Status: envelope.StatusCancelled, Code: actions.CodeInstanceCancelled, Message: cancelled.reason}
+	}
 	typ := instances.EventFinished
-	switch {
-	case cancelled:
-		typ = instances.EventCancelled
-	case failed:
+	if failed {
 		typ = instances.EventFailed
 	}
 	return instances.Event{Instance: env.RequestMeta.RequestID, Key: "end", Type: typ, At: clock.NowMillis(e.cfg.Clock), Saga: env.SagaMeta.Saga,

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sagarunner/sagarunner/config"
 	"github.com/sagarunner/sagarunner/instances"
 	"github.com/sagarunner/sagarunner/internal/redistest"
 	"github.com/sagarunner/sagarunner/internal/testutil"
@@ -160,4 +161,93 @@ func TestInstancesEndings(t *testing.T) {
 	if st, body := do(t, "GET", p.base+"/instances/nope", "", ""); st != http.StatusNotFound {
 		t.Fatalf("unknown instance: %d %s", st, body)
 	}
+}
+
+// TestInstanceCancel cancels a waiting instance over HTTP: its task closes
+// CANCELLED, its onCancel step runs, it ends CANCELLED, and a second
+// cancel is refused with its state.
+func TestInstanceCancel(t *testing.T) {
+	c := newCluster(t)
+	addr, _ := redistest.Start(t)
+	cfg := newConfig(t, c.ListenAddrs(), addr, sagaDir(t))
+	p := startProcess(t, "runner", cfg)
+
+	id := startInstance(t, p.base, "", "order-c", "ok")
+	waitInstance(t, p.base, "", id, instances.StatusWaiting)
+	if st, body := do(t, "POST", p.base+"/instances/"+id+"/cancel", "", `{"reason":"customer withdrew"}`); st != http.StatusOK {
+		t.Fatalf("cancel: %d %s", st, body)
+	}
+	in := waitInstance(t, p.base, "", id, instances.StatusCancelled)
+	if len(in.OpenTasks) != 0 || in.LastResult.Code != "INSTANCE_CANCELLED" || in.LastResult.Message != "customer withdrew" {
+		t.Fatalf("cancelled instance: %+v", in)
+	}
+	waitTask(t, p.base, "", "workflow", "order-c", "CANCELLED")
+	want := "started step:approve:WAITING task:cancelled step:cleanup:SUCCESS cancelled"
+	if got := describe(timeline(t, p.base, "", id)); got != want {
+		t.Fatalf("timeline %q, want %q", got, want)
+	}
+	st, body := do(t, "POST", p.base+"/instances/"+id+"/cancel", "", `{}`)
+	if st != http.StatusConflict || !strings.Contains(string(body), `"status":"CANCELLED"`) {
+		t.Fatalf("second cancel: %d %s", st, body)
+	}
+	if st, body := do(t, "POST", p.base+"/instances/"+id+"/cancel", "", `{"reason":7}`); st != http.StatusConflict && st != http.StatusBadRequest {
+		t.Fatalf("bad reason: %d %s", st, body)
+	}
+}
+
+// TestInstanceVisibility holds GET /instances to SPEC §13: admins of the
+// instance's tenant, its starter and the people who acted on its tasks see
+// it; anyone else gets 404 as for an unknown one, and lists nothing.
+func TestInstanceVisibility(t *testing.T) {
+	c := newCluster(t)
+	addr, _ := redistest.Start(t)
+	cfg := newConfig(t, c.ListenAddrs(), addr, sagaDir(t))
+	cfg.Auth.AdminRoles = []string{"admin"}
+	cfg.Auth.Tokens = []config.Token{
+		{Token: "alice", User: "alice", Roles: []string{"clerk"}, Tenant: "acme"},
+		{Token: "bob", User: "bob", Roles: []string{"clerk"}, Tenant: "acme"},
+		{Token: "carol", User: "carol", Roles: []string{"clerk"}, Tenant: "acme"},
+		{Token: "boss", User: "boss", Roles: []string{"admin"}, Tenant: "acme"},
+		{Token: "eve", User: "eve", Roles: []string{"admin"}, Tenant: "globex"},
+	}
+	p := startProcess(t, "runner", cfg)
+
+	id := startInstance(t, p.base, "alice", "order-v", "ok")
+	waitInstance(t, p.base, "alice", id, instances.StatusWaiting)
+	if st, body := do(t, "POST", p.base+"/tasks/workflow/order-v/claim", "bob", `{}`); st != http.StatusOK {
+		t.Fatalf("bob claims: %d %s", st, body)
+	}
+	// bob acted on its task: he sees it once the claim is recorded.
+	testutil.Eventually(t, waitLong, poll, func() error {
+		if st, body := do(t, "GET", p.base+"/instances/"+id, "bob", ""); st != http.StatusOK {
+			return fmt.Errorf("bob: %d %s", st, body)
+		}
+		return nil
+	})
+	for _, tc := range []struct {
+		token string
+		see   bool
+	}{{"alice", true}, {"bob", true}, {"boss", true}, {"carol", false}, {"eve", false}} {
+		t.Run(tc.token, func(t *testing.T) {
+			st, body := do(t, "GET", p.base+"/instances/"+id+"/timeline", tc.token, "")
+			if tc.see != (st == http.StatusOK) || !tc.see && st != http.StatusNotFound {
+				t.Fatalf("timeline: %d %s", st, body)
+			}
+			st, body = do(t, "GET", p.base+"/instances", tc.token, "")
+			if st != http.StatusOK || tc.see != strings.Contains(string(body), id) {
+				t.Fatalf("listing: %d %s", st, body)
+			}
+		})
+	}
+	// A participant may see it but not cancel it; its starter may.
+	if st, body := do(t, "POST", p.base+"/instances/"+id+"/cancel", "bob", `{}`); st != http.StatusForbidden {
+		t.Fatalf("bob cancels: %d %s", st, body)
+	}
+	if st, body := do(t, "POST", p.base+"/instances/"+id+"/cancel", "carol", `{}`); st != http.StatusNotFound {
+		t.Fatalf("carol cancels: %d %s", st, body)
+	}
+	if st, body := do(t, "POST", p.base+"/instances/"+id+"/cancel", "alice", `{"reason":"no longer needed"}`); st != http.StatusOK {
+		t.Fatalf("alice cancels: %d %s", st, body)
+	}
+	waitInstance(t, p.base, "alice", id, instances.StatusCancelled)
 }
