@@ -55,7 +55,8 @@ const lifecycleAuthDoc = "Who may: a candidate (taskUser, taskRoles, an admin) c
 	"an admin cancels; anyone who may see the task comments. A caller without identity is trusted. Another tenant's task " +
 	"is TASK_NOT_FOUND; a refused caller FORBIDDEN; an operation that lost a race to another, after re-reading " +
 	"the task, TASK_CHANGED; a store without the lifecycle " + CodeUnsupported + ". Idempotent on the requestId. " +
-	"At outputElement: the task's taskId, domain, status, claimedBy, deadline and approvals after the operation. " +
+	"At outputElement: the task's taskId, domain, status, claimedBy, completedBy, version, deadline, outcome and approvals after the operation; " +
+	"a refusal caused by the task's state (TASK_CLAIMED, TASK_CLOSED, TASK_CHANGED, the approval codes) puts the same there, to a caller who may see the task. " +
 	"Every event is published to the task-event topic, keyed by task id."
 
 func init() {
