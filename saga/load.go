@@ -123,14 +123,34 @@ func LoadWithBuiltIns(reg *actions.Registry, builtIn map[string][]byte, paths ..
 }
 
 // replacing returns the saga of user that takes the place of the built-in
-// g: the first with its name or its trigger path.
+// g: the first with its name, or the first current version (the highest of
+// its name) with its trigger path. An older version's path serves nothing,
+// so it replaces nothing.
 func replacing(user []*Saga, g *Saga) *Saga {
 	for _, u := range user {
-		if u.Name == g.Name || (g.Trigger.Path != "" && u.Trigger.Path == g.Trigger.Path) {
+		if u.Name == g.Name {
+			return u
+		}
+	}
+	if g.Trigger.Path == "" {
+		return nil
+	}
+	for _, u := range user {
+		if u.Trigger.Path == g.Trigger.Path && !superseded(user, u) {
 			return u
 		}
 	}
 	return nil
+}
+
+// superseded reports whether sagas hold a higher version of u's saga.
+func superseded(sagas []*Saga, u *Saga) bool {
+	for _, o := range sagas {
+		if o.Name == u.Name && o.Version > u.Version {
+			return true
+		}
+	}
+	return false
 }
 
 // LoadBytes loads the sagas of one YAML document stream; name is used as the

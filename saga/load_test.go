@@ -416,6 +416,10 @@ func TestLoadWithBuiltIns(t *testing.T) {
 		{name: "a user saga with the same name wins",
 			user:         "saga: hook\ntrigger: {topic: t}\nsteps:\n  - id: f\n    action: Finish\n",
 			wantShadowed: "hook -> hook"},
+		{name: "an older version on the same path leaves it",
+			user: "saga: mine\nversion: 1\ntrigger: {path: /Hook}\nsteps:\n  - id: f\n    action: Finish\n---\n" +
+				"saga: mine\nversion: 2\ntrigger: {path: /Mine}\nsteps:\n  - id: f\n    action: Finish\n",
+			wantHook: saga.BuiltInPrefix + "hook.yaml"},
 		{name: "a copy of the built-in file is the same",
 			user: hook, wantHook: "user.yaml", wantShadowed: "hook -> hook", wantSame: true},
 	} {
