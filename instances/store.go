@@ -319,3 +319,24 @@ func (s *Store) Timeline(ctx context.Context, id string) ([]Event, error) {
 	}
 	return out, nil
 }
+
+// CountOpen returns how many instances are open (RUNNING or WAITING),
+// every tenant's, from one counter per shard: one pipelined round trip.
+func (s *Store) CountOpen(ctx context.Context) (int64, error) {
+	cmds := make([]*redis.StringCmd, s.cfg.Shards)
+	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for sh := range s.cfg.Shards {
+			cmds[sh] = pipe.Get(ctx, s.shardPrefix(sh)+"nopen")
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return 0, fmt.Errorf("instances: count open: %w", err)
+	}
+	var n int64
+	for _, c := range cmds {
+		v, _ := c.Int64()
+		n += v
+	}
+	return n, nil
+}

@@ -42,6 +42,9 @@ func TestApplyLifecycleAndReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n, err := s.CountOpen(ctx); err != nil || n != 1 {
+		t.Fatalf("open: %d, %v", n, err)
+	}
 	if in.Status != instances.StatusWaiting || len(in.OpenTasks) != 1 || in.OpenTasks[0].ID != "t1" || in.Tenant != "acme" || in.Starter != "alice" || in.BusinessKey != "bk-r1" {
 		t.Fatalf("after start: %+v", in)
 	}
@@ -58,6 +61,9 @@ func TestApplyLifecycleAndReplay(t *testing.T) {
 	// A late failure cannot move an ended instance.
 	if err := s.Apply(ctx, []instances.Event{{Instance: "r1", Key: "dl", Type: instances.EventDeadLettered, At: 170, Code: "X"}}); err != nil {
 		t.Fatal(err)
+	}
+	if n, err := s.CountOpen(ctx); err != nil || n != 0 {
+		t.Fatalf("open after the end: %d, %v", n, err)
 	}
 	in, _ = s.Get(ctx, "r1")
 	if in.Status != instances.StatusCompleted || len(in.OpenTasks) != 0 || in.EndedAt != 161 || !in.VisibleTo("bob") || in.VisibleTo("carol") {

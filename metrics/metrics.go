@@ -74,6 +74,8 @@ type Metrics struct {
 
 	gatherer prometheus.Gatherer
 
+	instanceMetrics
+
 	// The series of the labels the runner passes, bounded (bounded.go).
 	started, waiting, closed, dead, retries, produce, outcomes *bounded[[1]string, prometheus.Counter]
 	waitingGauges                                              *bounded[[1]string, prometheus.Gauge]
@@ -202,6 +204,7 @@ func New(reg prometheus.Registerer, opts ...Option) *Metrics {
 		func([2]string) [2]string { return [2]string{OtherLabel, OtherLabel} })
 	m.steps = newBounded(o.maxSeries, func(k [3]string) prometheus.Counter { return m.Steps.WithLabelValues(k[0], k[1], k[2]) },
 		func(k [3]string) [3]string { return [3]string{OtherLabel, OtherLabel, k[2]} })
+	m.registerInstances(reg, o.maxSeries)
 	return m
 }
 

@@ -3,6 +3,8 @@ package runner
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"time"
 
 	"github.com/sagarunner/sagarunner/instances"
 	"github.com/sagarunner/sagarunner/saga"
@@ -24,12 +26,45 @@ func WithInstances(store InstanceStore, auditTopic string) Option {
 	return func(r *Runner) { r.instances, r.auditTopic = store, auditTopic }
 }
 
+// instanceDeader is the engine telling which instance a record the runner
+// dead-letters ends (*saga.Engine).
+type instanceDeader interface {
+	DeadInstance(rec saga.Record, code, reason string) []instances.Event
+}
+
 // InstanceMetrics is implemented by a Metrics that also counts instances.
 type InstanceMetrics interface {
 	// InstanceStarted counts an instance started, by saga.
 	InstanceStarted(saga string)
 	// InstanceEnded counts an instance ended, by saga and end status.
 	InstanceEnded(saga, status string)
+	// OpenInstances sets how many instances are open, store-wide.
+	OpenInstances(n int64)
+}
+
+// openCounter is an InstanceStore that counts its open instances cheaply.
+type openCounter interface {
+	CountOpen(ctx context.Context) (int64, error)
+}
+
+// sampleOpenInstances sets the open instances gauge from the store, when
+// both can. A failed count leaves the last value, logged rate-limited.
+func (r *Runner) sampleOpenInstances(ctx context.Context) {
+	m, ok := r.metrics.(InstanceMetrics)
+	c, ok2 := r.instances.(openCounter)
+	if !ok || !ok2 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	n, err := c.CountOpen(cctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			r.events.log(slog.LevelWarn, topicPartition{"instances", 0}, "runner: cannot count open instances", "reason", err.Error())
+		}
+		return
+	}
+	m.OpenInstances(n)
 }
 
 // auditRecords are out's events on the audit topic: one record per

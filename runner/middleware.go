@@ -131,7 +131,11 @@ func (r *Runner) failurePolicy(next Handler) Handler {
 		// Counted here, where the code is known; logged once durable,
 		// with every other dead letter.
 		r.metrics.DeadLetter(code)
-		return saga.Output{Records: []envelope.Record{dl}}, nil
+		out = saga.Output{Records: []envelope.Record{dl}}
+		if d, ok := r.eng.(instanceDeader); ok && r.instances != nil {
+			out.Instances = d.DeadInstance(rec, code, reason)
+		}
+		return out, nil
 	}
 }
 

@@ -149,4 +149,5 @@ func (r *Runner) sampleWaitingOnce(ctx context.Context) {
 		}
 		r.metrics.Waiting(d, n)
 	}
+	r.sampleOpenInstances(ctx)
 }

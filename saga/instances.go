@@ -114,3 +114,21 @@ func (e *Engine) taskEvents(out *Output) {
 			At: v[5].Int(), Actor: v[6].String(), Outcome: v[7].String(), Note: v[8].String()})
 	}
 }
+
+// DeadInstance returns the instance event of rec when the runner
+// dead-letters it with code (a panic, attempts spent): a continuation the
+// runners signed ends its instance FAILED. Anything else, a start or a
+// direct action or a record whose signature does not hold, yields none:
+// only what the runners produced may end an instance.
+func (e *Engine) DeadInstance(rec Record, code, reason string) []instances.Event {
+	if !e.cfg.TrackInstances || rec.Topic != e.cfg.Topics.Continuations {
+		return nil
+	}
+	env, err := envelope.Decode(rec.Value, nil)
+	if err != nil || env.SagaMeta.Saga == "" || env.SagaMeta.StepID == "" || !e.signer.verify(rec) {
+		return nil
+	}
+	return []instances.Event{{Instance: env.RequestMeta.RequestID, Key: "dead" + strconv.Itoa(env.SagaMeta.Seq),
+		Type: instances.EventDeadLettered, At: clock.NowMillis(e.cfg.Clock), Saga: env.SagaMeta.Saga,
+		Step: env.SagaMeta.StepID, Code: code, Message: reason}}
+}

@@ -11,6 +11,7 @@
 --   k:<id>   zset   at -> event key: the events applied (replays dropped)
 --   o:<id>   set    the open tasks, "domain\ttaskId"
 --   p:<id>   set    the people who acted on its tasks (at most 100)
+-- and P.."nopen", how many instances of the shard are open (every tenant's),
 -- and the listing indexes of its tenant T (P.."t"..#T..":"..T..":"):
 --   all, open, st:<status>, saga:<saga>, bk:<key>, v:<user>  by startedAt
 --   upd  by updatedAt
@@ -59,6 +60,7 @@ while i <= #ARGV do
           status = 'RUNNING'
           redis.call('HSET', rk, 'saga', saga, 'version', e.version or 0, 'tenant', tenant, 'starter', starter,
             'bk', bk, 'startedAt', startedAt, 'status', status)
+          redis.call('INCR', P .. 'nopen')
           redis.call('ZADD', T .. 'all', startedAt, id)
           redis.call('ZADD', T .. 'open', startedAt, id)
           redis.call('ZADD', T .. 'saga:' .. saga, startedAt, id)
@@ -89,9 +91,11 @@ while i <= #ARGV do
             redis.call('HSET', rk, 'lastStatus', e.status or '', 'lastCode', e.code or '', 'lastMessage', e.message or '')
           end
           if not ended(status) then
+            local status_was_open = status ~= false and status ~= nil
             status = endStatus[e.type]
             redis.call('HSET', rk, 'status', status, 'endedAt', e.at)
             redis.call('DEL', ok)
+            if status_was_open then redis.call('DECR', P .. 'nopen') end
             if startedAt > 0 then
               redis.call('ZREM', T .. 'open', id)
               redis.call('ZADD', T .. 'st:' .. status, startedAt, id)
