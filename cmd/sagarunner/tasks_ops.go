@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -24,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/config"
 	"github.com/sagarunner/sagarunner/internal/app"
 	"github.com/sagarunner/sagarunner/saga/envelope"
@@ -51,6 +51,7 @@ const (
 	maxOpTaskIDLen = 512
 	maxOpDataBytes = 512 << 10
 	maxRequestID   = 128
+	maxIdentityLen = 256
 )
 
 // The elements of an operation's envelope, as the gateway names them: the
@@ -293,13 +294,12 @@ func taskOpEnvelope(cmd *cobra.Command, spec taskOpSpec, f *opFields, common *op
 	if spec.needsUser && common.as == "" {
 		errs = append(errs, fmt.Errorf("%s needs a user: give --as", spec.use))
 	}
-	for _, name := range append([]string{common.as, common.tenant}, common.roles...) {
-		if reason := badOpText(name, 256); name != "" && reason != "" {
-			errs = append(errs, fmt.Errorf("identity %s", reason))
+	for flag, names := range map[string][]string{"--as": {common.as}, "--tenant": {common.tenant}, "--roles": common.roles} {
+		for _, name := range names {
+			if reason := badOpText(name, maxIdentityLen); reason != "" && (name != "" || flag == "--roles") {
+				errs = append(errs, fmt.Errorf("%s: a name that %s", flag, reason))
+			}
 		}
-	}
-	if slices.Contains(common.roles, "") {
-		errs = append(errs, errors.New("--roles: an empty role"))
 	}
 	if common.wait <= 0 {
 		errs = append(errs, fmt.Errorf("--wait: want a positive duration, got %v", common.wait))
@@ -407,7 +407,11 @@ func exchangeTaskOp(ctx context.Context, c *config.Config, env *envelope.Envelop
 	if _, err := envelope.Decode(value, nil); err != nil {
 		return nil, fmt.Errorf("the operation's record does not decode: %w", err)
 	}
-	rec := &kgo.Record{Topic: c.Topics.Requests, Key: []byte(reqID), Value: value}
+	// The command waits for the answer now, so an unknown task must be
+	// TASK_NOT_FOUND at once, not an operation kept for a task that may
+	// start later (an early answer).
+	rec := &kgo.Record{Topic: c.Topics.Requests, Key: []byte(reqID), Value: value,
+		Headers: []kgo.RecordHeader{{Key: actions.NoEarlyHeader, Value: []byte("1")}}}
 	opts, err := app.KafkaOpts(c)
 	if err != nil {
 		return nil, err

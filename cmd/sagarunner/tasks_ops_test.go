@@ -239,6 +239,12 @@ func TestTaskOpsCommandLine(t *testing.T) {
 			t.Errorf("--json refusal %q lacks the code", out)
 		}
 	})
+	t.Run("an unknown task is refused at once", func(t *testing.T) {
+		_, errOut, code := c.tasks(t, "claim", "workflow", "nope", "--as", "ann", "--roles", "clerk")
+		if code != 1 || !strings.Contains(errOut, "TASK_NOT_FOUND") {
+			t.Fatalf("exit %d, stderr %q; want 1 and TASK_NOT_FOUND", code, errOut)
+		}
+	})
 	t.Run("an undeclared outcome is refused", func(t *testing.T) {
 		_, errOut, code := c.tasks(t, "complete", "workflow", "c-1", "--as", "ann", "--roles", "clerk", "--outcome", "maybe")
 		if code != 1 || !strings.Contains(errOut, "BAD_INPUT") || !strings.Contains(errOut, "maybe") {
