@@ -116,9 +116,9 @@ func TestTaskLifecycleOverHTTP(t *testing.T) {
 			got = append(got, e.Get("type").String()+":"+e.Get("actor").String())
 		}
 		want := []string{
-			// The started event is read off the task, which keeps no
-			// starter: it has no actor.
-			statemanager.EventStarted + ":",
+			// The started event's actor is who started the task's
+			// saga: the caller that published the contract.
+			statemanager.EventStarted + ":svc",
 			statemanager.EventClaimed + ":carol",
 			statemanager.EventCompleted + ":carol",
 			statemanager.EventCommented + ":carol",
