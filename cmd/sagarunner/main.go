@@ -62,7 +62,7 @@ func newRoot() *cobra.Command {
 	// A misspelt or malformed flag is a usage error: exit 2, as for an
 	// invalid filter value.
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageError(cmd, err) })
-	root.AddCommand(newVersionCmd(), newDevCmd(), newRunCmd(), newValidateCmd(), newPublishCmd(), newTasksCmd(), newActionsCmd())
+	root.AddCommand(newVersionCmd(), newDevCmd(), newRunCmd(), newValidateCmd(), newPublishCmd(), newTasksCmd(), newInstancesCmd(), newActionsCmd())
 	addExtraCommands(root)
 	return root
 }
