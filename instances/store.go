@@ -269,8 +269,8 @@ func (s *Store) getMany(ctx context.Context, ids []string) ([]*Instance, error) 
 	out := make([]*Instance, len(ids))
 	for i, id := range ids {
 		h := rs[i].rec.Val()
-		if h["status"] == "" {
-			continue
+		if h["status"] == "" || h["startedAt"] == "" {
+			continue // none, or events whose start is not written yet
 		}
 		in := &Instance{ID: id, Saga: h["saga"], Status: h["status"], Step: h["step"], Tenant: h["tenant"],
 			Starter: h["starter"], BusinessKey: h["bk"], OpenTasks: []TaskRef{},
@@ -296,16 +296,21 @@ func (s *Store) getMany(ctx context.Context, ids []string) ([]*Instance, error) 
 func (s *Store) Timeline(ctx context.Context, id string) ([]Event, error) {
 	p := s.shardPrefix(s.shardOf(id))
 	var exists *redis.IntCmd
+	var started *redis.StringCmd
 	var list *redis.StringSliceCmd
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		exists = pipe.Exists(ctx, p+"i:"+id)
+		started = pipe.HGet(ctx, p+"i:"+id, "startedAt")
 		list = pipe.LRange(ctx, p+"l:"+id, 0, -1)
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("instances: timeline: %w", err)
 	}
 	if exists.Val() == 0 {
+		return nil, ErrNotFound
+	}
+	if started.Val() == "" {
 		return nil, ErrNotFound
 	}
 	out := make([]Event, 0, len(list.Val()))

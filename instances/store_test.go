@@ -86,12 +86,28 @@ func TestApplyLifecycleAndReplay(t *testing.T) {
 	if _, err := s.Get(ctx, "nope"); !errors.Is(err, instances.ErrNotFound) {
 		t.Fatalf("unknown: %v", err)
 	}
-	// Events of an instance never started are not kept.
-	if err := s.Apply(ctx, []instances.Event{{Instance: "ghost", Key: "s1", Type: instances.EventStep, At: 1}}); err != nil {
+	// Events written before the start stay hidden until it comes, then
+	// count: a close written first leaves its task closed.
+	early := []instances.Event{{Instance: "late", Key: "tx", Type: instances.EventTask, At: 5, Actor: "bob", Domain: "workflow", TaskID: "t9", Task: "completed", Status: "COMPLETED"}}
+	if err := s.Apply(ctx, early); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get(ctx, "ghost"); !errors.Is(err, instances.ErrNotFound) {
-		t.Fatalf("ghost: %v", err)
+	if _, err := s.Get(ctx, "late"); !errors.Is(err, instances.ErrNotFound) {
+		t.Fatalf("before its start: %v", err)
+	}
+	if _, err := s.Timeline(ctx, "late"); !errors.Is(err, instances.ErrNotFound) {
+		t.Fatalf("timeline before its start: %v", err)
+	}
+	if err := s.Apply(ctx, []instances.Event{started("late", "acme", "alice", 1),
+		{Instance: "late", Key: "s1", Type: instances.EventStep, At: 2, Step: "approve", Status: "WAITING", Domain: "workflow", TaskID: "t9"}}); err != nil {
+		t.Fatal(err)
+	}
+	in, err = s.Get(ctx, "late")
+	if err != nil || in.Status != instances.StatusRunning || len(in.OpenTasks) != 0 || !in.VisibleTo("bob") {
+		t.Fatalf("after its start: %+v, %v", in, err)
+	}
+	if p, _ := s.List(ctx, instances.Filter{Tenant: "acme", Viewer: "bob"}); len(p.Instances) != 2 {
+		t.Fatalf("bob's listing: %d instances", len(p.Instances))
 	}
 }
 

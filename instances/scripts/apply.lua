@@ -11,6 +11,8 @@
 --   k:<id>   zset   at -> event key: the events applied (replays dropped)
 --   o:<id>   set    the open tasks, "domain\ttaskId"
 --   p:<id>   set    the people who acted on its tasks (at most 100)
+--   c:<id>   set    its closed tasks, so a close written before its start
+--                   does not leave the task open
 -- and P.."nopen", how many instances of the shard are open (every tenant's),
 -- and the listing indexes of its tenant T (P.."t"..#T..":"..T..":"):
 --   all, open, st:<status>, saga:<saga>, bk:<key>, v:<user>  by startedAt
@@ -34,16 +36,14 @@ while i <= #ARGV do
   local first = i + 2
   i = first + n
   local rk, lk, kk, ok, pk = P .. 'i:' .. id, P .. 'l:' .. id, P .. 'k:' .. id, P .. 'o:' .. id, P .. 'p:' .. id
-  local exists = redis.call('EXISTS', rk) == 1
-  local starts = false
-  if not exists then
-    for j = first, first + n - 1 do
-      if string.find(ARGV[j], '"type":"started"', 1, true) then starts = true end
-    end
-  end
-  -- Events of an instance never started here (tracking was off, or its
-  -- record expired) have nothing to attach to.
-  if exists or starts then
+  local ck = P .. 'c:' .. id
+  -- Events may arrive before the instance's start is written: a task
+  -- closed on another partition while the start's batch is still being
+  -- made durable, or a start replayed after a crash. They are kept, and
+  -- the record stays hidden (no status) and expiring until its start
+  -- comes; one that never comes (tracking was off then) expires.
+  do
+    local starts = false
     local rec = redis.call('HMGET', rk, 'status', 'tenant', 'startedAt', 'updatedAt', 'saga', 'bk', 'starter')
     local status, tenant, startedAt, updatedAt = rec[1], rec[2] or '', tonumber(rec[3] or '0'), tonumber(rec[4] or '0')
     local saga, bk, starter = rec[5] or '', rec[6] or '', rec[7] or ''
@@ -54,22 +54,34 @@ while i <= #ARGV do
       local e = cjson.decode(raw)
       if redis.call('ZADD', kk, 'NX', e.at, e.key) == 1 then
         touched = true
-        if e.type == 'started' and not status then
+        if e.type == 'started' and startedAt == 0 then
+          starts = true
           tenant, saga, bk, starter, startedAt = e.tenant or '', e.saga or '', e.businessKey or '', e.actor or '', e.at
           T = P .. 't' .. #tenant .. ':' .. tenant .. ':'
-          status = 'RUNNING'
+          if not ended(status) then status = 'RUNNING' end
           redis.call('HSET', rk, 'saga', saga, 'version', e.version or 0, 'tenant', tenant, 'starter', starter,
             'bk', bk, 'startedAt', startedAt, 'status', status)
-          redis.call('INCR', P .. 'nopen')
           redis.call('ZADD', T .. 'all', startedAt, id)
-          redis.call('ZADD', T .. 'open', startedAt, id)
+          if ended(status) then
+            redis.call('ZADD', T .. 'st:' .. status, startedAt, id)
+          else
+            redis.call('INCR', P .. 'nopen')
+            redis.call('ZADD', T .. 'open', startedAt, id)
+          end
+          local who = redis.call('SMEMBERS', pk)
+          for _, u in ipairs(who) do redis.call('ZADD', T .. 'v:' .. u, startedAt, id) end
           redis.call('ZADD', T .. 'saga:' .. saga, startedAt, id)
           if bk ~= '' then redis.call('ZADD', T .. 'bk:' .. bk, startedAt, id) end
           if starter ~= '' then redis.call('ZADD', T .. 'v:' .. starter, startedAt, id) end
         elseif e.type == 'step' then
           redis.call('HSET', rk, 'step', e.step or '')
           if e.status == 'WAITING' then
-            if e.taskId then redis.call('SADD', ok, (e.domain or '') .. '\t' .. e.taskId) end
+            -- A task whose close was written first (another partition
+            -- was quicker) is not open.
+            local ref = (e.domain or '') .. '\t' .. (e.taskId or '')
+            if e.taskId and not ended(status) and redis.call('SISMEMBER', ck, ref) == 0 then
+              redis.call('SADD', ok, ref)
+            end
           else
             redis.call('HSET', rk, 'lastStatus', e.status or '', 'lastCode', e.code or '', 'lastMessage', e.message or '')
           end
@@ -79,6 +91,7 @@ while i <= #ARGV do
             if not ended(status) then redis.call('SADD', ok, ref) end
           else
             redis.call('SREM', ok, ref)
+            redis.call('SADD', ck, ref)
           end
           local who = e.actor
           if who and who ~= '' and who ~= starter and redis.call('SISMEMBER', pk, who) == 0
@@ -91,7 +104,7 @@ while i <= #ARGV do
             redis.call('HSET', rk, 'lastStatus', e.status or '', 'lastCode', e.code or '', 'lastMessage', e.message or '')
           end
           if not ended(status) then
-            local status_was_open = status ~= false and status ~= nil
+            local status_was_open = startedAt > 0
             status = endStatus[e.type]
             redis.call('HSET', rk, 'status', status, 'endedAt', e.at)
             redis.call('DEL', ok)
@@ -110,14 +123,18 @@ while i <= #ARGV do
     if touched then
       redis.call('LTRIM', lk, -cap, -1)
       redis.call('ZREMRANGEBYRANK', kk, 0, -(2 * cap) - 1)
-      if not ended(status) then
+      if startedAt > 0 and not ended(status) then
         if redis.call('SCARD', ok) > 0 then status = 'WAITING' else status = 'RUNNING' end
         redis.call('HSET', rk, 'status', status)
       end
       redis.call('HSET', rk, 'updatedAt', updatedAt)
       if startedAt > 0 then redis.call('ZADD', T .. 'upd', updatedAt, id) end
-      if ended(status) then
-        for _, k in ipairs({rk, lk, kk, ok, pk}) do redis.call('PEXPIRE', k, retention) end
+      if ended(status) or startedAt == 0 then
+        -- An ended instance is kept for the retention; one not started
+        -- yet for as long, in case its start never comes.
+        for _, k in ipairs({rk, lk, kk, ok, pk, ck}) do redis.call('PEXPIRE', k, retention) end
+      elseif starts then
+        for _, k in ipairs({rk, lk, kk, ok, pk, ck}) do redis.call('PERSIST', k) end
       end
     end
   end
