@@ -117,7 +117,7 @@ var (
 	applyScript     = redis.NewScript(withLib(libLua, applyLua))
 	historyScript   = redis.NewScript(historyLua)
 	watermarkScript = redis.NewScript(watermarkLua)
-	listScript      = redis.NewScript(libLua + listLua)
+	listScript      = redis.NewScript(withLib(libLua, listLua))
 )
 
 // RedisConfig configures one domain's RedisStore.
@@ -316,7 +316,7 @@ func (s *RedisStore) start(ctx context.Context, t *Task) (*Task, bool, bool, err
 		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(stored.Deadline, 10),
 		[]byte(t.Data), []byte(t.Envelope), t.StartKey, t.Tenant,
 		joinRoles(t.PossibleOutcomes), strconv.Itoa(t.RequiredApprovals), joinRoles(t.ApproverRoles), strconv.Itoa(t.Priority),
-		t.StartedBy,
+		t.StartedBy, sortKey(StatusWaiting, SortDeadline, &stored), sortKey(StatusWaiting, SortPriority, &stored),
 	)
 	if err != nil {
 		return nil, false, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)

@@ -7,7 +7,8 @@
 --       11 startedAt, 12 deadline, 13 data, 14 envelope, 15 start key,
 --       16 tenant, 17 possible outcomes (joined by \31),
 --       18 required approvals, 19 approver roles (joined by \31), 20 priority,
---       21 started by
+--       21 started by, 22 and 23 its deadline and priority sort members
+--       (redis.go's sortKey, lib.lua's deadlineMember and priorityMember)
 -- Returns {"created", {}, early}, {"exists", HGETALL, early} or {"pending"};
 -- early is 1 when operations wait for the id (one EXISTS in the task's slot,
 -- so a start learns it in this same call).
@@ -56,9 +57,25 @@ redis.call('HSET', h, unpack(args))
 if tonumber(ARGV[12]) > 0 then
   redis.call('ZADD', KEYS[2], ARGV[12], id)
 end
--- The task enters the listing families of its user and roles (see
--- reindex in lib.lua): the args written are its fields.
-reindex(tenantPrefix(ARGV[1], ARGV[16]), id, nil, fieldsOf(args))
+-- The task enters the listing families of a new WAITING task (familiesOf
+-- in lib.lua): every task of the tenant, its user's, its roles', each in
+-- its three orders (see reindex). This is reindex(tp, id, nil, fields)
+-- written out, as every start runs it, with the sort members computed by
+-- the caller.
+local tp = tenantPrefix(ARGV[1], ARGV[16])
+local s0, dm, pm = ARGV[11], ARGV[22], ARGV[23]
+local function enter(fam)
+  redis.call('ZADD', tp .. fam, s0, id)
+  redis.call('ZADD', tp .. 'd:' .. fam, 0, dm)
+  redis.call('ZADD', tp .. 'p:' .. fam, 0, pm)
+end
+enter('waiting')
+if ARGV[7] ~= '' then
+  enter('u:' .. ARGV[7])
+end
+for role in string.gmatch(ARGV[6], '[^\031]+') do
+  enter('r:' .. role)
+end
 -- Every tenant's open tasks of the shard, counted for the waiting gauge.
 redis.call('INCR', ARGV[1] .. 'nwaiting')
 return {'created', {}, early}
