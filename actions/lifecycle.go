@@ -26,7 +26,7 @@ const staleRetries = 3
 type lifecycleOp func(t *statemanager.Task, c Caller, in []byte, key string, now int64) (*statemanager.Change, *Refusal)
 
 // lifecycleSpec declares one operation as an action.
-func lifecycleSpec(name, doc, fields string, asStep bool, op lifecycleOp) *Spec {
+func lifecycleSpec(name, doc, fields string, asStep bool, op lifecycleOp, extra ...Param) *Spec {
 	if asStep {
 		doc += " Usable as a saga step as well as a direct action."
 	}
@@ -36,16 +36,17 @@ func lifecycleSpec(name, doc, fields string, asStep bool, op lifecycleOp) *Spec 
 		Domain:        Required,
 		InputElement:  Optional,
 		OutputElement: Optional,
-		Params: []Param{
+		Params: append([]Param{
 			{Name: "taskIdPath", Type: Path, Default: "taskId", Doc: "Path of the task id in the input; when it resolves to nothing the id is <requestId>:<stepId>:<runnerPartition>", Example: "id"},
 			{Name: "domainPath", Type: Path, Doc: "Path of a domain in the input that overrides the step's domain when present (letters, digits, '.', '_', '-')", Example: "domain"},
-		},
+		}, extra...),
 		New: func(c Config) (Action, error) {
 			if !validDomain(c.Domain) {
 				return nil, fmt.Errorf("%s: %s", name, domainReason(c.Domain))
 			}
 			return &lifecycleAction{name: name, op: op, domain: c.Domain, inputElement: c.InputElement,
-				outputElement: c.OutputElement, taskIDPath: c.String("taskIdPath"), domainPath: c.String("domainPath")}, nil
+				outputElement: c.OutputElement, taskIDPath: c.String("taskIdPath"), domainPath: c.String("domainPath"),
+				enrichPath: c.String("enrichPath")}, nil
 		},
 	}
 }
@@ -99,7 +100,11 @@ func init() {
 				data = []byte(d.Raw)
 			}
 			return Complete(t, c, Completion{Outcome: outcome, Note: note, Data: data}, key, now)
-		}))
+		},
+		// The same default as the generic /ProceedTask saga's, so a
+		// completion over POST /tasks/{domain}/{id}/complete reaches the
+		// waiting saga where a ProceedTask's would.
+		Param{Name: "enrichPath", Type: Path, Default: "decision", Doc: "Path in the stored event's payload to write the completion's data at, as ProceedTask's enrichPath", Example: "decision"}))
 	Default.Register(lifecycleSpec("ApproveTask", "Approves a completed task awaiting approval; the requiredApprovals-th distinct approval closes it COMPLETED. "+
 		"The executor may not approve (SELF_APPROVAL), nor anyone twice (ALREADY_APPROVED); a task not awaiting approval is NOT_IN_APPROVAL.",
 		"an optional note", false,
@@ -184,6 +189,9 @@ type lifecycleAction struct {
 	outputElement string
 	taskIDPath    string
 	domainPath    string
+	// enrichPath is where a completion's data enters the waiting saga's
+	// payload (CompleteTask's parameter; "" for the other operations).
+	enrichPath string
 }
 
 // Execute reads the task, computes the change and applies it. A change
@@ -242,6 +250,9 @@ func (a *lifecycleAction) Execute(ctx context.Context, x *Exec, env *envelope.En
 			}
 			refusal.Fail(env, a.outputElement)
 			return Outcome{Env: env}, nil
+		}
+		if ch != nil && a.enrichPath != "" {
+			a.enrich(ch)
 		}
 		if ch == nil {
 			// Nothing to change (a claim of one's own task).
@@ -356,4 +367,15 @@ func domainOf(env *envelope.Envelope, in []byte, path, dflt string) (string, boo
 		return "", false
 	}
 	return d.String(), true
+}
+
+// enrich sets where a completion's data enters the saga: on the close it
+// makes, or kept with the task for the close its last approval makes.
+func (a *lifecycleAction) enrich(ch *statemanager.Change) {
+	if ch.Close != nil && ch.Close.Status == statemanager.StatusCompleted && len(ch.Close.Data) > 0 {
+		ch.Close.EnrichPath = a.enrichPath
+	}
+	if ch.CloseData != nil && len(*ch.CloseData) > 0 {
+		ch.EnrichPath = &a.enrichPath
+	}
 }

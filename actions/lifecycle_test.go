@@ -161,3 +161,28 @@ func (p plainStores) Store(domain string) (statemanager.Store, error) {
 	s, err := p.r.Store(domain)
 	return struct{ statemanager.Store }{s}, err
 }
+
+// CompleteTask hands its data to the waiting saga at its enrichPath
+// (default decision, as the generic /ProceedTask saga), directly or
+// through the approvals that close it.
+func TestCompleteTaskEnrichesTheSaga(t *testing.T) {
+	for _, approvals := range []int{0, 1} {
+		stores := actionstest.NewResolver()
+		x := &actions.Exec{Stores: stores, Clock: clock.NewFake(t0), Topics: lifeTopics, Partition: 3, AdminRoles: []string{"admin"}}
+		start := build(t, "StartTask", actions.Input{Domain: "workflow", InputElement: "parameters", Params: map[string]any{
+			"taskIdPath": "productId", "taskRoles": "clerk", "requiredApprovals": approvals, "approverRoles": "boss"}})
+		if out := run(t, start, x, decode(t, startEvent)); !out.Suspend {
+			t.Fatalf("start = %+v", out.Env.Result)
+		}
+		out := op(t, x, "CompleteTask", "c1", "bob", []string{"clerk"}, `{"taskId": "product-1", "data": {"ok": true}}`)
+		wantResult(t, out, envelope.StatusSuccess, "")
+		if approvals > 0 {
+			out = op(t, x, "ApproveTask", "a1", "carol", []string{"boss"}, `{"taskId": "product-1"}`)
+			wantResult(t, out, envelope.StatusSuccess, "")
+		}
+		cont := records(out, "requests")
+		if len(cont) != 1 || gjson.GetBytes(cont[0].Value, "payload.decision.ok").Bool() != true {
+			t.Fatalf("approvals %d: continuation %v", approvals, cont)
+		}
+	}
+}
