@@ -246,6 +246,16 @@ func startWithEarly(ctx context.Context, store statemanager.Store, t *statemanag
 // continuation among them, go out with the start's.
 func (a *startTask) suspend(ctx context.Context, x *Exec, env *envelope.Envelope, store statemanager.Store, t *statemanager.Task, early bool) (Outcome, error) {
 	out := Outcome{Env: env, Suspend: true}
+	if x.Topics.TaskEvents != "" && t.Waiting() {
+		// The started event, as History shows it: published by the start
+		// and again by a replay of it while the task is open (a crash may
+		// have come before the first was produced), so it is at worst
+		// repeated.
+		w := *t
+		w.Status = statemanager.StatusWaiting
+		out.Records = append(out.Records, TaskEventRecord(x.Topics.TaskEvents, &w,
+			statemanager.Event{Type: statemanager.EventStarted, At: t.StartedAt, Actor: t.StartedBy}))
+	}
 	if !early {
 		return out, nil
 	}

@@ -237,9 +237,9 @@ func (e *env) start(cfg Config, eng engine, opts ...Option) *Runner {
 }
 
 // produce writes one record and returns where it landed.
-func (e *env) produce(topic, key, value string) *kgo.Record {
+func (e *env) produce(topic, key, value string, headers ...kgo.RecordHeader) *kgo.Record {
 	e.t.Helper()
-	rec := &kgo.Record{Topic: topic, Key: []byte(key), Value: []byte(value)}
+	rec := &kgo.Record{Topic: topic, Key: []byte(key), Value: []byte(value), Headers: headers}
 	if err := e.cl.ProduceSync(e.ctx, rec).FirstErr(); err != nil {
 		e.t.Fatalf("produce to %s: %v", topic, err)
 	}

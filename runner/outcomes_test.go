@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagarunner/sagarunner/actions"
 	"github.com/sagarunner/sagarunner/internal/testutil"
@@ -197,7 +198,8 @@ func TestWaitingGaugeSamplesStoresThatCount(t *testing.T) {
 }
 
 // TestSilentOutcomesThroughTheRunner: end to end, a second instance on a
-// waiting task id and a ProceedTask of an unknown task are each logged with
+// waiting task id and a ProceedTask of an unknown task (that opts out of
+// the early answers) are each logged with
 // their request ids and counted; the start counts under its domain and its
 // step under its saga and step.
 func TestSilentOutcomesThroughTheRunner(t *testing.T) {
@@ -211,7 +213,9 @@ func TestSilentOutcomesThroughTheRunner(t *testing.T) {
 	second := e.produce("approvals", "second", `{"id": "dup"}`)
 	unknown := e.produce(requestTopic, "ghost", `{"requestMeta": {"requestId": "ghost"},
 		"eventMeta": {"action": "ProceedTask", "domain": "workflow", "inputElement": "parameters", "parameters": {"taskIdPath": "taskId"}},
-		"payload": {"parameters": {"taskId": "nope"}}}`)
+		"payload": {"parameters": {"taskId": "nope"}}}`,
+		// Unknown at once, as over HTTP, instead of kept as an early answer.
+		kgo.RecordHeader{Key: actions.NoEarlyHeader, Value: []byte("1")})
 	e.waitCommitted("test-group", second)
 	e.waitCommitted("test-group", unknown)
 
