@@ -145,9 +145,17 @@ func (c Caller) approver(t *statemanager.Task) bool {
 }
 
 // seer: may see the task (and comment on it): a candidate, its claimer, its
-// executor, an approver, an admin.
+// executor, its closer, an admin, and an approver while it awaits approval;
+// the same people statemanager's Task.VisibleTo shows it to, so what an
+// operation tells a caller matches what its inbox lists.
 func (c Caller) seer(t *statemanager.Task) bool {
-	return c.candidate(t) || (c.User != "" && c.User == t.CompletedBy) || c.approver(t)
+	if c.candidate(t) {
+		return true
+	}
+	if c.User != "" && (c.User == t.CompletedBy || c.User == t.ClosedBy) {
+		return true
+	}
+	return t.Status == statemanager.StatusInApproval && c.approver(t)
 }
 
 // viewer: a seer of the task's own tenant, who may be shown its state.

@@ -386,7 +386,7 @@ func TestConflictCarriesTheTask(t *testing.T) {
 			inApproval(t)
 			t.Approvals = []statemanager.Approval{{User: "carol", At: 4}}
 		}), boss1, "", "k", 5)), actions.CodeAlreadyApproved, true},
-		{"an approval of a waiting task", refusal(actions.Approve(lifeTask(func(t *statemanager.Task) { t.ApproverRoles = []string{"boss"} }), boss1, "", "k", 5)), actions.CodeNotInApproval, true},
+		{"an approval of a waiting task", refusal(actions.Approve(lifeTask(func(t *statemanager.Task) { t.ApproverRoles = []string{"boss"} }), boss1, "", "k", 5)), actions.CodeNotInApproval, false},
 		{"a lost race", actions.Changed(lifeTask(claimedBy("eve")), bob, "ClaimTask"), actions.CodeTaskChanged, true},
 		{"a task closed meanwhile", actions.Closed(lifeTask(closed), bob), actions.CodeTaskClosed, true},
 		{"a task closed meanwhile, to another tenant", actions.Closed(lifeTask(closed), other), actions.CodeTaskClosed, false},
