@@ -103,9 +103,10 @@ func (r *Runner) emitCounted(ctx context.Context, k timers.Key, attempt int, out
 	return rest, nil
 }
 
-// withoutCounters is out with only what is to be produced and acked.
+// withoutCounters is out with only what is to be produced, acked and
+// written to the instance store.
 func withoutCounters(out saga.Output) saga.Output {
-	return saga.Output{Records: out.Records, Acks: out.Acks}
+	return saga.Output{Records: out.Records, Acks: out.Acks, Instances: out.Instances}
 }
 
 // sampleWaiting sets the waiting-tasks gauge of every known domain every

@@ -182,6 +182,12 @@ func (r *Runner) produceAll(ctx context.Context, recs []envelope.Record) []error
 // produced is never produced again because a sibling failed; outputs that
 // cannot be produced become dead letters as in a worker.
 func (r *Runner) emit(ctx context.Context, k timers.Key, attempt int, out saga.Output) (saga.Output, error) {
+	if attempt <= 1 {
+		// Later attempts carry what is left of these in out.Records.
+		if audit := r.auditRecords(&out); len(audit) > 0 {
+			out.Records = append(out.Records[:len(out.Records):len(out.Records)], audit...)
+		}
+	}
 	ds := make([]delivery, len(out.Records))
 	// A task's records end with its notification, keyed by the task id
 	// (actions.TaskEffects): walk back to name each record's task.
@@ -193,11 +199,10 @@ func (r *Runner) emit(ctx context.Context, k timers.Key, attempt int, out saga.O
 		}
 		ds[i] = delivery{rec: rec, task: &taskRef{domain: k.Domain, shard: k.Shard, id: id}, attempts: attempt - 1}
 	}
-	if attempt <= 1 {
-		// A later attempt carries what is left of these in out.Records.
-		for _, rec := range r.auditRecords(&out) {
-			ds = append(ds, delivery{rec: rec, task: &taskRef{domain: k.Domain, shard: k.Shard, id: string(rec.Key)}})
-		}
+	// A deadline's instance events are written before its records go
+	// out, so the timeline has the timeout before the step it leads to.
+	if err := r.applyInstances(ctx, []saga.Output{out}); err != nil {
+		return out, err
 	}
 	for len(ds) > 0 {
 		rest, err := r.deliver(ctx, ds)
@@ -211,16 +216,12 @@ func (r *Runner) emit(ctx context.Context, k timers.Key, attempt int, out saga.O
 			return left, err
 		}
 	}
-	if err := r.applyInstances(ctx, []saga.Output{out}); err != nil {
-		out.Records = nil
-		return out, err
-	}
-	r.countInstances(&out)
 	if len(out.Acks) > 0 {
 		if err := r.eng.Ack(ctx, out.Acks); err != nil {
 			out.Records = nil
 			return out, fmt.Errorf("runner: ack timer closes: %w", err)
 		}
 	}
+	r.countInstances(&out)
 	return saga.Output{}, nil
 }

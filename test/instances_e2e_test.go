@@ -66,6 +66,11 @@ func timeline(t *testing.T, base, token, id string) []instances.Event {
 func describe(evs []instances.Event) string {
 	var parts []string
 	for _, e := range evs {
+		if e.Task == "started" {
+			// Whether a start publishes its task's started event is the
+			// task lifecycle's business; the step names the task already.
+			continue
+		}
 		s := e.Type
 		switch {
 		case e.Step != "" && e.Type == instances.EventStep:
@@ -95,6 +100,8 @@ func TestInstancesEndings(t *testing.T) {
 			"started step:approve:WAITING task:completed step:done:SUCCESS finished"},
 		{"failed by a Fail step", "fail", instances.StatusFailed,
 			"started step:approve:WAITING task:completed step:reject:FAIL failed"},
+		{"failed by a dead-lettered continuation", "bad", instances.StatusFailed,
+			"started step:approve:WAITING task:completed failed deadLettered"},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,7 +119,7 @@ func TestInstancesEndings(t *testing.T) {
 			if len(in.OpenTasks) != 0 || in.EndedAt == 0 {
 				t.Fatalf("ended instance: %+v", in)
 			}
-			if tc.status == instances.StatusFailed && in.LastResult.Code != "FAILED" {
+			if tc.outcome == "fail" && in.LastResult.Code != "FAILED" || tc.outcome == "bad" && in.LastResult.Code != "PATTERN_ERROR" {
 				t.Fatalf("failed instance's last result: %+v", in.LastResult)
 			}
 			var tl []instances.Event
@@ -250,4 +257,41 @@ func TestInstanceVisibility(t *testing.T) {
 		t.Fatalf("alice cancels: %d %s", st, body)
 	}
 	waitInstance(t, p.base, "alice", id, instances.StatusCancelled)
+}
+
+// TestInstanceEscalation: a task times out, the saga escalates to a second
+// task, which completes; the timeline shows each step.
+func TestInstanceEscalation(t *testing.T) {
+	c := newCluster(t)
+	addr, _ := redistest.Start(t)
+	cfg := newConfig(t, c.ListenAddrs(), addr, sagaDir(t))
+	p := startProcess(t, "runner", cfg)
+
+	st, body := do(t, "POST", p.base+"/instance-escalation?async=true", "", `{"orderId":"esc-1","escalationId":"esc-1-director"}`)
+	if st != http.StatusAccepted {
+		t.Fatalf("start: %d %s", st, body)
+	}
+	var r struct{ RequestID string }
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatal(err)
+	}
+	waitTask(t, p.base, "", "workflow", "esc-1-director", "WAITING")
+	testutil.Eventually(t, waitLong, poll, func() error {
+		in := waitInstance(t, p.base, "", r.RequestID, instances.StatusWaiting)
+		if !slices.Equal(in.OpenTasks, []instances.TaskRef{{Domain: "workflow", ID: "esc-1-director"}}) {
+			return fmt.Errorf("escalated instance: %+v", in)
+		}
+		return nil
+	})
+	if st, body := do(t, "POST", p.base+"/ProceedTask", "", `{"taskId":"esc-1-director","data":{}}`); st != http.StatusOK {
+		t.Fatalf("proceed: %d %s", st, body)
+	}
+	waitInstance(t, p.base, "", r.RequestID, instances.StatusCompleted)
+	want := "started step:approve:WAITING task:timedout step:escalate:WAITING task:completed step:done:SUCCESS finished"
+	testutil.Eventually(t, waitLong, poll, func() error {
+		if got := describe(timeline(t, p.base, "", r.RequestID)); got != want {
+			return fmt.Errorf("timeline %q, want %q", got, want)
+		}
+		return nil
+	})
 }
