@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sagarunner/sagarunner/auth"
+	"github.com/sagarunner/sagarunner/ui"
 )
 
 // Defaults of Config.
@@ -79,6 +80,8 @@ type Config struct {
 	// Auth configures caller identity; with nothing configured every
 	// caller is trusted.
 	Auth auth.Config
+	// UI configures the web inbox served under /ui/.
+	UI ui.Config
 }
 
 // Validate fills defaults and reports every problem at once.
@@ -124,6 +127,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.Auth.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.UI.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -24,6 +24,7 @@ import (
 	"github.com/sagarunner/sagarunner/saga/envelope"
 	"github.com/sagarunner/sagarunner/statemanager"
 	"github.com/sagarunner/sagarunner/tracing"
+	"github.com/sagarunner/sagarunner/ui"
 )
 
 // Deps are the gateway's collaborators.
@@ -82,6 +83,7 @@ type Gateway struct {
 	sweepingTopics map[string]string
 	mux            *http.ServeMux
 	handler        http.Handler
+	ui             *ui.UI // the web inbox under /ui/
 
 	// positioned is set once the reply consumer sits at the end of every
 	// reply partition; until then a synchronous request could miss its
@@ -149,6 +151,9 @@ func New(cfg Config, deps Deps) (*Gateway, error) {
 	g.route("/instances/{id}/timeline", true, map[string]http.HandlerFunc{http.MethodGet: g.instanceTimeline})
 	g.route("/instances/{id}/cancel", true, map[string]http.HandlerFunc{http.MethodPost: g.cancelInstance})
 	g.route("/topics/{topic}", true, map[string]http.HandlerFunc{http.MethodPost: g.publish})
+	if err := g.mountUI(); err != nil {
+		return nil, err
+	}
 	g.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "NOT_FOUND", fmt.Sprintf("no route for %s", r.URL.Path))
 	})
@@ -225,6 +230,12 @@ func (g *Gateway) Serve(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
+	// Live streams of the web inbox never end by themselves: shutdown
+	// ends them, and their feed runs as long as the server.
+	srv.RegisterOnShutdown(g.ui.Shutdown)
+	fed := make(chan struct{})
+	go func() { defer close(fed); g.ui.Run(consumeCtx) }()
+	defer func() { g.ui.Shutdown(); <-fed }()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	g.log.Info("gateway listening", "addr", ln.Addr().String(), "auth", g.auth.Enabled())

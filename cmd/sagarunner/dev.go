@@ -76,7 +76,7 @@ func newDevCmd() *cobra.Command {
 			// dev publishes to the sagas' trigger topics over HTTP, so a
 			// saga can be tried with one curl; run publishes only to what
 			// http.publishTopics lists.
-			a, err := app.New(cfg, log, app.Options{PublishSagaTopics: true, Listener: ln})
+			a, err := app.New(cfg, log, app.Options{PublishSagaTopics: true, Listener: ln, DevUserPicker: true})
 			if err != nil {
 				if ln != nil {
 					_ = ln.Close()
@@ -111,6 +111,7 @@ func printBanner(w io.Writer, cfg *config.Config, a *app.App, redisNote string) 
 			scope = "   (every interface)"
 		}
 		fmt.Fprintf(w, "  http      http://%s%s\n", displayAddr(cfg.HTTP.Addr), scope)
+		fmt.Fprintf(w, "  ui        http://%s/ui/   (web inbox: tasks and instances)\n", displayAddr(cfg.HTTP.Addr))
 	} else {
 		fmt.Fprintln(w, "  http      off")
 	}

@@ -70,6 +70,7 @@ func TestDevBanner(t *testing.T) {
 			`(?m)^  kafka     127\.0\.0\.1:[1-9][0-9]*   \(embedded broker`,
 			`(?m)^  redis     127\.0\.0\.1:[1-9][0-9]*   \(embedded, in memory`,
 			`(?m)^  http      http://127\.0\.0\.1:[1-9][0-9]*   \(this machine only`,
+			`(?m)^  ui        http://127\.0\.0\.1:[1-9][0-9]*/ui/   \(web inbox`,
 			`(?m)^  auth      none configured: every caller is trusted$`,
 			`(?m)^    proceed_task +POST /ProceedTask$`,
 		}},

@@ -37,6 +37,7 @@ import (
 	"github.com/sagarunner/sagarunner/statemanager"
 	"github.com/sagarunner/sagarunner/timers"
 	"github.com/sagarunner/sagarunner/tracing"
+	"github.com/sagarunner/sagarunner/ui"
 )
 
 // App is one runner process: the engine over the loaded sagas, the Kafka
@@ -86,6 +87,9 @@ type Options struct {
 	// provider the OTEL_* environment variables describe (tests pass an
 	// in-memory one). The caller shuts it down.
 	TracerProvider trace.TracerProvider
+	// DevUserPicker lets the web inbox's sign-in page offer the static
+	// tokens' users to pick from (`dev` only: it signs in without a token).
+	DevUserPicker bool
 }
 
 // New builds a process; Run starts it and Close releases it.
@@ -211,6 +215,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 			IdleTimeout:    cfg.HTTP.IdleTimeout,
 			MaxHeaderBytes: cfg.HTTP.MaxHeaderBytes,
 			Auth:           authCfg,
+			UI:             ui.Config{TaskEventTopic: cfg.Topics.TaskEvents, AuditTopic: cfg.Topics.Audit, DevUsers: devUsers(cfg, opt.DevUserPicker)},
 		}, gateway.Deps{Sagas: set, Stores: stores, Instances: inst, Client: a.gwClient, Logger: log, Metrics: m, Ready: a.runner.Readiness,
 			TracerProvider: tp})
 		if err != nil {
@@ -219,6 +224,18 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// devUsers are the static tokens' users for the web inbox's picker.
+func devUsers(cfg *config.Config, picker bool) []ui.DevUser {
+	if !picker {
+		return nil
+	}
+	out := make([]ui.DevUser, 0, len(cfg.Auth.Tokens))
+	for _, t := range cfg.Auth.Tokens {
+		out = append(out, ui.DevUser{User: t.User, Token: t.Token, Roles: t.Roles, Tenant: t.Tenant})
+	}
+	return out
 }
 
 // instancesReader is inst for the engine, or a nil interface when tracking
