@@ -201,6 +201,13 @@ func (t *Task) VisibleTo(tenant string, v *Viewer) bool {
 	if v.User != "" && (t.User == v.User || t.ClosedBy == v.User || t.ClaimedBy == v.User || t.CompletedBy == v.User) {
 		return true
 	}
+	// An approver acted on the task too, and keeps seeing it once its
+	// approval closed it.
+	for _, a := range t.Approvals {
+		if v.User != "" && a.User == v.User {
+			return true
+		}
+	}
 	approving := t.Status == StatusInApproval
 	for _, r := range v.Roles {
 		if r != "" && (slices.Contains(t.Roles, r) || approving && slices.Contains(t.EffectiveApproverRoles(), r)) {
