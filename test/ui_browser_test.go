@@ -282,6 +282,17 @@ func TestUIBrowser(t *testing.T) {
 	// rather than read nodes that can go away.
 	step(t, alice, "in approval", chromedp.WaitVisible(css(`#task-status.status-in_approval`)))
 	screenshot(t, alice, "task")
+	if os.Getenv("SAGARUNNER_SCREENSHOTS") != "" {
+		// The instance while its task waits: timeline, the open task's
+		// variables and the quick actions.
+		href := get(t, alice, "the instance link", chromedp.AttributeValue(css(`a[href^="/ui/instances/"]`), "href")).Value
+		step(t, alice, "open the waiting instance", chromedp.Navigate(base+href),
+			chromedp.WaitVisible(css(`#timeline li[data-event^="task:completed"]`)))
+		screenshot(t, alice, "instance")
+		step(t, alice, "back to the task", chromedp.NavigateBack(), chromedp.WaitVisible(css("#task-status")))
+	}
+
+	step(t, alice, "alice's task page is live", chromedp.WaitVisible(css(`body[data-live="on"]`)))
 
 	// bob finds it among his approvals and approves it; alice's open
 	// task page follows live.
@@ -301,7 +312,6 @@ func TestUIBrowser(t *testing.T) {
 		step(t, bob, "timeline shows "+ev, chromedp.WaitVisible(css(sel)))
 	}
 	step(t, bob, "instance completed", chromedp.WaitVisible(css(`#instance-status.status-completed`)))
-	screenshot(t, bob, "instance")
 	instancePath := href
 
 	// The dashboard lists it for bob, found by its business key.

@@ -69,6 +69,13 @@ func (s *session) knows(key string) bool {
 	return ok
 }
 
+// trusted reports a caller without identity: auth is off and the API
+// trusts it with everything, but it has no name to claim or approve under.
+func (s *session) trusted() bool { return s.identity.User == "" && len(s.identity.Roles) == 0 }
+
+// Trusted is trusted for templates.
+func (s *session) Trusted() bool { return s.trusted() }
+
 // Who names the signed-in caller for the page header.
 func (s *session) Who() string {
 	switch {
