@@ -9,6 +9,10 @@ import (
 // function or a local constant, at the start of a line.
 var libDefinition = regexp.MustCompile(`(?m)^local (?:function )?([A-Za-z_][A-Za-z0-9_]*)`)
 
+// luaComment matches a Lua line comment, so a helper a script only names
+// in a comment is not prepended to it.
+var luaComment = regexp.MustCompile(`--[^\n]*`)
+
 // libChunk is one definition of lib.lua with the comment above it.
 type libChunk struct {
 	name string
@@ -42,13 +46,14 @@ func parseLib(lib string) []libChunk {
 	return chunks
 }
 
-// withLib returns body with the lib.lua definitions it uses prepended, in
-// lib order, and those they use in turn. Lua has no include, and every
+// withLib returns body with the lib.lua definitions its code (comments
+// aside) uses prepended, in lib order, and those they use in turn. Lua has no include, and every
 // script call runs its top level again, creating each local function
 // anew: prepending the whole lib cost every start, close and ack a few
 // microseconds of Redis time for helpers it never calls.
 func withLib(lib, body string) string {
 	chunks := parseLib(lib)
+	code := luaComment.ReplaceAllString(body, "")
 	used := make([]bool, len(chunks))
 	uses := func(text, name string) bool {
 		return regexp.MustCompile(`\b` + name + `\b`).MatchString(text)
@@ -56,12 +61,12 @@ func withLib(lib, body string) string {
 	// A helper only uses helpers defined before it, so one pass from the
 	// last to the first closes over the uses.
 	for i := len(chunks) - 1; i >= 0; i-- {
-		if uses(body, chunks[i].name) {
+		if uses(code, chunks[i].name) {
 			used[i] = true
 			continue
 		}
 		for j := i + 1; j < len(chunks); j++ {
-			if used[j] && uses(chunks[j].text, chunks[i].name) {
+			if used[j] && uses(luaComment.ReplaceAllString(chunks[j].text, ""), chunks[i].name) {
 				used[i] = true
 				break
 			}

@@ -1,6 +1,7 @@
 package statemanager
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -12,18 +13,20 @@ func TestWithLibTakesWhatTheScriptUses(t *testing.T) {
 	if got != want {
 		t.Fatalf("withLib:\n%s\nwant:\n%s", got, want)
 	}
-	if got := withLib(lib, "return 1\n"); got != "return 1\n" {
+	if got := withLib(lib, "-- not b() nor a()\nreturn 1\n"); got != "-- not b() nor a()\nreturn 1\n" {
 		t.Fatalf("a script using nothing got %q", got)
 	}
 }
 
 // TestScriptsDefineWhatTheyCall keeps every composed script complete: each
-// lib helper it names is defined in it, before the script's own code.
+// lib helper its code calls is defined in it, before the script's own code.
+// (No script has "--" inside a string, which the comment stripping would
+// cut: TestNoDashesInLuaStrings.)
 func TestScriptsDefineWhatTheyCall(t *testing.T) {
 	for name, body := range map[string]string{"start": startLua, "close": closeLua, "ack": ackLua, "apply": applyLua} {
 		s := withLib(libLua, body)
 		for _, c := range parseLib(libLua) {
-			if strings.Contains(body, c.name+"(") && !strings.Contains(s, "local function "+c.name+"(") {
+			if strings.Contains(luaComment.ReplaceAllString(body, ""), c.name+"(") && !strings.Contains(s, "local function "+c.name+"(") {
 				t.Errorf("%s calls %s but does not define it", name, c.name)
 			}
 		}
@@ -40,5 +43,20 @@ func TestParseLibKeepsEveryLine(t *testing.T) {
 	}
 	if !strings.HasSuffix(libLua, b.String()) || !strings.HasPrefix(strings.TrimPrefix(libLua, strings.TrimSuffix(libLua, b.String())), "--") {
 		t.Fatalf("parsed lib is not the file's tail:\n%s", b.String())
+	}
+}
+
+func TestNoDashesInLuaStrings(t *testing.T) {
+	quoted := regexp.MustCompile(`'[^'\n]*--[^'\n]*'|"[^"\n]*--[^"\n]*"`)
+	for name, body := range map[string]string{"lib": libLua, "start": startLua, "close": closeLua, "ack": ackLua, "apply": applyLua, "list": listLua} {
+		for _, line := range strings.Split(body, "\n") {
+			code := line
+			if i := strings.Index(code, "--"); i >= 0 {
+				code = code[:i]
+			}
+			if strings.Count(code, "'")%2 == 1 || strings.Count(code, `"`)%2 == 1 || quoted.MatchString(line) && !strings.HasPrefix(strings.TrimSpace(line), "--") {
+				t.Errorf("%s: a string holds \"--\" (withLib would read a comment there): %s", name, line)
+			}
+		}
 	}
 }

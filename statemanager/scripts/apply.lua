@@ -61,6 +61,9 @@ end
 -- The due index is what the timers read: a deadline moved into the past
 -- makes the task due at once.
 if ARGV[8] ~= '' then
+  -- The stored deadline member (dm, see deadlineMember) is of the old
+  -- deadline: dropped, the new one is computed where needed.
+  write('dm', '')
   if tonumber(ARGV[8]) > 0 then
     redis.call('ZADD', KEYS[4], ARGV[8], id)
     write('dl', ARGV[8])

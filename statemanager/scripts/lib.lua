@@ -48,8 +48,13 @@ local function startedKey(f)
 end
 
 -- deadlineMember: earliest deadline first, tasks without one last, then
--- the oldest.
+-- the oldest. A start stores it as the task's dm field (and apply drops
+-- that when the deadline moves), so the close of a task reads it instead of
+-- formatting it again; pm likewise.
 local function deadlineMember(f, id)
+  if f['dm'] then
+    return f['dm']
+  end
   local dl = tonumber(f['dl'] or '0') or 0
   if dl <= 0 or dl >= keyMax then
     dl = keyMax
@@ -59,6 +64,9 @@ end
 
 -- priorityMember: the highest priority first, then the oldest.
 local function priorityMember(f, id)
+  if f['pm'] then
+    return f['pm']
+  end
   local pr = tonumber(f['pr'] or '0') or 0
   if pr > keyPriorityMax then
     pr = keyPriorityMax

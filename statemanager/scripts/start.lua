@@ -40,7 +40,7 @@ if #cur > 0 then
   forgetClosed(tenantPrefix(ARGV[1], f['tn']), id, f)
 end
 
-local names = {'n', 'sp', 'a', 'r', 'u', 'sg', 'st', 'rq', 's0', 'dl', 'd', 'e', 'sk', 'tn', 'po', 'ra', 'ar', 'pr', 'sb'}
+local names = {'n', 'sp', 'a', 'r', 'u', 'sg', 'st', 'rq', 's0', 'dl', 'd', 'e', 'sk', 'tn', 'po', 'ra', 'ar', 'pr', 'sb', 'dm', 'pm'}
 local zeroes = {dl = true, ra = true, pr = true}
 local args = {'id', id, 's', 'WAITING', 'v', '1'}
 for i = 1, #names do
