@@ -263,14 +263,31 @@ func (h *hub) dispatch(ctx context.Context, ev liveEvent) {
 	if len(byCaller) == 0 {
 		return
 	}
-	visible := map[string]bool{} // per caller key: one API read per identity
-	for s, streams := range byCaller {
-		ck := callerKey(s)
-		ok, asked := visible[ck]
-		if !asked {
-			ok = h.visible(ctx, s, ev)
-			visible[ck] = ok
+	// One API read per distinct caller, a few at once, so one event costs
+	// as many reads as there are people watching, not tabs.
+	type check struct {
+		s  *session
+		ok bool
+	}
+	checks := map[string]*check{}
+	for s := range byCaller {
+		if ck := callerKey(s); checks[ck] == nil {
+			checks[ck] = &check{s: s}
 		}
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallelChecks)
+	for _, c := range checks {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c.ok = h.visible(ctx, c.s, ev)
+		}()
+	}
+	wg.Wait()
+	for s, streams := range byCaller {
+		ok := checks[callerKey(s)].ok
 		if !ok && !s.knows(ev.key()) {
 			continue
 		}
@@ -286,6 +303,9 @@ func (h *hub) dispatch(ctx context.Context, ev liveEvent) {
 		}
 	}
 }
+
+// parallelChecks bounds the visibility reads of one event in flight.
+const parallelChecks = 8
 
 // callerKey groups sessions of one identity: the same token is the same
 // caller to the API.
