@@ -145,7 +145,8 @@ func (c Caller) approver(t *statemanager.Task) bool {
 }
 
 // seer: may see the task (and comment on it): a candidate, its claimer, its
-// executor, its closer, an admin, and an approver while it awaits approval;
+// executor, its closer, an admin, whoever approved it, and an approver while
+// it awaits approval;
 // the same people statemanager's Task.VisibleTo shows it to, so what an
 // operation tells a caller matches what its inbox lists.
 func (c Caller) seer(t *statemanager.Task) bool {
@@ -154,6 +155,11 @@ func (c Caller) seer(t *statemanager.Task) bool {
 	}
 	if c.User != "" && (c.User == t.CompletedBy || c.User == t.ClosedBy) {
 		return true
+	}
+	for _, a := range t.Approvals {
+		if c.User != "" && a.User == c.User {
+			return true
+		}
 	}
 	return t.Status == statemanager.StatusInApproval && c.approver(t)
 }
