@@ -10,6 +10,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +36,9 @@ type liveEnv struct {
 	base     string
 	store    statemanager.Store
 	producer *kgo.Client
+	// stop ends Serve and returns its error, or an error if it does not
+	// return within 30s.
+	stop func() error
 }
 
 func newLiveEnv(t *testing.T, cfg ui.Config) *liveEnv {
@@ -74,21 +78,28 @@ func newLiveEnv(t *testing.T, cfg ui.Config) *liveEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sctx, stop := context.WithCancel(context.Background())
+	sctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(sctx, ln) }()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("serve: %v", err)
+	var once sync.Once
+	var stopErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case stopErr = <-served:
+			case <-time.After(30 * time.Second):
+				stopErr = fmt.Errorf("Serve did not return within 30s: a live stream held the shutdown")
 			}
-		case <-time.After(30 * time.Second):
-			t.Error("Serve did not return: a live stream held the shutdown")
+		})
+		return stopErr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
 		}
 	})
-	return &liveEnv{base: "http://" + ln.Addr().String(), store: store, producer: producer}
+	return &liveEnv{base: "http://" + ln.Addr().String(), store: store, producer: producer, stop: stop}
 }
 
 // stream is one browser's event stream, read line by line.
@@ -241,4 +252,37 @@ func TestStreamBounds(t *testing.T) {
 	if second.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("a second stream of the session: %d, want 503", second.StatusCode)
 	}
+}
+
+// TestShutdownEndsStreams shows that a gateway shutting down ends its open
+// streams rather than waiting on them, and that an idle stream gets
+// heartbeats meanwhile.
+func TestShutdownEndsStreams(t *testing.T) {
+	e := newLiveEnv(t, ui.Config{Heartbeat: 20 * time.Millisecond})
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	res, err := c.PostForm(e.base+"/ui/signin", url.Values{"token": {"tok-alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	res, err = c.Get(e.base + "/ui/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	pinged := false
+	for !pinged && sc.Scan() {
+		pinged = sc.Text() == ": ping"
+	}
+	if !pinged {
+		t.Fatalf("the stream ended without a heartbeat: %v", sc.Err())
+	}
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	for sc.Scan() {
+	}
+	// The stream ended (EOF or a reset): the scanner stopped.
 }
