@@ -254,6 +254,12 @@ func (a *lifecycleAction) Execute(ctx context.Context, x *Exec, env *envelope.En
 		if ch != nil && a.enrichPath != "" {
 			a.enrich(ch)
 		}
+		if ch != nil {
+			if r := unenrichable(t, ch); r != nil {
+				r.Fail(env, a.outputElement)
+				return Outcome{Env: env}, nil
+			}
+		}
 		if ch == nil {
 			// Nothing to change (a claim of one's own task).
 			return a.answer(env, t, Outcome{Env: env}), nil
@@ -378,4 +384,35 @@ func (a *lifecycleAction) enrich(ch *statemanager.Change) {
 	if ch.CloseData != nil && len(*ch.CloseData) > 0 {
 		ch.EnrichPath = &a.enrichPath
 	}
+}
+
+// unenrichable refuses a change whose completion data cannot be written
+// into the waiting saga's payload at its enrich path (an array where the
+// path names a key). The continuation is built only after the close is
+// durable (TaskEffects), so such a close would leave the task closed, its
+// instance waiting forever and the operation failing on every retry; the
+// stored payload does not change while the task is open, so the check
+// made now holds at the close, whether this change makes it or the last
+// approval does.
+func unenrichable(t *statemanager.Task, ch *statemanager.Change) *Refusal {
+	if ch.Close != nil {
+		if r := enrichRefusal(t, ch.Close.EnrichPath, ch.Close.Data); r != nil {
+			return r
+		}
+	}
+	if ch.CloseData != nil && ch.EnrichPath != nil {
+		return enrichRefusal(t, *ch.EnrichPath, *ch.CloseData)
+	}
+	return nil
+}
+
+// enrichRefusal refuses data that cannot enter t's saga payload at path.
+func enrichRefusal(t *statemanager.Task, path string, data []byte) *Refusal {
+	if t.Saga == "" || path == "" || len(data) == 0 {
+		return nil
+	}
+	if _, err := enrich(storedPayload(t), path, data); err != nil {
+		return refuse(CodeBadInput, "the data cannot enter the waiting saga's payload at %q: %v", path, err)
+	}
+	return nil
 }

@@ -243,6 +243,11 @@ func (a *closeTask) completion(env *envelope.Envelope, in []byte) (outcome, note
 func (a *closeTask) close(ctx context.Context, x *Exec, env *envelope.Envelope, known *statemanager.Task, ch *statemanager.Change, id string, data []byte, enrichPath, key string) (Outcome, error) {
 	var out []byte
 	if known != nil {
+		// Checked before the close, which cannot be undone (unenrichable).
+		if r := enrichRefusal(known, enrichPath, data); r != nil {
+			r.Fail(env, "")
+			return Outcome{Env: env}, nil
+		}
 		var ok bool
 		if out, ok = a.output(env, known, enrichPath, data); !ok {
 			return Outcome{Env: env}, nil

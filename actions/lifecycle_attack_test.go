@@ -1,0 +1,72 @@
+package actions_test
+
+import (
+	"testing"
+
+	"github.com/sagarunner/sagarunner/actions"
+	"github.com/sagarunner/sagarunner/saga/envelope"
+	"github.com/sagarunner/sagarunner/statemanager"
+)
+
+// itemsEvent starts a task whose payload holds an array where a careless
+// producer was expected to send an object: an enrichPath through it
+// cannot be written.
+const itemsEvent = `{
+  "requestMeta": {"requestId": "r-7", "user": "carol"},
+  "sagaMeta": {"saga": "order", "version": 1, "stepId": "review", "runnerPartition": 3},
+  "eventMeta": {"action": "StartTask", "domain": "workflow"},
+  "payload": {"parameters": {"productId": "order-1", "items": [1, 2]}}
+}`
+
+// A completion whose data cannot enter the waiting saga's payload at its
+// enrichPath is refused BAD_INPUT before anything changes. Applied first,
+// its close would be durable while the continuation that must follow it
+// could never be built: the task closed, the instance waiting forever, the
+// operation dead-lettered on every retry.
+func TestCompletionThatCannotEnrichIsRefused(t *testing.T) {
+	const path = "parameters.items.decision"
+	cases := []struct {
+		name   string
+		action string
+		params map[string]any
+		body   string
+		// approvals: the task needs one, so the completion moves it to
+		// IN_APPROVAL and the close comes with the approval.
+		approvals int
+	}{
+		{name: "CompleteTask", action: "CompleteTask", params: map[string]any{"enrichPath": path},
+			body: `{"taskId": "order-1", "data": {"ok": true}}`},
+		{name: "CompleteTask into approval", action: "CompleteTask", params: map[string]any{"enrichPath": path},
+			body: `{"taskId": "order-1", "data": {"ok": true}}`, approvals: 1},
+		{name: "ProceedTask without outputElement", action: "ProceedTask", params: map[string]any{"enrichPath": path, "inputPattern": "data"},
+			body: `{"taskId": "order-1", "data": {"ok": true}}`},
+		{name: "TimeoutTask", action: "TimeoutTask", params: map[string]any{"enrichPath": path, "inputPattern": "data"},
+			body: `{"taskId": "order-1", "data": {"late": true}}`},
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			x, _, stores := newExec(t)
+			x.Topics = lifeTopics
+			params := map[string]any{"taskIdPath": "productId", "taskRoles": "clerk"}
+			if tt.approvals > 0 {
+				params["requiredApprovals"] = tt.approvals
+				params["approverRoles"] = "boss"
+			}
+			start := build(t, "StartTask", actions.Input{Domain: "workflow", InputElement: "parameters", Params: params})
+			if out := run(t, start, x, decode(t, itemsEvent)); !out.Suspend {
+				t.Fatalf("start = %+v", out.Env.Result)
+			}
+			a := build(t, tt.action, actions.Input{Domain: "workflow", InputElement: "parameters", Params: tt.params})
+			env := &envelope.Envelope{RequestMeta: envelope.RequestMeta{RequestID: "p-1", User: "bob", Roles: []string{"clerk"}},
+				Payload: []byte(`{"parameters": ` + tt.body + `}`)}
+			out := run(t, a, x, env)
+			wantResult(t, out, envelope.StatusFail, actions.CodeBadInput)
+			if len(out.Records) != 0 || len(out.Acks) != 0 {
+				t.Fatalf("a refused completion produced %d records, %d acks", len(out.Records), len(out.Acks))
+			}
+			if task := getTask(t, stores, "workflow", "order-1"); task.Status != statemanager.StatusWaiting || task.Version != 1 {
+				t.Fatalf("task %s at version %d after a refused completion, want WAITING at 1", task.Status, task.Version)
+			}
+		})
+	}
+}
