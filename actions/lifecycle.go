@@ -242,23 +242,26 @@ func (a *lifecycleAction) Execute(ctx context.Context, x *Exec, env *envelope.En
 		}
 		now := nowMillis(x)
 		ch, refusal := a.op(t, c, in, key, now)
+		if refusal == nil && ch != nil {
+			if a.enrichPath != "" {
+				a.enrich(ch)
+			}
+			if refusal = Bounded(t, c, ch); refusal == nil {
+				refusal = unenrichable(t, ch)
+			}
+		}
 		if refusal != nil {
 			// A redelivered operation meets the task it changed: the rules
 			// refuse it (approved already, closed), the history knows it.
-			if out, replayed, err := a.replayed(ctx, x, lc, env, domain, t, key); err != nil || replayed {
-				return out, err
+			// A caller kept out as of another tenant never changed the
+			// task, so its refusals cost no read of the history.
+			if refusal.Code != CodeTaskNotFound {
+				if out, replayed, err := a.replayed(ctx, x, lc, env, domain, t, key); err != nil || replayed {
+					return out, err
+				}
 			}
 			refusal.Fail(env, a.outputElement)
 			return Outcome{Env: env}, nil
-		}
-		if ch != nil && a.enrichPath != "" {
-			a.enrich(ch)
-		}
-		if ch != nil {
-			if r := unenrichable(t, ch); r != nil {
-				r.Fail(env, a.outputElement)
-				return Outcome{Env: env}, nil
-			}
 		}
 		if ch == nil {
 			// Nothing to change (a claim of one's own task).

@@ -1,6 +1,8 @@
 package actions_test
 
 import (
+	"context"
+
 	"testing"
 
 	"github.com/sagarunner/sagarunner/actions"
@@ -68,5 +70,50 @@ func TestCompletionThatCannotEnrichIsRefused(t *testing.T) {
 				t.Fatalf("task %s at version %d after a refused completion, want WAITING at 1", task.Status, task.Version)
 			}
 		})
+	}
+}
+
+// A task takes at most actions.MaxTaskChanges changes that leave it open:
+// a seer commenting, or a claimer claiming and unclaiming, forever would
+// otherwise grow its stored request ids and history without bound. Past
+// the bound a change that keeps it open is refused (with the task's
+// state), a replay still answers as the first time, and a close goes
+// through, so the task always ends.
+func TestTaskChangesBounded(t *testing.T) {
+	x, _, stores := newExec(t)
+	x.Topics = lifeTopics
+	start := build(t, "StartTask", actions.Input{Domain: "workflow", InputElement: "parameters",
+		Params: map[string]any{"taskIdPath": "productId", "taskRoles": "clerk"}})
+	if out := run(t, start, x, decode(t, itemsEvent)); !out.Suspend {
+		t.Fatalf("start = %+v", out.Env.Result)
+	}
+	// Reaching the bound one comment at a time is the attack itself; the
+	// version is where it would have left the task.
+	ctx := context.Background()
+	keys, err := stores.client.Keys(ctx, "*:t:order-1").Result()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("task hash: %v %v", keys, err)
+	}
+	if err := stores.client.HSet(ctx, keys[0], "v", actions.MaxTaskChanges-1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	clerk := []string{"clerk"}
+	comment := `{"taskId": "order-1", "text": "again"}`
+	wantResult(t, op(t, x, "CommentTask", "m-1", "bob", clerk, comment), envelope.StatusSuccess, "")
+	out := op(t, x, "CommentTask", "m-2", "bob", clerk, comment)
+	wantResult(t, out, envelope.StatusFail, actions.CodeTooManyChanges)
+	if v := out.Env.Get("task.version").Int(); v != actions.MaxTaskChanges {
+		t.Errorf("refusal carries version %d, want %d", v, actions.MaxTaskChanges)
+	}
+	wantResult(t, op(t, x, "ClaimTask", "c-1", "bob", clerk, `{"taskId": "order-1"}`), envelope.StatusFail, actions.CodeTooManyChanges)
+	wantResult(t, op(t, x, "CommentTask", "m-1", "bob", clerk, comment), envelope.StatusSuccess, "")
+
+	out = op(t, x, "CompleteTask", "p-1", "bob", clerk, `{"taskId": "order-1", "data": {"ok": true}}`)
+	wantResult(t, out, envelope.StatusSuccess, "")
+	if len(records(out, "requests")) != 1 {
+		t.Fatalf("the close past the bound produced %d continuations, want 1", len(records(out, "requests")))
+	}
+	if task := getTask(t, stores, "workflow", "order-1"); task.Status != statemanager.StatusCompleted {
+		t.Fatalf("task %s, want COMPLETED", task.Status)
 	}
 }

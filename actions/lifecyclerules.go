@@ -175,6 +175,27 @@ const (
 	maxCommentLen = 16384
 )
 
+// MaxTaskChanges bounds the changes an open task takes (its Version): each
+// keeps its request id with the task, for replays, and an event in its
+// history, and nothing else bounds how often a seer comments or a claimer
+// claims and unclaims. Past it only a change that closes the task is
+// accepted, so the task can still be completed, approved, cancelled or
+// time out. No task a person works on comes near it.
+const MaxTaskChanges = 10_000
+
+// CodeTooManyChanges refuses a change of a task that took MaxTaskChanges
+// already and would stay open after it.
+const CodeTooManyChanges = "TOO_MANY_CHANGES"
+
+// Bounded refuses ch, a change computed for t, when t took MaxTaskChanges
+// already and ch does not close it.
+func Bounded(t *statemanager.Task, c Caller, ch *statemanager.Change) *Refusal {
+	if ch == nil || ch.Close != nil || t.Version < MaxTaskChanges {
+		return nil
+	}
+	return conflict(t, c, CodeTooManyChanges, "task %q in %q took %d changes, as many as a task may: only a close is accepted now", t.ID, t.Domain, t.Version)
+}
+
 // open checks what every operation checks first: the tenant (another
 // tenant's task is unknown, so ids cannot be probed), then that the task is
 // open, telling a closed task only to a caller that may see it.

@@ -192,6 +192,9 @@ func (a *closeTask) Execute(ctx context.Context, x *Exec, env *envelope.Envelope
 	}
 	ch, refusal := Complete(t, CallerOf(env.RequestMeta, x.AdminRoles),
 		Completion{Outcome: outcome, Note: note, Data: data, EnrichPath: enrichPath}, key, nowMillis(x))
+	if refusal == nil {
+		refusal = Bounded(t, CallerOf(env.RequestMeta, x.AdminRoles), ch)
+	}
 	if refusal != nil {
 		env.Fail(refusal.Code, "%s", refusal.Message)
 		return Outcome{Env: env}, nil
