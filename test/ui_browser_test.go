@@ -51,14 +51,16 @@ steps:
 
 // uiConfig gives the runner static tokens for two tenants: alice (clerk)
 // and bob (legal) of acme, who work the task, an intake service of acme
-// that starts it, and eve, a clerk of another tenant, who must see none of
-// it.
+// that starts it, root, an admin of acme, and eve, a clerk of another
+// tenant, who must see none of it.
 const uiConfig = `auth:
   tokens:
     - {token: tok-intake, user: intake, roles: [service], tenant: acme}
     - {token: tok-alice, user: alice, roles: [clerk], tenant: acme}
     - {token: tok-bob, user: bob, roles: [legal], tenant: acme}
     - {token: tok-eve, user: eve, roles: [clerk, legal], tenant: globex}
+    - {token: tok-root, user: root, roles: [ops], tenant: acme}
+  adminRoles: [ops]
 http:
   publishTopics: [ui-reviews]
 `
@@ -244,8 +246,8 @@ func TestUIBrowser(t *testing.T) {
 	base := startUIRunner(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	root := browser(t, ctx)
-	alice, bob, eve := person(t, root), person(t, root), person(t, root)
+	chrome := browser(t, ctx)
+	alice, bob, eve := person(t, chrome), person(t, chrome), person(t, chrome)
 
 	// alice waits on her group inbox, live.
 	signIn(t, alice, base, "tok-alice", "/ui/tasks/group")
@@ -334,14 +336,26 @@ func TestUIBrowser(t *testing.T) {
 		}
 	}
 
-	// On a phone-sized screen the inbox stacks its rows.
-	if os.Getenv("SAGARUNNER_SCREENSHOTS") != "" {
-		st, body := do(t, "POST", base+"/topics/ui-reviews", "tok-intake", `{"contractId":"k-1002","title":"Lease renewal","amount":800,"urgent":false}`)
-		if st != http.StatusOK && st != http.StatusAccepted {
-			t.Fatalf("start a second review: %d %s", st, body)
-		}
-		step(t, alice, "phone-sized inbox", chromedp.EmulateViewport(390, 844), chromedp.Navigate(base+"/ui/tasks/group"),
-			chromedp.WaitVisible(css(`tr[data-task="workflow/k-1002"]`)))
-		screenshot(t, alice, "inbox-phone")
+	// A second review: root, an admin, finds it on the dashboard,
+	// reassigns its task to alice from the instance page and then cancels
+	// the instance; alice's My tasks shows the task while she holds it.
+	st, body = do(t, "POST", base+"/topics/ui-reviews", "tok-intake", `{"contractId":"k-1002","title":"Lease renewal","amount":800,"urgent":false}`)
+	if st != http.StatusOK && st != http.StatusAccepted {
+		t.Fatalf("start a second review: %d %s", st, body)
 	}
+	waitTask(t, base, "tok-alice", "workflow", "k-1002", "WAITING")
+	root := person(t, chrome)
+	signIn(t, root, base, "tok-root", "/ui/instances?q=k-1002")
+	step(t, root, "the dashboard lists the second review", chromedp.WaitVisible(css(`tr[data-instance] a`)),
+		chromedp.Click(css(`tr[data-instance] a`)), chromedp.WaitVisible(css(`#instance-tasks form input[name="user"]`)))
+	step(t, root, "reassign to alice", chromedp.SendKeys(css(`#instance-tasks form input[name="user"]`), "alice"),
+		chromedp.Click(css(`#instance-tasks form button`)), chromedp.WaitVisible(css(".flash")))
+	// On a phone-sized screen the inbox stacks its rows.
+	step(t, alice, "alice holds the reassigned task", chromedp.EmulateViewport(390, 844), chromedp.Navigate(base+"/ui/tasks/mine"),
+		chromedp.WaitVisible(css(`tr[data-task="workflow/k-1002"]`)), chromedp.WaitVisible(css(`body[data-live="on"]`)))
+	screenshot(t, alice, "inbox-phone")
+	step(t, root, "cancel the instance", chromedp.SendKeys(css("#inst-reason"), "withdrawn"),
+		chromedp.Click(css("#cancel-instance")), chromedp.WaitVisible(css(`#instance-status.status-cancelled`)),
+		chromedp.WaitVisible(css(`#timeline li[data-event^="cancelled"]`)))
+	step(t, alice, "the cancelled task leaves alice's list live", chromedp.WaitNotPresent(css(`tr[data-task="workflow/k-1002"]`)))
 }

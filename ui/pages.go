@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/sagarunner/sagarunner/statemanager"
 )
 
 // pageNames are the templates rendered as whole pages, each with the
@@ -95,6 +97,14 @@ var funcs = template.FuncMap{
 	"lower":   strings.ToLower,
 	"now":     func() int64 { return time.Now().UnixMilli() },
 	"inputOf": inputOf,
+	"list":    func(me string, tasks []*statemanager.Task) taskList { return taskList{Me: me, Tasks: tasks} },
+}
+
+// taskList is a list of tasks as one caller reads it, so what is theirs
+// can say so.
+type taskList struct {
+	Me    string
+	Tasks []*statemanager.Task
 }
 
 // when formats epoch milliseconds for people, in UTC so every reader of a

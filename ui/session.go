@@ -73,6 +73,9 @@ func (s *session) knows(key string) bool {
 // trusts it with everything, but it has no name to claim or approve under.
 func (s *session) trusted() bool { return s.identity.User == "" && len(s.identity.Roles) == 0 }
 
+// User is the signed-in user's name, "" for a trusted caller.
+func (s *session) User() string { return s.identity.User }
+
 // Trusted is trusted for templates.
 func (s *session) Trusted() bool { return s.trusted() }
 
