@@ -49,11 +49,12 @@ const (
 
 // Event is one entry of an instance's timeline, and of its audit record.
 //
-// Key identifies the event within its instance and is what makes Apply
-// idempotent: a replayed input yields the same keys (a step's key is its
-// visit, sagaMeta.seq; a task event's the event's own bytes), so its events
-// are recognised and dropped. Seq is the position in the timeline, given by
-// the store; it is 0 in events not read back from it.
+// Key identifies the event within its instance: a replayed input yields
+// the same keys (a step's key is its visit, sagaMeta.seq; a task event's
+// the event's own bytes). The first event's Key of a group (see Batch) is
+// what makes Apply idempotent, so a replayed input's events are recognised
+// and dropped. Seq is the position in the timeline, given by the store; it
+// is 0 in events not read back from it.
 type Event struct {
 	Instance    string `json:"-"`
 	Key         string `json:"key"`
@@ -131,20 +132,4 @@ func cut(s string) string {
 		i--
 	}
 	return s[:i] + "…"
-}
-
-// AuditRecord is the value of one audit-topic record: the events one
-// handled input added to one instance, in order (docs/AUDIT.md). events
-// must all belong to instance.
-func AuditRecord(instance string, events []Event) []byte {
-	b := make([]byte, 0, 64+len(instance)+160*len(events))
-	b = envelope.AppendString(append(b, `{"instanceId":`...), instance, false)
-	b = append(b, `,"events":[`...)
-	for i := range events {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = events[i].AppendJSON(b)
-	}
-	return append(b, "]}"...)
 }

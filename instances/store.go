@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -144,11 +143,7 @@ func NewStore(rdb redis.UniversalClient, cfg Config) (*Store, error) {
 // Config returns the validated config.
 func (s *Store) Config() Config { return s.cfg }
 
-func (s *Store) shardOf(id string) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(id))
-	return int(h.Sum32() % uint32(s.cfg.Shards))
-}
+func (s *Store) shardOf(id string) int { return shardOf(id, s.cfg.Shards) }
 
 // shardPrefix is the key prefix of a shard: its hash tag keeps all of a
 // shard's keys in one Redis Cluster slot.
@@ -156,65 +151,65 @@ func (s *Store) shardPrefix(shard int) string {
 	return "{" + s.cfg.Prefix + ":" + strconv.Itoa(shard) + "}:"
 }
 
-// Apply writes events, in order, in one pipelined round trip: one script
-// call per shard touched, each applying that shard's instances atomically.
-// Events already applied (same instance and Key) are skipped, so Apply may
-// be repeated with the same events. Errors are Redis's; nothing is applied
-// in part within one instance.
-func (s *Store) Apply(ctx context.Context, events []Event) error {
-	if len(events) == 0 {
+// Apply writes the instance events of handled inputs, one slice per input,
+// in order; see ApplyBatch.
+func (s *Store) Apply(ctx context.Context, inputs ...[]Event) error {
+	var b Batch
+	for _, in := range inputs {
+		b.Add(in)
+	}
+	return s.ApplyBatch(ctx, &b)
+}
+
+// ApplyBatch writes b's events in one pipelined round trip: one script call
+// per shard touched, each applying that shard's groups atomically. A group
+// already applied (same instance and key) is skipped whole, so a batch may
+// be applied again. Errors are Redis's; nothing is applied in part within
+// one group.
+func (s *Store) ApplyBatch(ctx context.Context, b *Batch) error {
+	if len(b.groups) == 0 {
 		return nil
 	}
-	type group struct {
-		id     string
-		events [][]byte
-	}
-	shards := map[int][]*group{}
-	byID := map[string]*group{}
+	// Groups by shard, in order, without a map: a shard's calls list its
+	// groups in the order they came.
+	shardOfGroup := make([]int32, len(b.groups))
 	var order []int
-	var buf []byte
-	for i := range events {
-		e := &events[i]
-		g := byID[e.Instance]
-		if g == nil {
-			g = &group{id: e.Instance}
-			byID[e.Instance] = g
-			sh := s.shardOf(e.Instance)
-			if _, ok := shards[sh]; !ok {
-				order = append(order, sh)
-			}
-			shards[sh] = append(shards[sh], g)
+	count := make([]int32, s.cfg.Shards)
+	for i := range b.groups {
+		sh := shardOf(b.groups[i].id, s.cfg.Shards)
+		shardOfGroup[i] = int32(sh)
+		if count[sh] == 0 {
+			order = append(order, sh)
 		}
-		buf = e.AppendJSON(buf[:0])
-		g.events = append(g.events, slices.Clone(buf))
+		count[sh]++
 	}
 	type call struct {
 		keys []string
 		args []any
-		cmd  *redis.Cmd
 	}
-	calls := make([]*call, 0, len(order))
+	calls := make([]call, 0, len(order))
+	perGroup := 5 + 8*len(b.evs)/len(b.groups)
 	for _, sh := range order {
 		p := s.shardPrefix(sh)
-		args := []any{p, s.cfg.TimelineCap, s.cfg.Retention.Milliseconds()}
-		for _, g := range shards[sh] {
-			args = append(args, g.id, len(g.events))
-			for _, ev := range g.events {
-				args = append(args, ev)
+		args := make([]any, 0, 3+int(count[sh])*perGroup)
+		args = append(args, p, s.cfg.TimelineCap, s.cfg.Retention.Milliseconds())
+		for i := range b.groups {
+			if int(shardOfGroup[i]) == sh {
+				args = b.appendArgs(args, &b.groups[i])
 			}
 		}
-		calls = append(calls, &call{keys: []string{p + "x"}, args: args})
+		calls = append(calls, call{keys: []string{p + "x"}, args: args})
 	}
-	run := func(calls []*call) error {
+	run := func() error {
 		_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 			for _, c := range calls {
-				c.cmd = applyScript.EvalSha(ctx, pipe, c.keys, c.args...)
+				applyScript.EvalSha(ctx, pipe, c.keys, c.args...)
 			}
 			return nil
 		})
 		return err
 	}
-	if err := run(calls); err != nil {
+	if err := run(); err != nil {
 		if !isNoScript(err) {
 			return fmt.Errorf("instances: apply: %w", err)
 		}
@@ -222,7 +217,7 @@ func (s *Store) Apply(ctx context.Context, events []Event) error {
 		if err := applyScript.Load(ctx, s.rdb).Err(); err != nil {
 			return fmt.Errorf("instances: load script: %w", err)
 		}
-		if err := run(calls); err != nil {
+		if err := run(); err != nil {
 			return fmt.Errorf("instances: apply: %w", err)
 		}
 	}
@@ -250,16 +245,10 @@ func (s *Store) getMany(ctx context.Context, ids []string) ([]*Instance, error) 
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	type reads struct {
-		rec   *redis.MapStringStringCmd
-		open  *redis.StringSliceCmd
-		users *redis.StringSliceCmd
-	}
-	rs := make([]reads, len(ids))
+	recs := make([]*redis.MapStringStringCmd, len(ids))
 	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, id := range ids {
-			p := s.shardPrefix(s.shardOf(id))
-			rs[i] = reads{pipe.HGetAll(ctx, p+"i:"+id), pipe.SMembers(ctx, p+"o:"+id), pipe.SMembers(ctx, p+"p:"+id)}
+			recs[i] = pipe.HGetAll(ctx, s.shardPrefix(s.shardOf(id))+"i:"+id)
 		}
 		return nil
 	})
@@ -268,7 +257,7 @@ func (s *Store) getMany(ctx context.Context, ids []string) ([]*Instance, error) 
 	}
 	out := make([]*Instance, len(ids))
 	for i, id := range ids {
-		h := rs[i].rec.Val()
+		h := recs[i].Val()
 		if h["status"] == "" || h["startedAt"] == "" {
 			continue // none, or events whose start is not written yet
 		}
@@ -279,12 +268,17 @@ func (s *Store) getMany(ctx context.Context, ids []string) ([]*Instance, error) 
 		in.StartedAt, _ = strconv.ParseInt(h["startedAt"], 10, 64)
 		in.UpdatedAt, _ = strconv.ParseInt(h["updatedAt"], 10, 64)
 		in.EndedAt, _ = strconv.ParseInt(h["endedAt"], 10, 64)
-		for _, ref := range rs[i].open.Val() {
-			d, t, _ := strings.Cut(ref, "\t")
-			in.OpenTasks = append(in.OpenTasks, TaskRef{Domain: d, ID: t})
+		open := !Ended(in.Status)
+		for k, v := range h {
+			switch {
+			case strings.HasPrefix(k, "o:") && v == "1" && open:
+				d, t, _ := strings.Cut(k[2:], "\t")
+				in.OpenTasks = append(in.OpenTasks, TaskRef{Domain: d, ID: t})
+			case strings.HasPrefix(k, "p:"):
+				in.Participants = append(in.Participants, k[2:])
+			}
 		}
 		slices.SortFunc(in.OpenTasks, func(a, b TaskRef) int { return strings.Compare(a.Domain+"\t"+a.ID, b.Domain+"\t"+b.ID) })
-		in.Participants = rs[i].users.Val()
 		slices.Sort(in.Participants)
 		out[i] = in
 	}
@@ -293,33 +287,36 @@ func (s *Store) getMany(ctx context.Context, ids []string) ([]*Instance, error) 
 
 // Timeline returns the instance's timeline, oldest first (at most
 // TimelineCap events, the newest). ErrNotFound when there is no instance.
+// Sequence numbers are implicit in the store: the last event's is the
+// record's count of events, so the list and the count are read together.
 func (s *Store) Timeline(ctx context.Context, id string) ([]Event, error) {
 	p := s.shardPrefix(s.shardOf(id))
-	var exists *redis.IntCmd
-	var started *redis.StringCmd
+	var rec *redis.SliceCmd
 	var list *redis.StringSliceCmd
-	_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		exists = pipe.Exists(ctx, p+"i:"+id)
-		started = pipe.HGet(ctx, p+"i:"+id, "startedAt")
+	_, err := s.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		rec = pipe.HMGet(ctx, p+"i:"+id, "startedAt", "seq")
 		list = pipe.LRange(ctx, p+"l:"+id, 0, -1)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, fmt.Errorf("instances: timeline: %w", err)
 	}
-	if exists.Val() == 0 {
+	v := rec.Val()
+	started, _ := v[0].(string)
+	seqs, _ := v[1].(string)
+	if started == "" {
 		return nil, ErrNotFound
 	}
-	if started.Val() == "" {
-		return nil, ErrNotFound
-	}
-	out := make([]Event, 0, len(list.Val()))
-	for _, raw := range list.Val() {
+	last, _ := strconv.ParseInt(seqs, 10, 64)
+	raws := list.Val()
+	out := make([]Event, 0, len(raws))
+	for i, raw := range raws {
 		var e Event
 		if err := json.Unmarshal([]byte(raw), &e); err != nil {
 			return nil, fmt.Errorf("instances: timeline of %q: %w", id, err)
 		}
 		e.Instance = id
+		e.Seq = last - int64(len(raws)-1-i)
 		out = append(out, e)
 	}
 	return out, nil

@@ -2,6 +2,7 @@ package instances_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -173,7 +174,9 @@ func TestListFiltersPagesAndTenants(t *testing.T) {
 		{"viewer u1", instances.Filter{Tenant: "acme", Viewer: "u1", Limit: 3}, 10, nil},
 		{"business key", instances.Filter{Tenant: "acme", BusinessKey: "bk-r07"}, 1, nil},
 		{"started range", instances.Filter{Tenant: "acme", StartedAfter: 1010, StartedBefore: 1019}, 10, nil},
-		{"by update", instances.Filter{Tenant: "acme", Sort: instances.SortUpdatedAt, Limit: 9}, 30, nil},
+		{"by start, named", instances.Filter{Tenant: "acme", Sort: instances.SortStartedAt, Limit: 9}, 30, nil},
+		{"running, started range", instances.Filter{Tenant: "acme", Status: instances.StatusRunning, StartedAfter: 1010, StartedBefore: 1019}, 5, nil},
+		{"saga", instances.Filter{Tenant: "acme", Saga: "approval", Limit: 11}, 30, nil},
 		{"other tenant", instances.Filter{Tenant: "globex"}, 1, nil},
 	}
 	for _, tc := range tests {
@@ -194,7 +197,112 @@ func TestListFiltersPagesAndTenants(t *testing.T) {
 	if _, err := s.List(ctx, instances.Filter{Status: "BOGUS"}); !errors.Is(err, instances.ErrBadFilter) {
 		t.Fatalf("bad status: %v", err)
 	}
+	if _, err := s.List(ctx, instances.Filter{Sort: "updatedAt"}); !errors.Is(err, instances.ErrBadFilter) {
+		t.Fatalf("sort by update: %v", err)
+	}
 	if _, err := s.List(ctx, instances.Filter{Cursor: "!!"}); !errors.Is(err, instances.ErrBadFilter) {
 		t.Fatalf("bad cursor: %v", err)
+	}
+}
+
+// A batch's inputs are deduplicated each on its own: two inputs of one
+// instance both apply, a replay of either applies nothing, and closes of
+// several tasks gathered in one input (recovered after a crash) apply
+// those not applied before.
+func TestApplyGroupsPerInput(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, instances.Config{})
+	start := []instances.Event{started("r", "acme", "alice", 1),
+		{Instance: "r", Key: "s1", Type: instances.EventStep, At: 2, Step: "a", Status: "WAITING", Domain: "d", TaskID: "ta"},
+		{Instance: "r", Key: "s2", Type: instances.EventStep, At: 2, Step: "b", Status: "WAITING", Domain: "d", TaskID: "tb"}}
+	closeA := []instances.Event{{Instance: "r", Key: "xa", Type: instances.EventTask, At: 3, Actor: "bob", Domain: "d", TaskID: "ta", Status: "COMPLETED"}}
+	closeB := instances.Event{Instance: "r", Key: "xb", Type: instances.EventTask, At: 4, Actor: "carol", Domain: "d", TaskID: "tb", Status: "COMPLETED"}
+	if err := s.Apply(ctx, start, closeA); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(ctx, start, closeA, append(closeA[:1:1], closeB)); err != nil {
+		t.Fatal(err)
+	}
+	in, err := s.Get(ctx, "r")
+	if err != nil || in.Status != instances.StatusRunning || len(in.OpenTasks) != 0 || !in.VisibleTo("bob") || !in.VisibleTo("carol") {
+		t.Fatalf("record: %+v, %v", in, err)
+	}
+	tl, _ := s.Timeline(ctx, "r")
+	var keys string
+	for _, e := range tl {
+		keys += fmt.Sprint(e.Seq, e.Key, " ")
+	}
+	if keys != "1start 2s1 3s2 4xa 5xb " {
+		t.Fatalf("timeline: %s", keys)
+	}
+}
+
+// An end closes what is open and starts the retention; an instance whose
+// events came before its start keeps none once it starts.
+func TestApplyEndAndExpiry(t *testing.T) {
+	ctx := context.Background()
+	_, rdb := redistest.Start(t)
+	s, err := instances.NewStore(rdb, instances.Config{Shards: 1, Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := "{sagarunner-instances:0}:"
+	early := []instances.Event{{Instance: "r", Key: "tx", Type: instances.EventTask, At: 1, Actor: "bob", Domain: "d", TaskID: "t0", Status: "COMPLETED"}}
+	if err := s.Apply(ctx, early); err != nil {
+		t.Fatal(err)
+	}
+	if ttl := rdb.PTTL(ctx, p+"i:r").Val(); ttl <= 0 {
+		t.Fatalf("before its start: ttl %v", ttl)
+	}
+	if err := s.Apply(ctx, []instances.Event{started("r", "acme", "alice", 2),
+		{Instance: "r", Key: "s1", Type: instances.EventStep, At: 3, Step: "a", Status: "WAITING", Domain: "d", TaskID: "t1"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"i:r", "l:r"} {
+		if ttl := rdb.PTTL(ctx, p+k).Val(); ttl != -1 {
+			t.Fatalf("%s after its start: ttl %v", k, ttl)
+		}
+	}
+	if in, _ := s.Get(ctx, "r"); in.Status != instances.StatusWaiting || len(in.OpenTasks) != 1 {
+		t.Fatalf("waiting: %+v", in)
+	}
+	if err := s.Apply(ctx, []instances.Event{{Instance: "r", Key: "end", Type: instances.EventFailed, At: 9, Status: "FAIL", Code: "E1", Message: "boom"}}); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := s.Get(ctx, "r")
+	if in.Status != instances.StatusFailed || len(in.OpenTasks) != 0 || in.LastResult.Code != "E1" || in.EndedAt != 9 || in.UpdatedAt != 9 {
+		t.Fatalf("ended: %+v", in)
+	}
+	for _, k := range []string{"i:r", "l:r"} {
+		if ttl := rdb.PTTL(ctx, p+k).Val(); ttl <= 0 || ttl > time.Hour {
+			t.Fatalf("%s after its end: ttl %v", k, ttl)
+		}
+	}
+	if n, _ := s.CountOpen(ctx); n != 0 {
+		t.Fatalf("open: %d", n)
+	}
+	if pg, _ := s.List(ctx, instances.Filter{Tenant: "acme", Status: instances.StatusFailed}); len(pg.Instances) != 1 {
+		t.Fatalf("failed listing: %+v", pg)
+	}
+}
+
+// A batch encodes each event once: the audit record of an instance holds
+// the same events, in order, as the timeline.
+func TestBatchAuditRecords(t *testing.T) {
+	var b instances.Batch
+	audits := b.Add([]instances.Event{started("x", "", "u", 1), started("y", "", "u", 1),
+		{Instance: "x", Key: "s1", Type: instances.EventStep, At: 2, Step: "a", Status: "SUCCESS", Message: "m\"q"}})
+	if len(audits) != 2 || audits[0].Instance != "x" || audits[1].Instance != "y" {
+		t.Fatalf("audits: %+v", audits)
+	}
+	var rec struct {
+		InstanceID string            `json:"instanceId"`
+		Events     []instances.Event `json:"events"`
+	}
+	if err := json.Unmarshal(audits[0].Value, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.InstanceID != "x" || len(rec.Events) != 2 || rec.Events[1].Message != "m\"q" || b.Len() != 3 {
+		t.Fatalf("x's record: %s", audits[0].Value)
 	}
 }

@@ -12,10 +12,10 @@ import (
 )
 
 // InstanceStore is where the runner writes the instance events of the
-// outputs it makes durable (*instances.Store). Apply must be idempotent per
-// event key: a batch retried after a failure applies its events again.
+// outputs it makes durable (*instances.Store). ApplyBatch must be
+// idempotent per group: a batch retried after a failure applies again.
 type InstanceStore interface {
-	Apply(ctx context.Context, events []instances.Event) error
+	ApplyBatch(ctx context.Context, b *instances.Batch) error
 }
 
 // WithInstances makes the runner apply every output's instance events to
@@ -67,45 +67,21 @@ func (r *Runner) sampleOpenInstances(ctx context.Context) {
 	m.OpenInstances(n)
 }
 
-// auditRecords are out's events on the audit topic: one record per
-// instance the output touched, keyed by the instance id, its events in
-// order, so one input's trail of an instance is one record.
-func (r *Runner) auditRecords(out *saga.Output) []envelope.Record {
-	if r.auditTopic == "" || len(out.Instances) == 0 {
-		return nil
-	}
-	evs := out.Instances
-	if len(evs) == 1 || sameInstance(evs) {
-		return []envelope.Record{{Topic: r.auditTopic, Key: []byte(evs[0].Instance), Value: instances.AuditRecord(evs[0].Instance, evs)}}
-	}
-	var order []string
-	byID := map[string][]instances.Event{}
-	for _, e := range evs {
-		if _, ok := byID[e.Instance]; !ok {
-			order = append(order, e.Instance)
-		}
-		byID[e.Instance] = append(byID[e.Instance], e)
-	}
-	recs := make([]envelope.Record, 0, len(order))
-	for _, id := range order {
-		recs = append(recs, envelope.Record{Topic: r.auditTopic, Key: []byte(id), Value: instances.AuditRecord(id, byID[id])})
-	}
-	return recs
+// instanceWrites are the instance events of a batch of outputs, encoded
+// once: the same bytes go to the store and, as audit records, to the audit
+// topic.
+type instanceWrites struct {
+	batch instances.Batch
+	// audit holds every output's audit records; output i's are
+	// audit[from[i]:from[i+1]].
+	audit []envelope.Record
+	from  []int
 }
 
-func sameInstance(evs []instances.Event) bool {
-	for _, e := range evs[1:] {
-		if e.Instance != evs[0].Instance {
-			return false
-		}
-	}
-	return true
-}
-
-// applyInstances writes the events of outs, or does nothing when
-// tracking is off or there are none.
-func (r *Runner) applyInstances(ctx context.Context, outs []saga.Output) error {
-	if r.instances == nil {
+// encodeInstances encodes the instance events of outs; nil when tracking is
+// off or there are none.
+func (r *Runner) encodeInstances(outs []saga.Output) *instanceWrites {
+	if r.instances == nil && r.auditTopic == "" {
 		return nil
 	}
 	n := 0
@@ -115,14 +91,58 @@ func (r *Runner) applyInstances(ctx context.Context, outs []saga.Output) error {
 	if n == 0 {
 		return nil
 	}
-	evs := make([]instances.Event, 0, n)
-	for i := range outs {
-		evs = append(evs, outs[i].Instances...)
+	w := &instanceWrites{from: make([]int, len(outs)+1)}
+	if r.auditTopic != "" {
+		w.audit = make([]envelope.Record, 0, len(outs))
 	}
-	if err := r.instances.Apply(ctx, evs); err != nil {
+	for i := range outs {
+		w.from[i] = len(w.audit)
+		audits := w.batch.Add(outs[i].Instances)
+		if r.auditTopic == "" {
+			continue
+		}
+		// One record per instance the output touched, keyed by the
+		// instance id, its events in order: one input's trail of an
+		// instance is one record.
+		for _, a := range audits {
+			w.audit = append(w.audit, envelope.Record{Topic: r.auditTopic, Key: []byte(a.Instance), Value: a.Value})
+		}
+	}
+	w.from[len(outs)] = len(w.audit)
+	return w
+}
+
+// auditOf returns output i's audit records.
+func (w *instanceWrites) auditOf(i int) []envelope.Record {
+	if w == nil {
+		return nil
+	}
+	return w.audit[w.from[i]:w.from[i+1]:w.from[i+1]]
+}
+
+// apply writes w's events, or does nothing when there are none.
+func (r *Runner) apply(ctx context.Context, w *instanceWrites) error {
+	if w == nil || r.instances == nil {
+		return nil
+	}
+	if err := r.instances.ApplyBatch(ctx, &w.batch); err != nil {
 		return fmt.Errorf("runner: instance events: %w: %w", saga.ErrRetry, err)
 	}
 	return nil
+}
+
+// auditRecords are out's events on the audit topic (see encodeInstances).
+func (r *Runner) auditRecords(out *saga.Output) []envelope.Record {
+	if r.auditTopic == "" || len(out.Instances) == 0 {
+		return nil
+	}
+	return r.encodeInstances([]saga.Output{*out}).auditOf(0)
+}
+
+// applyInstances writes the events of outs, or does nothing when
+// tracking is off or there are none.
+func (r *Runner) applyInstances(ctx context.Context, outs []saga.Output) error {
+	return r.apply(ctx, r.encodeInstances(outs))
 }
 
 // countInstances feeds the instance metrics from a durable output.

@@ -312,9 +312,10 @@ func sagaRecord(rec *kgo.Record) saga.Record {
 func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Output) bool {
 	var acks []actions.Ack
 	var ds []delivery
+	iw := w.r.encodeInstances(outs)
 	for i := range outs {
 		o := &outs[i]
-		audit := w.r.auditRecords(o)
+		audit := iw.auditOf(i)
 		if len(o.Records)+len(audit) > 0 {
 			src := sagaRecord(srcs[i].rec)
 			for _, rec := range o.Records {
@@ -330,7 +331,7 @@ func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Out
 	// both must be durable before the offset is marked, neither waits
 	// for the other.
 	applied := make(chan error, 1)
-	go func() { applied <- w.r.applyInstances(ctx, outs) }()
+	go func() { applied <- w.r.apply(ctx, iw) }()
 	b := newBackoff(w.r.cfg.Backoff)
 	for len(ds) > 0 {
 		rest, err := w.r.deliver(ctx, ds)
@@ -350,7 +351,7 @@ func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Out
 		}
 	}
 	b.reset()
-	for err := <-applied; err != nil; err = w.r.applyInstances(ctx, outs) {
+	for err := <-applied; err != nil; err = w.r.apply(ctx, iw) {
 		if ctx.Err() != nil {
 			return false
 		}

@@ -122,7 +122,7 @@ func newInstancesListCmd() *cobra.Command {
 	fs.StringVar(&f.Viewer, "visible-to", "", "only instances this user started or acted on")
 	fs.StringVar(&after, "started-after", "", "only instances started at or after this RFC 3339 time")
 	fs.StringVar(&before, "started-before", "", "only instances started at or before this RFC 3339 time")
-	fs.StringVar(&f.Sort, "sort", instances.SortStartedAt, "order, newest first: startedAt or updatedAt")
+	fs.StringVar(&f.Sort, "sort", instances.SortStartedAt, "order, newest first: startedAt (the only one)")
 	fs.IntVar(&f.Limit, "limit", instances.DefaultLimit, fmt.Sprintf("instances per page, at most %d", instances.MaxLimit))
 	fs.StringVar(&f.Cursor, "cursor", "", "the cursor of the next page, as a previous list printed it")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object per instance")

@@ -1,0 +1,211 @@
+package instances
+
+import "github.com/sagarunner/sagarunner/saga/envelope"
+
+// Batch is the instance events of a batch of handled inputs, grouped and
+// encoded once: each event's JSON is written a single time, inside the
+// audit record of its instance, and the same bytes go to Redis.
+//
+// Within one input, an instance's events form one group, applied
+// atomically and deduplicated as a whole by the Key of its first event:
+// a replayed input makes the same events, so one check per instance and
+// input replaces one per event. The exception is a task event of another
+// task than the group's last one: independent closes gathered in one input
+// (timeouts fired together, closes recovered after a crash) each start a
+// group of their own, since each may have been applied on its own before.
+//
+// The zero Batch is empty and ready to use; a Batch is not safe for
+// concurrent use, and the events added must not change until it is applied.
+type Batch struct {
+	buf    []byte
+	evs    []encEvent
+	groups []group
+	audits []Audit
+	seen   map[string]bool
+}
+
+// Audit is one audit-topic record (docs/AUDIT.md): the events one handled
+// input added to one instance, keyed by the instance id.
+type Audit struct {
+	Instance string
+	Value    []byte
+}
+
+// encEvent is an event and where its JSON lies in Batch.buf.
+type encEvent struct {
+	e        *Event
+	off, end int32
+}
+
+// group is what the apply script deduplicates and applies as one: events
+// evs[first:first+n] of one instance.
+type group struct {
+	id       string
+	key      string
+	maxAt    int64
+	first, n int32
+}
+
+// Len reports how many events b holds.
+func (b *Batch) Len() int { return len(b.evs) }
+
+// Add adds the events of one handled input, in order, and returns its
+// audit records, one per instance in order of first appearance. The
+// returned values stay valid after later calls.
+func (b *Batch) Add(events []Event) []Audit {
+	if len(events) == 0 {
+		return nil
+	}
+	a0 := len(b.audits)
+	if b.buf == nil {
+		b.buf = make([]byte, 0, 256*len(events))
+	}
+	// Most inputs touch one instance; a map only for the rare input that
+	// touches many (a shard's fired deadlines, recovered closes).
+	if len(events) > 16 {
+		clear(b.seen)
+		if b.seen == nil {
+			b.seen = map[string]bool{}
+		}
+	}
+	for i := range events {
+		id := events[i].Instance
+		if b.seenBefore(events, i) {
+			continue
+		}
+		off := len(b.buf)
+		b.buf = envelope.AppendString(append(b.buf, `{"instanceId":`...), id, false)
+		b.buf = append(b.buf, `,"events":[`...)
+		var g *group
+		lastTask := ""
+		for j := i; j < len(events); j++ {
+			e := &events[j]
+			if e.Instance != id {
+				continue
+			}
+			if g != nil {
+				b.buf = append(b.buf, ',')
+			}
+			if e.Type == EventTask {
+				ref := e.Domain + "\t" + e.TaskID
+				if g != nil && lastTask != "" && ref != lastTask {
+					g = nil
+				}
+				lastTask = ref
+			}
+			if g == nil {
+				b.groups = append(b.groups, group{id: id, key: e.Key, maxAt: e.At, first: int32(len(b.evs))})
+				g = &b.groups[len(b.groups)-1]
+			}
+			g.n++
+			g.maxAt = max(g.maxAt, e.At)
+			start := len(b.buf)
+			b.buf = e.AppendJSON(b.buf)
+			b.evs = append(b.evs, encEvent{e: e, off: int32(start), end: int32(len(b.buf))})
+		}
+		b.buf = append(b.buf, "]}"...)
+		b.audits = append(b.audits, Audit{Instance: id, Value: b.buf[off:len(b.buf):len(b.buf)]})
+	}
+	return b.audits[a0:len(b.audits):len(b.audits)]
+}
+
+// seenBefore reports whether events[i]'s instance came earlier in events.
+func (b *Batch) seenBefore(events []Event, i int) bool {
+	id := events[i].Instance
+	if len(events) > 16 {
+		if b.seen[id] {
+			return true
+		}
+		b.seen[id] = true
+		return false
+	}
+	for j := range i {
+		if events[j].Instance == id {
+			return true
+		}
+	}
+	return false
+}
+
+// json is the encoded event ev.
+func (b *Batch) json(ev encEvent) []byte { return b.buf[ev.off:ev.end:ev.end] }
+
+// Script arities: what the apply script reads of each event after its
+// type, so that it never decodes JSON.
+const (
+	opStarted   = "S" // at, saga, version, tenant, actor, business key
+	opWaiting   = "W" // step, "domain\ttaskId" or ""
+	opStep      = "s" // step, status, code, message
+	opTaskOpen  = "T" // "domain\ttaskId", actor
+	opTaskClose = "t" // "domain\ttaskId", actor
+	opEnd       = "E" // at, end status, status, code, message
+	opOther     = "x" // nothing: kept in the timeline only
+)
+
+// appendArgs appends g's script arguments: id, key, max at, event count,
+// field count, then each event's type and fields, then the events' JSON.
+func (b *Batch) appendArgs(args []any, g *group) []any {
+	head := len(args)
+	args = append(args, g.id, g.key, g.maxAt, g.n, 0)
+	fields := 0
+	evs := b.evs[g.first : g.first+g.n]
+	for _, ev := range evs {
+		n0 := len(args)
+		args = appendOp(args, ev.e)
+		fields += len(args) - n0
+	}
+	args[head+4] = fields
+	for _, ev := range evs {
+		args = append(args, b.json(ev))
+	}
+	return args
+}
+
+func appendOp(args []any, e *Event) []any {
+	switch e.Type {
+	case EventStarted:
+		return append(args, opStarted, e.At, e.Saga, e.Version, e.Tenant, e.Actor, cut(e.BusinessKey))
+	case EventStep:
+		if e.Status == StatusWaiting {
+			ref := ""
+			if e.TaskID != "" {
+				ref = e.Domain + "\t" + e.TaskID
+			}
+			return append(args, opWaiting, e.Step, ref)
+		}
+		return append(args, opStep, e.Step, e.Status, e.Code, cut(e.Message))
+	case EventTask:
+		op := opTaskClose
+		if e.Status == StatusWaiting || e.Status == taskInApproval {
+			op = opTaskOpen
+		}
+		return append(args, op, e.Domain+"\t"+e.TaskID, e.Actor)
+	case EventFinished, EventFailed, EventDeadLettered, EventCancelled:
+		return append(args, opEnd, e.At, endStatus(e.Type), e.Status, e.Code, cut(e.Message))
+	}
+	return append(args, opOther)
+}
+
+// taskInApproval is the open task status besides WAITING (statemanager's
+// StatusInApproval, which this package does not import).
+const taskInApproval = "IN_APPROVAL"
+
+func endStatus(typ string) string {
+	switch typ {
+	case EventFinished:
+		return StatusCompleted
+	case EventCancelled:
+		return StatusCancelled
+	}
+	return StatusFailed
+}
+
+// shardOf is FNV-1a of id, as hash/fnv computes it, without allocating.
+func shardOf(id string, shards int) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h ^= uint32(id[i])
+		h *= 16777619
+	}
+	return int(h % uint32(shards))
+}
