@@ -47,7 +47,7 @@ const NoEarlyHeader = "sagarunner-no-early"
 // maxEarlyBytes bounds one parked operation (the record's key and value):
 // parked operations are kept in Redis for up to tasks.earlyTTL, EarlyMax of
 // them per domain, and an answer is small.
-const maxEarlyBytes = 64 << 10
+const maxEarlyBytes = 32 << 10
 
 // maxEarlyRequestID bounds the request id of a parked operation, which is a
 // field of the parked set and of the expiry index.

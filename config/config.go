@@ -327,7 +327,7 @@ var defaults = map[string]any{
 	"timers.pollInterval":      "10ms",
 	"timers.batchSize":         500,
 	"tasks.earlyTTL":           "10m",
-	"tasks.earlyMax":           100000,
+	"tasks.earlyMax":           10000,
 	"instances.enabled":        true,
 	"instances.timelineCap":    1000,
 	"instances.retention":      "168h",

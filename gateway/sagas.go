@@ -46,6 +46,7 @@ var failStatus = map[string]int{
 	actions.CodeAlreadyApproved: http.StatusConflict,
 	actions.CodeSelfApproval:    http.StatusConflict,
 	actions.CodeTaskChanged:     http.StatusConflict,
+	actions.CodeTooManyChanges:  http.StatusConflict,
 	actions.CodeUnsupported:     http.StatusNotImplemented,
 }
 

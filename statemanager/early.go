@@ -17,7 +17,7 @@ const (
 	// DefaultEarlyTTL is how long an operation waits for its task.
 	DefaultEarlyTTL = 10 * time.Minute
 	// DefaultEarlyMax bounds the operations parked in one domain.
-	DefaultEarlyMax = 100_000
+	DefaultEarlyMax = 10_000
 	// EarlyPerTask bounds the operations parked for one task id: a task
 	// has a handful of operations before anyone sees it, and a producer
 	// repeating one id must not fill the domain's share.
