@@ -1,7 +1,6 @@
 package saga
 
 import (
-	"hash/fnv"
 	"strconv"
 
 	"github.com/tidwall/gjson"
@@ -103,16 +102,26 @@ func (e *Engine) taskEvents(out *Output) {
 		if r.Topic != topic {
 			continue
 		}
-		v := gjson.GetManyBytes(r.Value, "instance", "taskId", "domain", "status", "type", "at", "actor", "outcome", "note")
+		// One copy of the value; the fields are substrings of it.
+		raw := string(r.Value)
+		v := gjson.GetMany(raw, "instance", "taskId", "domain", "status", "type", "at", "actor", "outcome", "note")
 		if v[0].String() == "" {
 			continue
 		}
-		h := fnv.New64a()
-		_, _ = h.Write(r.Value)
-		out.Instances = append(out.Instances, instances.Event{Instance: v[0].String(), Key: "t" + strconv.FormatUint(h.Sum64(), 36),
+		out.Instances = append(out.Instances, instances.Event{Instance: v[0].String(), Key: "t" + strconv.FormatUint(fnv64a(r.Value), 36),
 			Type: instances.EventTask, TaskID: v[1].String(), Domain: v[2].String(), Status: v[3].String(), Task: v[4].String(),
 			At: v[5].Int(), Actor: v[6].String(), Outcome: v[7].String(), Note: v[8].String()})
 	}
+}
+
+// fnv64a is FNV-1a of b, as hash/fnv computes it, without allocating.
+func fnv64a(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
 }
 
 // DeadInstance returns the instance event of rec when the runner
