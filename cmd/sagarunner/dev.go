@@ -111,7 +111,11 @@ func printBanner(w io.Writer, cfg *config.Config, a *app.App, redisNote string) 
 			scope = "   (every interface)"
 		}
 		fmt.Fprintf(w, "  http      http://%s%s\n", displayAddr(cfg.HTTP.Addr), scope)
-		fmt.Fprintf(w, "  ui        http://%s/ui/   (web inbox: tasks and instances)\n", displayAddr(cfg.HTTP.Addr))
+		who := "continue as a trusted caller"
+		if n := len(cfg.Auth.Tokens); n > 0 {
+			who = fmt.Sprintf("pick one of the %d configured users", n)
+		}
+		fmt.Fprintf(w, "  ui        http://%s/ui/   (web inbox: tasks and instances; %s)\n", displayAddr(cfg.HTTP.Addr), who)
 	} else {
 		fmt.Fprintln(w, "  http      off")
 	}

@@ -75,6 +75,7 @@ func TestDevBanner(t *testing.T) {
 			`(?m)^    proceed_task +POST /ProceedTask$`,
 		}},
 		{"auth from --config", []string{"--config", authFile}, []string{
+			`(?m)^  ui        http://127\.0\.0\.1:[1-9][0-9]*/ui/   \(web inbox: tasks and instances; pick one of the 1 configured users\)$`,
 			`(?m)^  auth      on: callers need a bearer token$`,
 		}},
 	} {
