@@ -15,6 +15,8 @@ func TestTaskVisibleTo(t *testing.T) {
 	approving.Status = statemanager.StatusInApproval
 	byRoles := approving
 	byRoles.ApproverRoles = nil
+	approved := *worked
+	approved.Status, approved.Approvals = statemanager.StatusCompleted, []statemanager.Approval{{User: "zed", At: 1}}
 	tests := []struct {
 		name   string
 		task   *statemanager.Task
@@ -39,6 +41,8 @@ func TestTaskVisibleTo(t *testing.T) {
 		{"approver of a task in approval", &approving, "acme", &statemanager.Viewer{User: "zed", Roles: []string{"director"}}, true},
 		{"approver by taskRoles", &byRoles, "acme", &statemanager.Viewer{Roles: []string{"clerk"}}, true},
 		{"approver of another tenant", &approving, "beta", &statemanager.Viewer{Roles: []string{"director"}}, false},
+		{"approver of a task its approval closed", &approved, "acme", &statemanager.Viewer{User: "zed"}, true},
+		{"approver role of a closed task, no approval", &approved, "acme", &statemanager.Viewer{User: "yan", Roles: []string{"director"}}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
