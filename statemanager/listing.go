@@ -118,8 +118,7 @@ func fingerprint(f Filter) uint32 {
 // CursorAfter returns the cursor of the page that follows a page of f
 // ending with last: f with it as Cursor lists the tasks after last.
 func CursorAfter(f Filter, last *Task) string {
-	b, _ := json.Marshal(cursor{V: cursorVersion, F: fingerprint(f), K: sortKey(statusOf(f), f.Sort, last)})
-	return base64.RawURLEncoding.EncodeToString(b)
+	return cursorAt(f, sortKey(statusOf(f), f.Sort, last))
 }
 
 // afterKey decodes f.Cursor into the sort key to list after ("" without a
@@ -168,10 +167,27 @@ type Page struct {
 	Next  string
 }
 
+// Pager is an optional extension of Store whose listing pages itself: its
+// pages may end short of f.Limit, with a Next cursor, where its walk of the
+// indexes reached its bound; only the page with no Next is the last.
+type Pager interface {
+	ListPage(ctx context.Context, f Filter) (Page, error)
+}
+
+// cursorAt returns the cursor of f's listing going on after sort key k.
+func cursorAt(f Filter, k string) string {
+	b, _ := json.Marshal(cursor{V: cursorVersion, F: fingerprint(f), K: k})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
 // ListPage lists the page of f that f.Cursor points at (the first without
-// one), f.Limit tasks (DefaultLimit if <= 0). It asks s for one task more
-// than the page, so the last page is known as such and has no Next.
+// one), f.Limit tasks (DefaultLimit if <= 0), through s's Pager when it
+// has one. Otherwise it asks s for one task more than the page, so the
+// last page is known as such and has no Next.
 func ListPage(ctx context.Context, s Store, f Filter) (Page, error) {
+	if p, ok := s.(Pager); ok {
+		return p.ListPage(ctx, f)
+	}
 	limit := orDefault(f.Limit)
 	q := f
 	q.Limit = limit + 1

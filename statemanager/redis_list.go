@@ -28,15 +28,45 @@ const countWalkCap = 10_000
 // (ClosedTTL after close). Each shard runs one script over the few indexes
 // the filter names (see planList), reading about f.Limit entries of each.
 func (s *RedisStore) List(ctx context.Context, f Filter) ([]*Task, error) {
-	plan, err := planList(f, s.closedTTL)
+	page, err := s.ListPage(ctx, f)
+	return page.Tasks, err
+}
+
+var _ Pager = (*RedisStore)(nil)
+
+// ListPage lists one page of f; see Pager. Each shard's script walks at
+// most walkCap(limit) index entries: a filter that passes over many (a
+// candidate's role full of tasks claimed by others) ends the page short,
+// with a cursor after the last entry walked, rather than holding Redis
+// for a walk of the whole index.
+func (s *RedisStore) ListPage(ctx context.Context, f Filter) (Page, error) {
+	limit := orDefault(f.Limit)
+	q := f
+	q.Limit = limit + 1
+	plan, err := planList(q, s.closedTTL)
 	if err != nil {
-		return nil, err
+		return Page{}, err
 	}
 	if len(plan.families) == 0 {
-		return nil, nil
+		return Page{}, nil
 	}
-	return s.list(ctx, f, plan)
+	tasks, cut, err := s.list(ctx, q, plan)
+	if err != nil {
+		return Page{}, err
+	}
+	if len(tasks) > limit {
+		tasks = tasks[:limit]
+		return Page{Tasks: tasks, Next: CursorAfter(f, tasks[limit-1])}, nil
+	}
+	if cut != "" {
+		return Page{Tasks: tasks, Next: cursorAt(f, cut)}, nil
+	}
+	return Page{Tasks: tasks}, nil
 }
+
+// walkCap bounds the index entries one shard's script walks for a page of
+// limit tasks.
+func walkCap(limit int) int { return max(4*limit, 256) }
 
 // listPlan is what one listing reads in every shard: index families, named
 // relative to the tenant prefix, and the secondary filters the script
@@ -210,7 +240,7 @@ func (p listPlan) listArgs(k *shardKeys, countCap int) []interface{} {
 		kind = "l"
 	}
 	return []interface{}{k.task, p.limit, p.status, p.user, p.role, p.window,
-		kind, p.after, p.claimedBy, cand, cUser, cRoles, countCap}
+		kind, p.after, p.claimedBy, cand, cUser, cRoles, countCap, walkCap(p.limit)}
 }
 
 // keys are the zsets of the plan in the shard of k for tenant.
@@ -252,18 +282,31 @@ func (s *RedisStore) runShards(ctx context.Context, tenant string, plan listPlan
 	return cmds, nil
 }
 
-func (s *RedisStore) list(ctx context.Context, f Filter, plan listPlan) ([]*Task, error) {
+// list reads plan's page in every shard and merges them. cut is "" when
+// every shard walked to its end or filled its page, else the least sort key
+// at which a shard stopped its walk (walkCap): only tasks up to it are
+// known in order, so the page holds those and the listing goes on after
+// it.
+func (s *RedisStore) list(ctx context.Context, f Filter, plan listPlan) ([]*Task, string, error) {
 	cmds, err := s.runShards(ctx, f.Tenant, plan, 0)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	type keyed struct {
 		key string
 		t   *Task
 	}
 	var all []keyed
+	cut := ""
 	for _, c := range cmds {
-		rows, _ := c.Val().([]interface{})
+		reply, _ := c.Val().([]interface{})
+		if len(reply) != 2 {
+			return nil, "", fmt.Errorf("statemanager: redis list: unexpected reply %T of %d", c.Val(), len(reply))
+		}
+		if k, _ := reply[1].(string); k != "" && (cut == "" || k < cut) {
+			cut = k
+		}
+		rows, _ := reply[0].([]interface{})
 		for _, r := range rows {
 			fields, _ := r.([]interface{})
 			t := s.decode(fields)
@@ -275,16 +318,21 @@ func (s *RedisStore) list(ctx context.Context, f Filter, plan listPlan) ([]*Task
 			all = append(all, keyed{sortKey(plan.status, plan.sort, t), t})
 		}
 	}
-	// Each shard's rows are in order; the page is the first of them all.
+	// Each shard's rows are in order; the page is the first of them all,
+	// up to where a shard's walk stopped.
 	sort.Slice(all, func(i, j int) bool { return all[i].key < all[j].key })
+	if cut != "" {
+		n := sort.Search(len(all), func(i int) bool { return all[i].key > cut })
+		all = all[:n]
+	}
 	if len(all) > plan.limit {
-		all = all[:plan.limit]
+		all, cut = all[:plan.limit], ""
 	}
 	out := make([]*Task, len(all))
 	for i, k := range all {
 		out[i] = k.t
 	}
-	return out, nil
+	return out, cut, nil
 }
 
 var _ TaskCounter = (*RedisStore)(nil)

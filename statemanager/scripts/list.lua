@@ -18,14 +18,18 @@
 --       9 claimedBy filter ("" = any), 10 "1" to keep only the tasks the
 --       candidate may take up, 11 the candidate's user, 12 its roles (joined
 --       by \31),
---       13 count mode when > 0: walk at most that many entries
--- Returns an array of HGETALL arrays; in count mode {n, 1}, or {0, 0} when
--- the walk passed its bound.
+--       13 count mode when > 0: walk at most that many entries,
+--       14 listing: walk at most that many entries (0: no bound)
+-- Returns {HGETALL arrays, cut}: cut is "" when the walk ended, else the
+-- sort key of the last entry it walked before its bound: every entry up to
+-- it was considered, and the listing goes on after it. In count mode
+-- {n, 1}, or {0, 0} when the walk passed its bound.
 local limit = tonumber(ARGV[2])
 local window = tonumber(ARGV[6])
 local lex = ARGV[7] == 'l'
 local after = ARGV[8]
 local countCap = tonumber(ARGV[13])
+local walkCap = tonumber(ARGV[14] or '0') or 0
 local counting = countCap > 0
 local chunk = math.max(limit, 16)
 if counting then
@@ -158,6 +162,8 @@ end
 
 local out, seen = {}, {}
 local walked, n = 0, 0
+local cut = ''
+
 while counting or #out < limit do
   local best
   for i = 1, #src do
@@ -177,8 +183,15 @@ while counting or #out < limit do
   local id, member = best.ids[best.pos], best.keys[best.pos]
   best.pos = best.pos + 1
   if not seen[id] then
+    if not counting and walkCap > 0 and walked >= walkCap then
+      -- A filter that passes over many entries (tasks claimed by others,
+      -- say) must not hold the server: the page ends short here, and the
+      -- cursor goes on after the last entry walked.
+      return {out, cut}
+    end
     seen[id] = true
     walked = walked + 1
+    cut = member
     if counting and walked > countCap then
       return {0, 0}
     end
@@ -204,4 +217,4 @@ end
 if counting then
   return {n, 1}
 end
-return out
+return {out, ''}
