@@ -67,8 +67,13 @@
       .catch(function () { /* the next change tries again */ });
   }
 
+  // schedule coalesces changes: at most one reload of the page's live
+  // parts per second, however busy the system is.
+  var last = 0;
   function schedule() {
-    if (!pending) { pending = setTimeout(refresh, 200); }
+    if (pending) { return; }
+    var wait = Math.max(200, last + 1000 - Date.now());
+    pending = setTimeout(function () { last = Date.now(); refresh(); }, wait);
   }
 
   var url = body.getAttribute("data-stream");
