@@ -237,6 +237,13 @@ func TestSecurityHeaders(t *testing.T) {
 			t.Errorf("%s: CSP %q, X-Frame-Options %q", path, csp, p.header.Get("X-Frame-Options"))
 		}
 	}
+	// Assets are served, their folder is not listed.
+	if p := e.browser(t).get("/ui/static/app.css"); p.status != http.StatusOK || !strings.Contains(p.body, "--accent") {
+		t.Errorf("app.css: %d", p.status)
+	}
+	if p := e.browser(t).get("/ui/static/"); p.status != http.StatusNotFound {
+		t.Errorf("the static folder is listed: %d\n%s", p.status, p.body)
+	}
 	// No inline script or handler anywhere: the CSP would block them.
 	p := e.browser(t).get("/ui/signin")
 	if regexp.MustCompile(`(?i)<script>|\son[a-z]+=`).MatchString(p.body) {
