@@ -3,10 +3,14 @@ package test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -60,6 +64,7 @@ const uiConfig = `auth:
     - {token: tok-bob, user: bob, roles: [legal], tenant: acme}
     - {token: tok-eve, user: eve, roles: [clerk, legal], tenant: globex}
     - {token: tok-root, user: root, roles: [ops], tenant: acme}
+    - {token: tok-carl, user: carl, roles: [clerk], tenant: acme}
   adminRoles: [ops]
 http:
   publishTopics: [ui-reviews]
@@ -358,4 +363,93 @@ func TestUIBrowser(t *testing.T) {
 		chromedp.Click(css("#cancel-instance")), chromedp.WaitVisible(css(`#instance-status.status-cancelled`)),
 		chromedp.WaitVisible(css(`#timeline li[data-event^="cancelled"]`)))
 	step(t, alice, "the cancelled task leaves alice's list live", chromedp.WaitNotPresent(css(`tr[data-task="workflow/k-1002"]`)))
+}
+
+// uiSession is a signed-in browser without a browser: a cookie jar, for
+// tests of what pages answer.
+type uiSession struct {
+	t    *testing.T
+	base string
+	c    *http.Client
+}
+
+func newUISession(t *testing.T, base, token string) *uiSession {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	s := &uiSession{t: t, base: base, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}}
+	if st, _ := s.post("/ui/signin", url.Values{"token": {token}}); st != http.StatusSeeOther {
+		t.Fatalf("sign in: %d", st)
+	}
+	return s
+}
+
+func (s *uiSession) get(path string) (int, string) {
+	s.t.Helper()
+	res, err := s.c.Get(s.base + path)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+func (s *uiSession) post(path string, form url.Values) (int, string) {
+	s.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, s.base+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", s.base)
+	res, err := s.c.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// action posts a task page's form the way its button does.
+func (s *uiSession) action(task, op string, form url.Values) (int, string) {
+	s.t.Helper()
+	_, page := s.get("/ui/tasks/workflow/" + task)
+	m := csrfField.FindStringSubmatch(page)
+	if m == nil {
+		s.t.Fatalf("no form on the task page:\n%s", page)
+	}
+	form.Set("csrf", m[1])
+	return s.post("/ui/tasks/workflow/"+task+"/"+op, form)
+}
+
+// TestUIRefusals shows that what the API refuses, the UI refuses with the
+// API's status and reason, keeps what was typed, and changes nothing.
+func TestUIRefusals(t *testing.T) {
+	base := startUIRunner(t)
+	const id = "k-2001"
+	if st, body := do(t, "POST", base+"/topics/ui-reviews", "tok-intake", fmt.Sprintf(`{"contractId":%q,"title":"Loan","amount":5}`, id)); st >= 300 {
+		t.Fatalf("start: %d %s", st, body)
+	}
+	waitTask(t, base, "tok-alice", "workflow", id, "WAITING")
+	alice, carl := newUISession(t, base, "tok-alice"), newUISession(t, base, "tok-carl")
+	if st, body := alice.action(id, "claim", url.Values{}); st != http.StatusSeeOther {
+		t.Fatalf("alice claims: %d\n%s", st, body)
+	}
+	// carl, a clerk too, loses the race: 409 with who holds it.
+	st, body := carl.action(id, "claim", url.Values{})
+	if st != http.StatusConflict || !strings.Contains(body, "TASK_CLAIMED") || !strings.Contains(body, `data-claimer="alice"`) {
+		t.Fatalf("carl claims a held task: %d\n%s", st, body)
+	}
+	// An outcome the task does not declare is the API's 400; the note
+	// typed stays in the form.
+	st, body = alice.action(id, "complete", url.Values{"outcome": {"maybe"}, "note": {"my long note"}})
+	if st != http.StatusBadRequest || !strings.Contains(body, "maybe") || !strings.Contains(body, `value="my long note"`) {
+		t.Fatalf("a bad outcome: %d\n%s", st, body)
+	}
+	task := waitTask(t, base, "tok-alice", "workflow", id, "WAITING")
+	if task["claimedBy"] != "alice" || task["outcome"] != nil {
+		t.Fatalf("the refusals changed the task: %v", task)
+	}
 }
