@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -372,5 +373,49 @@ func TestDevPicker(t *testing.T) {
 	}
 	if p := b.get("/ui/tasks/mine"); !strings.Contains(p.body, "alice @ acme") {
 		t.Fatalf("picked user's page:\n%s", p.body)
+	}
+}
+
+// TestInboxAtAGlance shows what a person reads off the inbox: what is
+// theirs, what is late (in words, not colour alone), and the counts.
+func TestInboxAtAGlance(t *testing.T) {
+	e := newEnv(t, ui.Config{})
+	now := time.Now().UnixMilli()
+	e.start(t, statemanager.Task{ID: "late", Name: "Late one", Roles: []string{"clerk"}, Tenant: "acme", StartedAt: 1, Deadline: now - 5*60_000})
+	e.start(t, statemanager.Task{ID: "later", Name: "Later one", Roles: []string{"clerk"}, Tenant: "acme", StartedAt: 2, Deadline: now + 3*3600_000})
+	e.start(t, statemanager.Task{ID: "held", Name: "Held one", Roles: []string{"clerk"}, Tenant: "acme", StartedAt: 3})
+	lc := e.store.(statemanager.Lifecycle)
+	alice := "alice"
+	if _, _, err := lc.Apply(context.Background(), statemanager.Change{ID: "held", Version: 1, Key: "k", ClaimedBy: &alice,
+		Event: statemanager.Event{Type: statemanager.EventClaimed, At: 4, Actor: alice}}); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser(t)
+	b.signIn("tok-alice")
+
+	group := b.get("/ui/tasks/group")
+	row := func(body, id string) string {
+		i := strings.Index(body, `data-task="workflow/`+id+`"`)
+		if i < 0 {
+			t.Fatalf("no row for %s:\n%s", id, body)
+		}
+		j := strings.Index(body[i:], "</tr>")
+		return body[i : i+j]
+	}
+	if r := row(group.body, "late"); !strings.Contains(r, "Overdue") || !strings.Contains(r, "overdue by 5m") {
+		t.Errorf("late row does not say so:\n%s", r)
+	}
+	if r := row(group.body, "later"); !strings.Contains(r, "2h 5") || strings.Contains(r, "Overdue") {
+		t.Errorf("later row:\n%s", r)
+	}
+	if !strings.Contains(group.body, `id="count-mine">1<`) || !strings.Contains(group.body, `id="count-group">`) {
+		t.Errorf("counts missing:\n%s", group.body)
+	}
+	mine := b.get("/ui/tasks/mine")
+	if r := row(mine.body, "held"); !strings.Contains(r, "yours") {
+		t.Errorf("the held task does not say it is alice's:\n%s", r)
+	}
+	if strings.Contains(mine.body, `data-task="workflow/late"`) {
+		t.Errorf("My tasks lists a task alice does not hold:\n%s", mine.body)
 	}
 }
