@@ -128,6 +128,7 @@ func printBanner(w io.Writer, cfg *config.Config, a *app.App, redisNote string) 
 	}
 	fmt.Fprintf(w, "  topics    requests=%s replies=%s notifications=%s dead-letter=%s\n",
 		cfg.Topics.Requests, cfg.Topics.Replies, cfg.Topics.Notifications, cfg.Topics.DeadLetter)
+	fmt.Fprintf(w, "            task-events=%s audit=%s\n", cfg.Topics.TaskEvents, cfg.Topics.Audit)
 	if pub := app.PublishTopics(cfg, a.Sagas(), true); len(pub) > 0 && cfg.HTTP.Addr != "" {
 		fmt.Fprintf(w, "  publish   POST /topics/{topic} to %s\n", strings.Join(pub, ", "))
 	}
