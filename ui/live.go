@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -75,6 +76,46 @@ type hub struct {
 	closed     bool
 	positioned chan struct{} // closed once the feed reads from the end of every partition
 	stop       context.CancelFunc
+	// recent keeps the last events with the time the feed read them, so
+	// a stream opened by a page just rendered gets the changes it missed
+	// between its data being read and its stream opening.
+	recent []recentEvent
+	next   int
+}
+
+// recentEvent is an event and when the feed read it.
+type recentEvent struct {
+	at time.Time
+	ev liveEvent
+}
+
+// recentEvents is how many events a new stream can catch up on.
+const recentEvents = 256
+
+func (h *hub) record(ev liveEvent) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := recentEvent{at: h.u.now(), ev: ev}
+	if len(h.recent) < recentEvents {
+		h.recent = append(h.recent, r)
+		return
+	}
+	h.recent[h.next] = r
+	h.next = (h.next + 1) % recentEvents
+}
+
+// since returns the recent events read at or after t, oldest first.
+func (h *hub) since(t time.Time) []liveEvent {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []liveEvent
+	for i := range h.recent {
+		r := h.recent[(h.next+i)%len(h.recent)]
+		if !r.at.Before(t) {
+			out = append(out, r.ev)
+		}
+	}
+	return out
 }
 
 func newHub(u *UI, topics []string, newClient func(opts ...kgo.Opt) (*kgo.Client, error)) *hub {
@@ -172,6 +213,7 @@ func (u *UI) Run(ctx context.Context) {
 		})
 		fetches.EachRecord(func(rec *kgo.Record) {
 			for _, ev := range h.parse(rec) {
+				h.record(ev) // before dispatch: a stream opening now gets it one way or the other
 				h.dispatch(ctx, ev)
 			}
 		})
@@ -367,6 +409,7 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request, s *session) {
 	heartbeat := time.NewTicker(u.cfg.Heartbeat)
 	defer heartbeat.Stop()
 	positioned := u.hub.positioned
+	since := sinceParam(r, u.now())
 	for {
 		select {
 		case <-r.Context().Done():
@@ -377,6 +420,15 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request, s *session) {
 			positioned = nil
 			if !write("event: ready\ndata: {}\n\n") {
 				return
+			}
+			// Changes since the page was rendered, which it may not show.
+			for _, ev := range u.hub.since(since) {
+				if u.hub.visible(r.Context(), s, ev) || s.knows(ev.key()) {
+					b, _ := json.Marshal(ev)
+					if !write("event: change\ndata: " + string(b) + "\n\n") {
+						return
+					}
+				}
 			}
 		case ev := <-st.ch:
 			b, _ := json.Marshal(ev)
@@ -393,3 +445,15 @@ func (u *UI) events(w http.ResponseWriter, r *http.Request, s *session) {
 
 // writeWait bounds one write to a stream.
 const writeWait = 10 * time.Second
+
+// sinceParam reads the stream's since= (epoch milliseconds, when its page
+// was rendered), bounded to the last minute: a page older than that
+// reloads on its own when it reconnects.
+func sinceParam(r *http.Request, now time.Time) time.Time {
+	ms, err := strconv.ParseInt(r.URL.Query().Get("since"), 10, 64)
+	t := time.UnixMilli(ms)
+	if err != nil || t.After(now) || now.Sub(t) > time.Minute {
+		return now
+	}
+	return t
+}

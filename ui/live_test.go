@@ -110,6 +110,11 @@ type sseStream struct {
 
 func openStream(t *testing.T, base, token string) *sseStream {
 	t.Helper()
+	return openStreamAt(t, base, token, "/ui/events")
+}
+
+func openStreamAt(t *testing.T, base, token, path string) *sseStream {
+	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
 	res, err := c.PostForm(base+"/ui/signin", url.Values{"token": {token}})
@@ -119,7 +124,7 @@ func openStream(t *testing.T, base, token string) *sseStream {
 	res.Body.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/ui/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	req.Header.Set("Accept", "text/event-stream")
 	res, err = c.Do(req)
 	if err != nil {
@@ -285,4 +290,40 @@ func TestShutdownEndsStreams(t *testing.T) {
 	for sc.Scan() {
 	}
 	// The stream ended (EOF or a reset): the scanner stopped.
+}
+
+// TestStreamCatchesUp shows that a stream opened by a page gets the
+// changes made since the page was rendered, which the page's data may
+// have missed, and not older ones.
+func TestStreamCatchesUp(t *testing.T) {
+	e := newLiveEnv(t, ui.Config{})
+	task := statemanager.Task{ID: "acme-1", Domain: "workflow", Roles: []string{"clerk"}, Tenant: "acme", StartedAt: 1, Envelope: json.RawMessage(`{}`)}
+	if _, _, err := e.store.Start(context.Background(), &task); err != nil {
+		t.Fatal(err)
+	}
+	watcher := openStream(t, e.base, "tok-alice")
+	if got := watcher.next(t); got != "ready {}" {
+		t.Fatalf("first event %q", got)
+	}
+	e.taskEvent(t, "acme-1", "acme", "claimed") // before the page
+	if got := watcher.next(t); !strings.Contains(got, `"type":"claimed"`) {
+		t.Fatalf("watcher got %q", got)
+	}
+	// since= has millisecond precision: let the clock pass the claim's
+	// millisecond, so the claim is strictly before the render.
+	time.Sleep(2 * time.Millisecond)
+	rendered := time.Now().UnixMilli()
+	e.taskEvent(t, "acme-1", "acme", "commented")
+	if got := watcher.next(t); !strings.Contains(got, `"type":"commented"`) {
+		t.Fatalf("watcher got %q", got)
+	}
+	// The feed has read both. A page rendered between them opens its
+	// stream now: it gets the second, not the first.
+	late := openStreamAt(t, e.base, "tok-alice", fmt.Sprintf("/ui/events?since=%d", rendered))
+	if got := late.next(t); got != "ready {}" {
+		t.Fatalf("first event %q", got)
+	}
+	if got := late.next(t); !strings.Contains(got, `"type":"commented"`) {
+		t.Fatalf("catch-up %q, want the comment only", got)
+	}
 }

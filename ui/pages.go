@@ -42,7 +42,10 @@ type layout struct {
 	CSRF    string
 	Admin   bool
 	Live    bool
-	Page    any
+	// Since is when the page's data began to be read (epoch ms): its
+	// live stream catches up on changes from then.
+	Since int64
+	Page  any
 }
 
 // titled lets a page's data name the page.
@@ -64,7 +67,7 @@ func (e errorPage) PageTitle() string { return e.Title }
 // failure answers 500 instead of half a page.
 func (u *UI) render(w http.ResponseWriter, r *http.Request, s *session, status int, name string, data any) {
 	t := u.pages.byName[name]
-	l := layout{Title: "sagarunner", Session: s, Page: data, Live: s != nil && u.hub.enabled()}
+	l := layout{Title: "sagarunner", Session: s, Page: data, Live: s != nil && u.hub.enabled(), Since: startOf(r, u.now()).UnixMilli()}
 	if d, ok := data.(titled); ok {
 		l.Title = d.PageTitle() + " · sagarunner"
 	}

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -220,8 +221,19 @@ func (u *UI) signed(h func(http.ResponseWriter, *http.Request, *session)) http.H
 				return
 			}
 		}
-		h(w, r, s)
+		h(w, r.WithContext(context.WithValue(r.Context(), startKey{}, u.now())), s)
 	}
+}
+
+// startKey carries when a signed request began: its page's data is read
+// after it, so a live stream catches up on changes from then on.
+type startKey struct{}
+
+func startOf(r *http.Request, now time.Time) time.Time {
+	if t, ok := r.Context().Value(startKey{}).(time.Time); ok {
+		return t
+	}
+	return now
 }
 
 // maxFormBytes bounds a form post: the largest is a completion with its
