@@ -353,6 +353,7 @@ func TestUIBrowser(t *testing.T) {
 	signIn(t, root, base, "tok-root", "/ui/instances?q=k-1002")
 	step(t, root, "the dashboard lists the second review", chromedp.WaitVisible(css(`tr[data-instance] a`)),
 		chromedp.Click(css(`tr[data-instance] a`)), chromedp.WaitVisible(css(`#instance-tasks form input[name="user"]`)))
+	step(t, root, "an admin sees the payload", chromedp.WaitVisible(css(`#payload`)))
 	step(t, root, "reassign to alice", chromedp.SendKeys(css(`#instance-tasks form input[name="user"]`), "alice"),
 		chromedp.Click(css(`#instance-tasks form button`)), chromedp.WaitVisible(css(".flash")))
 	// On a phone-sized screen the inbox stacks its rows.
@@ -451,5 +452,11 @@ func TestUIRefusals(t *testing.T) {
 	task := waitTask(t, base, "tok-alice", "workflow", id, "WAITING")
 	if task["claimedBy"] != "alice" || task["outcome"] != nil {
 		t.Fatalf("the refusals changed the task: %v", task)
+	}
+	// The instance's payload (the suspended envelope) is for admins only,
+	// as in the API; alice sees her task's data.
+	inst, _ := task["requestId"].(string)
+	if st, body := alice.get("/ui/instances/" + inst); st != http.StatusOK || strings.Contains(body, `id="payload"`) || !strings.Contains(body, "Loan") {
+		t.Fatalf("alice's instance page: %d\n%s", st, body)
 	}
 }

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -150,8 +151,11 @@ type instanceView struct {
 	Instance *instances.Instance
 	Timeline []instances.Event
 	Tasks    []*statemanager.Task
-	Flash    string
-	Error    string
+	// Payload is the instance's payload while it waits on a task, shown
+	// to admins.
+	Payload json.RawMessage
+	Flash   string
+	Error   string
 }
 
 func (v instanceView) PageTitle() string {
@@ -188,12 +192,27 @@ func (u *UI) showInstance(w http.ResponseWriter, r *http.Request, s *session, st
 		v.Error = "Timeline: " + t.Err()
 	}
 	slices.Reverse(v.Timeline)
+	// An admin also sees the instance's payload as it waits, from the
+	// suspended envelope (full=true, which the API gives admins only).
+	var full url.Values
+	if u.isAdmin(s) {
+		full = url.Values{"full": {"true"}}
+	}
 	for i, ref := range v.Instance.OpenTasks {
 		if i == maxInstanceTasks {
 			break
 		}
 		var t statemanager.Task
-		if res := u.getJSON(r.Context(), s, apiPath("tasks", ref.Domain, ref.ID), nil, &t); res.OK() {
+		if res := u.getJSON(r.Context(), s, apiPath("tasks", ref.Domain, ref.ID), full, &t); res.OK() {
+			if len(t.Envelope) > 0 && v.Payload == nil {
+				var env struct {
+					Payload json.RawMessage `json:"payload"`
+				}
+				if json.Unmarshal(t.Envelope, &env) == nil {
+					v.Payload = env.Payload
+				}
+			}
+			t.Envelope = nil
 			v.Tasks = append(v.Tasks, &t)
 		}
 	}
