@@ -75,6 +75,7 @@ type hub struct {
 	streams    map[*stream]struct{}
 	closed     bool
 	positioned chan struct{} // closed once the feed reads from the end of every partition
+	running    bool          // Run was called; a second call returns at once
 	stop       context.CancelFunc
 	// recent keeps the last events with the time the feed read them, so
 	// a stream opened by a page just rendered gets the changes it missed
@@ -176,7 +177,8 @@ func (h *hub) close() {
 }
 
 // Run consumes the live-update topics until ctx ends or Shutdown is
-// called; without them configured it returns at once. It reads every
+// called; without them configured, or when it ran already, it returns at
+// once. It reads every
 // partition directly from its end, outside any consumer group: each
 // gateway process sees every event, and none is replayed after a restart
 // (pages load their state from the API; the feed only says when to).
@@ -188,11 +190,11 @@ func (u *UI) Run(ctx context.Context) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	h.mu.Lock()
-	if h.closed {
+	if h.closed || h.running {
 		h.mu.Unlock()
 		return
 	}
-	h.stop = cancel
+	h.running, h.stop = true, cancel
 	h.mu.Unlock()
 
 	offsets, cl := h.position(ctx)
