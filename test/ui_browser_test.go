@@ -254,6 +254,21 @@ func TestUIBrowser(t *testing.T) {
 	chrome := browser(t, ctx)
 	alice, bob, eve := person(t, chrome), person(t, chrome), person(t, chrome)
 
+	if os.Getenv("SAGARUNNER_SCREENSHOTS") != "" {
+		// A fuller inbox for the picture: two reviews already waiting,
+		// one of them alice's.
+		for _, c := range []string{`{"contractId":"k-0901","title":"Office lease","amount":400}`, `{"contractId":"k-0902","title":"Software licence","amount":90}`} {
+			if st, body := do(t, "POST", base+"/topics/ui-reviews", "tok-intake", c); st >= 300 {
+				t.Fatalf("start a review: %d %s", st, body)
+			}
+		}
+		waitTask(t, base, "tok-alice", "workflow", "k-0901", "WAITING")
+		waitTask(t, base, "tok-alice", "workflow", "k-0902", "WAITING")
+		if st, body := do(t, "POST", base+"/tasks/workflow/k-0902/claim", "tok-alice", `{}`); st != http.StatusOK {
+			t.Fatalf("claim: %d %s", st, body)
+		}
+	}
+
 	// alice waits on her group inbox, live.
 	signIn(t, alice, base, "tok-alice", "/ui/tasks/group")
 	step(t, alice, "alice's inbox goes live", chromedp.WaitVisible(css(`body[data-live="on"]`)))

@@ -93,3 +93,17 @@ func TestLocalPath(t *testing.T) {
 		}
 	}
 }
+
+func TestSummary(t *testing.T) {
+	for data, want := range map[string]string{
+		`{"title":"Lease","amount":400,"urgent":true,"z":"cut"}`: "amount: 400 · title: Lease · urgent: true",
+		`{"nested":{"a":1},"list":[1],"ok":false}`:               "ok: false",
+		`[1,2]`: "",
+		``:      "",
+		`{"t":"` + strings.Repeat("é", 200) + `"}`: "t: " + strings.Repeat("é", 96) + "…",
+	} {
+		if got := summary(json.RawMessage(data)); got != want {
+			t.Errorf("summary(%.40s) = %q, want %q", data, got, want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -100,6 +101,7 @@ var funcs = template.FuncMap{
 	"lower":   strings.ToLower,
 	"now":     func() int64 { return time.Now().UnixMilli() },
 	"inputOf": inputOf,
+	"summary": summary,
 	"list":    func(me string, tasks []*statemanager.Task) taskList { return taskList{Me: me, Tasks: tasks} },
 }
 
@@ -166,4 +168,37 @@ func pretty(raw json.RawMessage) string {
 		return string(raw)
 	}
 	return buf.String()
+}
+
+// summary shows a task's data at a glance: up to three of its top-level
+// scalar fields, in key order, cut to a line.
+func summary(data json.RawMessage) string {
+	var obj map[string]json.RawMessage
+	if len(data) == 0 || json.Unmarshal(data, &obj) != nil {
+		return ""
+	}
+	keys := make([]string, 0, len(obj))
+	for k := range obj {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		var v any
+		if json.Unmarshal(obj[k], &v) != nil {
+			continue
+		}
+		switch v.(type) {
+		case string, float64, bool:
+			parts = append(parts, fmt.Sprintf("%s: %v", k, v))
+		}
+		if len(parts) == 3 {
+			break
+		}
+	}
+	out := strings.Join(parts, " · ")
+	if r := []rune(out); len(r) > 100 {
+		out = string(r[:99]) + "…"
+	}
+	return out
 }
