@@ -247,6 +247,9 @@ func startUIRunner(t *testing.T) string {
 // bob, of legal, approves it; the instance page's timeline shows every
 // step; eve, of another tenant, sees none of it.
 func TestUIBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the browser test builds the binary and drives Chromium; skipped under -short")
+	}
 	chromium(t)
 	base := startUIRunner(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
