@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tidwall/gjson"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -213,6 +214,14 @@ func (u *UI) Run(ctx context.Context) {
 		fetches.EachError(func(topic string, p int32, err error) {
 			u.log.Warn("ui: live feed fetch failed", "topic", topic, "partition", p, "err", err)
 		})
+		if u.sessions.count() == 0 {
+			// Nobody is signed in here: no page can be open to update or
+			// to catch up (a page rendered after a sign-in reads state
+			// newer than what the feed passes over now). The feed reads
+			// on, so it stays at the end, but parses nothing: in a gateway
+			// nobody browses it costs next to nothing.
+			continue
+		}
 		fetches.EachRecord(func(rec *kgo.Record) {
 			for _, ev := range h.parse(rec) {
 				h.record(ev) // before dispatch: a stream opening now gets it one way or the other
@@ -262,33 +271,38 @@ func (h *hub) position(ctx context.Context) (map[string]map[int32]kgo.Offset, *k
 // parse reads a task-event or audit record; anything else, or anything
 // malformed, yields nothing (the feed only hints; it never fails).
 func (h *hub) parse(rec *kgo.Record) []liveEvent {
-	if rec.Topic == h.u.cfg.TaskEventTopic {
-		var e struct {
-			TaskID   string `json:"taskId"`
-			Domain   string `json:"domain"`
-			Instance string `json:"instance"`
-			Tenant   string `json:"tenant"`
-			Status   string `json:"status"`
-			Type     string `json:"type"`
-		}
-		if json.Unmarshal(rec.Value, &e) != nil || e.TaskID == "" || e.Domain == "" {
-			return nil
-		}
-		return []liveEvent{{Kind: "task", Domain: e.Domain, TaskID: e.TaskID, Instance: e.Instance, Type: e.Type, Status: e.Status, tenant: e.Tenant}}
-	}
-	var a struct {
-		InstanceID string `json:"instanceId"`
-		Events     []struct {
-			Type   string `json:"type"`
-			Status string `json:"status"`
-			Tenant string `json:"tenant"`
-		} `json:"events"`
-	}
-	if json.Unmarshal(rec.Value, &a) != nil || a.InstanceID == "" || len(a.Events) == 0 {
+	// Every event of the system passes here, so it is read with gjson, a
+	// few fields of a validated object, not decoded whole.
+	if !gjson.ValidBytes(rec.Value) || len(rec.Value) == 0 || rec.Value[0] != '{' {
 		return nil
 	}
-	last := a.Events[len(a.Events)-1]
-	return []liveEvent{{Kind: "instance", Instance: a.InstanceID, Type: last.Type, Status: last.Status}}
+	if rec.Topic == h.u.cfg.TaskEventTopic {
+		v := gjson.GetManyBytes(rec.Value, "taskId", "domain", "instance", "tenant", "status", "type")
+		for _, s := range v {
+			if s.Exists() && s.Type != gjson.String {
+				return nil
+			}
+		}
+		if v[0].Str == "" || v[1].Str == "" {
+			return nil
+		}
+		return []liveEvent{{Kind: "task", Domain: v[1].Str, TaskID: v[0].Str, Instance: v[2].Str, Type: v[5].Str, Status: v[4].Str, tenant: v[3].Str}}
+	}
+	id := gjson.GetBytes(rec.Value, "instanceId")
+	events := gjson.GetBytes(rec.Value, "events")
+	if id.Type != gjson.String || id.Str == "" || !events.IsArray() {
+		return nil
+	}
+	all := events.Array()
+	if len(all) == 0 {
+		return nil
+	}
+	last := all[len(all)-1]
+	typ, status := last.Get("type"), last.Get("status")
+	if !last.IsObject() || typ.Exists() && typ.Type != gjson.String || status.Exists() && status.Type != gjson.String {
+		return nil
+	}
+	return []liveEvent{{Kind: "instance", Instance: id.Str, Type: typ.Str, Status: status.Str}}
 }
 
 // dispatch sends ev to every stream whose caller may see what it is

@@ -105,6 +105,13 @@ func newSessions(cfg Config, now func() time.Time) *sessions {
 	return &sessions{cfg: cfg, now: now, m: map[[sha256.Size]byte]*session{}}
 }
 
+// count is how many sessions are kept.
+func (ss *sessions) count() int {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return len(ss.m)
+}
+
 // create starts a session for the token and returns the cookie's value.
 func (ss *sessions) create(token string, id auth.Identity) (string, *session) {
 	raw := randomString()
