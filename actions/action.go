@@ -89,6 +89,10 @@ type Ack struct {
 	Early  []statemanager.EarlyRef
 }
 
+// CodeEnrichFailed: a closed task's data could not be written into its
+// saga's payload at the enrich path; the saga resumes with it as FAIL.
+const CodeEnrichFailed = "ENRICH_FAILED"
+
 // Result codes actions set on FAIL.
 const (
 	CodeBadInput     = "BAD_INPUT"      // missing element, bad type

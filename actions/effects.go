@@ -81,16 +81,23 @@ func TaskEffects(t *statemanager.Task, topics Topics) ([]envelope.Record, error)
 		if len(e.Payload) == 0 || string(e.Payload) == "null" {
 			e.Payload = json.RawMessage(`{}`)
 		}
-		p, err := enrich(e.Payload, t.EnrichPath, t.CloseData)
-		if err != nil {
-			return nil, fmt.Errorf("task %q: enrich: %w", t.ID, err)
-		}
-		e.Payload = p
 		e.Result = envelope.Result{Status: status}
 		if status == envelope.StatusSuccess {
 			// Only a completion has an outcome: a task timed out while in
 			// approval keeps its executor's outcome, which decided nothing.
 			e.Result.Outcome = t.Outcome
+		}
+		if p, err := enrich(e.Payload, t.EnrichPath, t.CloseData); err == nil {
+			e.Payload = p
+		} else {
+			// The close is recorded and final, so its saga must go on:
+			// data that cannot enter the payload (a path through an array
+			// a producer sent) resumes it with a FAIL it routes or ends
+			// on, never an effect that fails on every retry and leaves
+			// the instance waiting for ever. The operations check this
+			// before closing; a trusted producer's fast path cannot.
+			e.Result = envelope.Result{Status: envelope.StatusFail, Code: CodeEnrichFailed,
+				Message: fmt.Sprintf("task %q closed %s, but its data could not be written at %q: %v", t.ID, t.Status, t.EnrichPath, err)}
 		}
 		key := e.RequestMeta.RequestID
 		if key == "" {

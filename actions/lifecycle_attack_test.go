@@ -117,3 +117,38 @@ func TestTaskChangesBounded(t *testing.T) {
 		t.Fatalf("task %s, want COMPLETED", task.Status)
 	}
 }
+
+// A trusted producer's ProceedTask takes the fast path, which closes
+// without reading the task first and so cannot check the enrich path: the
+// close is then final, and its saga resumes with FAIL ENRICH_FAILED (its
+// payload as it was) instead of an effect failing on every retry.
+func TestUnwritableDataResumesTheSagaFailed(t *testing.T) {
+	x, _, _ := newExec(t)
+	x.Topics = lifeTopics
+	start := build(t, "StartTask", actions.Input{Domain: "workflow", InputElement: "parameters",
+		Params: map[string]any{"taskIdPath": "productId", "taskRoles": "clerk"}})
+	if out := run(t, start, x, decode(t, itemsEvent)); !out.Suspend {
+		t.Fatalf("start = %+v", out.Env.Result)
+	}
+	a := build(t, "ProceedTask", actions.Input{Domain: "workflow", InputElement: "parameters",
+		Params: map[string]any{"enrichPath": "parameters.items.decision", "inputPattern": "data"}})
+	env := &envelope.Envelope{RequestMeta: envelope.RequestMeta{RequestID: "p-1"},
+		Payload: []byte(`{"parameters": {"taskId": "order-1", "data": {"ok": true}}}`)}
+	out := run(t, a, x, env)
+	var cont []envelope.Record
+	for _, r := range out.Records {
+		if r.Topic == lifeTopics.Continuations {
+			cont = append(cont, r)
+		}
+	}
+	if len(cont) != 1 {
+		t.Fatalf("%d continuations, want 1: %+v", len(cont), out.Env.Result)
+	}
+	var e envelope.Envelope
+	if err := envelope.Unmarshal(cont[0].Value, &e); err != nil {
+		t.Fatal(err)
+	}
+	if e.Result.Status != envelope.StatusFail || e.Result.Code != actions.CodeEnrichFailed {
+		t.Fatalf("continuation result %+v, want FAIL %s", e.Result, actions.CodeEnrichFailed)
+	}
+}
