@@ -203,10 +203,39 @@ func (u *UI) Run(ctx context.Context) {
 		return
 	}
 	defer cl.Close()
+	partitions := partitionsOf(offsets)
 	cl.AddConsumePartitions(offsets)
 	close(h.positioned)
 	u.log.Info("ui: live updates on", "topics", strings.Join(h.topics, ","))
+	consuming := true
 	for {
+		if u.sessions.count() == 0 {
+			// Nobody is signed in here: no page can be open to update or
+			// to catch up. The feed stops fetching, so a gateway nobody
+			// browses reads none of the system's events, and a sign-in
+			// starts it again from the end (a page rendered after the
+			// sign-in reads state newer than anything passed over).
+			if consuming {
+				cl.RemoveConsumePartitions(partitions)
+				consuming = false
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-u.sessions.signedIn:
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if !consuming {
+			offsets := h.ends(ctx, cl)
+			if offsets == nil {
+				return
+			}
+			partitions = partitionsOf(offsets)
+			cl.AddConsumePartitions(offsets)
+			consuming = true
+		}
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
 			return
@@ -214,14 +243,6 @@ func (u *UI) Run(ctx context.Context) {
 		fetches.EachError(func(topic string, p int32, err error) {
 			u.log.Warn("ui: live feed fetch failed", "topic", topic, "partition", p, "err", err)
 		})
-		if u.sessions.count() == 0 {
-			// Nobody is signed in here: no page can be open to update or
-			// to catch up (a page rendered after a sign-in reads state
-			// newer than what the feed passes over now). The feed reads
-			// on, so it stays at the end, but parses nothing: in a gateway
-			// nobody browses it costs next to nothing.
-			continue
-		}
 		fetches.EachRecord(func(rec *kgo.Record) {
 			for _, ev := range h.parse(rec) {
 				h.record(ev) // before dispatch: a stream opening now gets it one way or the other
@@ -240,6 +261,17 @@ func (h *hub) position(ctx context.Context) (map[string]map[int32]kgo.Offset, *k
 		h.u.log.Error("ui: live updates off: the feed's Kafka client", "err", err)
 		return nil, nil
 	}
+	offsets := h.ends(ctx, cl)
+	if offsets == nil {
+		cl.Close()
+		return nil, nil
+	}
+	return offsets, cl
+}
+
+// ends finds the end of every partition of the topics, retrying while
+// they do not exist yet; nil when ctx ended first.
+func (h *hub) ends(ctx context.Context, cl *kgo.Client) map[string]map[int32]kgo.Offset {
 	adm := kadm.NewClient(cl)
 	wait := 200 * time.Millisecond
 	for {
@@ -255,13 +287,12 @@ func (h *hub) position(ctx context.Context) (map[string]map[int32]kgo.Offset, *k
 				}
 				offsets[o.Topic][o.Partition] = kgo.NewOffset().At(o.Offset)
 			})
-			return offsets, cl
+			return offsets
 		}
 		h.u.log.Debug("ui: live feed waits for its topics", "err", err)
 		select {
 		case <-ctx.Done():
-			cl.Close()
-			return nil, nil
+			return nil
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 5*time.Second)
@@ -472,4 +503,15 @@ func sinceParam(r *http.Request, now time.Time) time.Time {
 		return now
 	}
 	return t
+}
+
+// partitionsOf lists the partitions of offsets by topic.
+func partitionsOf(offsets map[string]map[int32]kgo.Offset) map[string][]int32 {
+	out := make(map[string][]int32, len(offsets))
+	for t, ps := range offsets {
+		for p := range ps {
+			out[t] = append(out[t], p)
+		}
+	}
+	return out
 }

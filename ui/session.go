@@ -99,10 +99,12 @@ type sessions struct {
 	now func() time.Time
 	mu  sync.Mutex
 	m   map[[sha256.Size]byte]*session
+	// signedIn wakes the live feed, stopped while nobody was signed in.
+	signedIn chan struct{}
 }
 
 func newSessions(cfg Config, now func() time.Time) *sessions {
-	return &sessions{cfg: cfg, now: now, m: map[[sha256.Size]byte]*session{}}
+	return &sessions{cfg: cfg, now: now, m: map[[sha256.Size]byte]*session{}, signedIn: make(chan struct{}, 1)}
 }
 
 // count is how many sessions are kept.
@@ -123,6 +125,10 @@ func (ss *sessions) create(token string, id auth.Identity) (string, *session) {
 		ss.evictLocked(now)
 	}
 	ss.m[s.key] = s
+	select {
+	case ss.signedIn <- struct{}{}:
+	default:
+	}
 	return raw, s
 }
 
