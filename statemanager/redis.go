@@ -316,7 +316,7 @@ func (s *RedisStore) start(ctx context.Context, t *Task) (*Task, bool, bool, err
 		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(stored.Deadline, 10),
 		[]byte(t.Data), []byte(t.Envelope), t.StartKey, t.Tenant,
 		joinRoles(t.PossibleOutcomes), strconv.Itoa(t.RequiredApprovals), joinRoles(t.ApproverRoles), strconv.Itoa(t.Priority),
-		t.StartedBy, sortKey(StatusWaiting, SortDeadline, &stored), sortKey(StatusWaiting, SortPriority, &stored),
+		t.StartedBy, sortKey(StatusWaiting, SortDeadline, &stored), priorityMember(&stored),
 	)
 	if err != nil {
 		return nil, false, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
@@ -834,4 +834,15 @@ func orDefault(limit int) int {
 		return DefaultLimit
 	}
 	return limit
+}
+
+// priorityMember is the start's member of its families' priority orders,
+// "" for priority 0: those tasks are listed by priority from the families'
+// order by start (list.lua), so most starts write one sorted-set entry
+// fewer per family.
+func priorityMember(t *Task) string {
+	if t.Priority == 0 {
+		return ""
+	}
+	return sortKey(StatusWaiting, SortPriority, t)
 }

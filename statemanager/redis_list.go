@@ -236,7 +236,10 @@ func (p listPlan) listArgs(k *shardKeys, countCap int) []interface{} {
 		cand, cUser, cRoles = "1", p.candidate.User, joinRoles(p.candidate.Roles)
 	}
 	kind := "s"
-	if p.lex() {
+	switch {
+	case p.byPriority():
+		kind = "p"
+	case p.lex():
 		kind = "l"
 	}
 	return []interface{}{k.task, p.limit, p.status, p.user, p.role, p.window,
@@ -250,8 +253,18 @@ func (p listPlan) keys(k *shardKeys, tenant string) []string {
 	for i, fam := range p.families {
 		keys[i] = tp + p.indexKey(fam)
 	}
+	if p.byPriority() {
+		// The families by start too: their priority-0 tasks, which no p:
+		// index holds (see priorityMember).
+		for _, fam := range p.families {
+			keys = append(keys, tp+fam)
+		}
+	}
 	return keys
 }
+
+// byPriority reports whether the plan lists open tasks by priority.
+func (p listPlan) byPriority() bool { return Open(p.status) && p.sort == SortPriority }
 
 // runShards runs the list script on every shard in one pipeline, loading
 // it where it is missing.

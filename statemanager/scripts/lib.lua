@@ -62,12 +62,17 @@ local function deadlineMember(f, id)
   return pad(dl) .. startedKey(f) .. id
 end
 
--- priorityMember: the highest priority first, then the oldest.
+-- priorityMember: the highest priority first, then the oldest; nil for a
+-- task of priority 0, which no p: index holds (list.lua reads those from
+-- the family's order by start, where they are in this order already).
 local function priorityMember(f, id)
   if f['pm'] then
     return f['pm']
   end
   local pr = tonumber(f['pr'] or '0') or 0
+  if pr == 0 then
+    return nil
+  end
   if pr > keyPriorityMax then
     pr = keyPriorityMax
   elseif pr < -keyPriorityMax then
@@ -129,7 +134,9 @@ local function reindex(tp, id, old, new)
     if not nf[fam] then
       redis.call('ZREM', k, id)
       redis.call('ZREM', tp .. 'd:' .. fam, od)
-      redis.call('ZREM', tp .. 'p:' .. fam, op)
+      if op then
+        redis.call('ZREM', tp .. 'p:' .. fam, op)
+      end
       if kind == 'o' and oq then
         redis.call('DECR', tp .. 'q:' .. fam)
       end
@@ -139,8 +146,12 @@ local function reindex(tp, id, old, new)
         redis.call('ZADD', tp .. 'd:' .. fam, 0, nd)
       end
       if op ~= np then
-        redis.call('ZREM', tp .. 'p:' .. fam, op)
-        redis.call('ZADD', tp .. 'p:' .. fam, 0, np)
+        if op then
+          redis.call('ZREM', tp .. 'p:' .. fam, op)
+        end
+        if np then
+          redis.call('ZADD', tp .. 'p:' .. fam, 0, np)
+        end
       end
       if kind == 'o' and oq ~= nq then
         redis.call('INCRBY', tp .. 'q:' .. fam, nq and 1 or -1)
@@ -152,7 +163,9 @@ local function reindex(tp, id, old, new)
     if not of[fam] then
       redis.call('ZADD', tp .. fam, s0, id)
       redis.call('ZADD', tp .. 'd:' .. fam, 0, nd)
-      redis.call('ZADD', tp .. 'p:' .. fam, 0, np)
+      if np then
+        redis.call('ZADD', tp .. 'p:' .. fam, 0, np)
+      end
       if kind == 'o' and nq then
         redis.call('INCR', tp .. 'q:' .. fam)
       end

@@ -12,7 +12,11 @@
 --       the window before its newest one, as the close script trims it
 --       (0: the whole index),
 --       7 index kind: "s" scored by time (member: the id), "l" ordered by
---       member (deadlineMember, priorityMember),
+--       member (deadlineMember, priorityMember), "p" the priority order:
+--       the first half of KEYS ordered by member (the p: indexes, tasks of
+--       a priority other than 0) and the second half the same families by
+--       start, read as the tasks of priority 0 (their members would be
+--       "<keyPriorityZero><startedAt><id>", the order by start),
 --       8 the sort key of the last task of the previous page ("" = from the
 --       start): only tasks after it are listed,
 --       9 claimedBy filter ("" = any), 10 "1" to keep only the tasks the
@@ -26,7 +30,15 @@
 -- {n, 1}, or {0, 0} when the walk passed its bound.
 local limit = tonumber(ARGV[2])
 local window = tonumber(ARGV[6])
-local lex = ARGV[7] == 'l'
+local kind = ARGV[7]
+local lex = kind == 'l' or kind == 'p'
+-- In the priority order the second half of KEYS are families by start,
+-- each read as priority-0 tasks under zeroKey.
+local nlex = #KEYS
+local zeroKey = '5000000000000000'
+if kind == 'p' then
+  nlex = #KEYS / 2
+end
 local after = ARGV[8]
 local countCap = tonumber(ARGV[13])
 local walkCap = tonumber(ARGV[14] or '0') or 0
@@ -52,7 +64,19 @@ end
 local src = {}
 for i = 1, #KEYS do
   local min = '-inf'
-  if not lex then
+  local zero = kind == 'p' and i > nlex
+  local done = false
+  if zero then
+    -- Priority-0 tasks come after every positive priority and before
+    -- every negative one: a cursor among the first starts them from the
+    -- beginning, one among them from its time, one past them skips them.
+    local p = string.sub(after, 1, 16)
+    if after ~= '' and p == zeroKey then
+      min = string.sub(after, 17, 32)
+    elseif after ~= '' and p > zeroKey then
+      done = true
+    end
+  elseif not lex then
     local floor
     if window > 0 then
       local top = redis.call('ZREVRANGE', KEYS[i], 0, 0, 'WITHSCORES')
@@ -70,13 +94,14 @@ for i = 1, #KEYS do
       min = tostring(floor)
     end
   end
-  src[i] = {key = KEYS[i], min = min, ids = {}, keys = {}, pos = 1, offset = 0, done = false}
+  src[i] = {key = KEYS[i], min = min, ids = {}, keys = {}, pos = 1, offset = 0, done = done,
+    lex = lex and not zero, zero = zero}
 end
 
 local function refill(s)
   s.ids, s.keys, s.pos = {}, {}, 1
   local r, n
-  if lex then
+  if s.lex then
     local from = '-'
     if after ~= '' then
       from = '(' .. after
@@ -94,6 +119,9 @@ local function refill(s)
     n = #r / 2
     for j = 1, #r, 2 do
       local k = pad(tonumber(r[j + 1])) .. r[j]
+      if s.zero then
+        k = zeroKey .. k
+      end
       -- Entries at the cursor's time up to the cursor itself were listed.
       if after == '' or before(after, k) then
         s.ids[#s.ids + 1] = r[j]
@@ -199,17 +227,24 @@ while counting or #out < limit do
     if #t == 0 then
       -- An acked decision expired after ClosedTTL; its entry goes now, so
       -- no later listing reads it again.
-      if lex then
+      if best.lex then
         redis.call('ZREM', best.key, member)
       else
         redis.call('ZREM', best.key, id)
       end
       best.offset = best.offset - 1
-    elseif matches(fieldsOf(t)) then
-      if counting then
-        n = n + 1
-      else
-        out[#out + 1] = t
+    else
+      local f = fieldsOf(t)
+      if best.zero and (f['pr'] or '0') ~= '0' then
+        -- Not a priority-0 task: its own entry in the p: index lists it
+        -- in its place (before this one when its priority is higher).
+        seen[id] = nil
+      elseif matches(f) then
+        if counting then
+          n = n + 1
+        else
+          out[#out + 1] = t
+        end
       end
     end
   end

@@ -67,7 +67,9 @@ local s0, dm, pm = ARGV[11], ARGV[22], ARGV[23]
 local function enter(fam)
   redis.call('ZADD', tp .. fam, s0, id)
   redis.call('ZADD', tp .. 'd:' .. fam, 0, dm)
-  redis.call('ZADD', tp .. 'p:' .. fam, 0, pm)
+  if pm ~= '' then
+    redis.call('ZADD', tp .. 'p:' .. fam, 0, pm)
+  end
 end
 enter('waiting')
 if ARGV[7] ~= '' then
