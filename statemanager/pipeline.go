@@ -2,6 +2,8 @@ package statemanager
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/redis/go-redis/v9"
@@ -71,6 +73,24 @@ func (p *pipeliner) script(ctx context.Context, s *redis.Script, keys []string, 
 		return nil, err
 	}
 	return c.cmd.(*redis.Cmd).Result()
+}
+
+// doAll runs the calls as do does and answers the error of the round trip
+// or, joined, those of the calls; what names them in the error.
+func (p *pipeliner) doAll(ctx context.Context, what string, calls ...*call) error {
+	if err := p.do(ctx, calls...); err != nil {
+		return fmt.Errorf("statemanager: redis %s: %w", what, err)
+	}
+	var errs []error
+	for _, c := range calls {
+		if err := c.cmd.Err(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("statemanager: redis %s: %w", what, errors.Join(errs...))
+	}
+	return nil
 }
 
 // do runs the calls and returns when each has its reply (read it from

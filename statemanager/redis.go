@@ -504,19 +504,7 @@ func (s *RedisStore) AckMany(ctx context.Context, ids []string) error {
 		c.keys = append(c.keys, s.shard[shard].task+id)
 		c.args = append(c.args, id)
 	}
-	if err := s.pipe.do(ctx, calls...); err != nil {
-		return fmt.Errorf("statemanager: redis ack %d tasks: %w", len(ids), err)
-	}
-	var errs []error
-	for _, c := range calls {
-		if err := c.cmd.Err(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("statemanager: redis ack %d tasks: %w", len(ids), errors.Join(errs...))
-	}
-	return nil
+	return s.pipe.doAll(ctx, fmt.Sprintf("ack %d tasks", len(ids)), calls...)
 }
 
 // Due returns up to limit (DefaultLimit if <= 0) waiting tasks of shard whose

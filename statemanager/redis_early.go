@@ -195,19 +195,7 @@ func (s *RedisStore) Unpark(ctx context.Context, refs []EarlyRef) error {
 	if len(calls) == 0 {
 		return nil
 	}
-	if err := s.pipe.do(ctx, calls...); err != nil {
-		return fmt.Errorf("statemanager: redis unpark %d early answers: %w", len(refs), err)
-	}
-	var errs []error
-	for _, c := range calls {
-		if err := c.cmd.Err(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("statemanager: redis unpark %d early answers: %w", len(refs), errors.Join(errs...))
-	}
-	return nil
+	return s.pipe.doAll(ctx, fmt.Sprintf("unpark %d early answers", len(refs)), calls...)
 }
 
 // Expired returns up to limit (DefaultLimit if <= 0) expired operations of
