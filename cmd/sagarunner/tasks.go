@@ -40,22 +40,11 @@ func newTasksListCmd() *cobra.Command {
 			if err := checkListFlags(&f, domain); err != nil {
 				return usageError(cmd, err)
 			}
-			c, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			if err := pingRedis(cmd.Context(), c, domain); err != nil {
-				return err
-			}
-			res, closeAll, err := app.BuildStores(c)
+			st, closeAll, err := openStore(cmd, domain)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
-			st, err := res.Store(domain)
-			if err != nil {
-				return err
-			}
 			tasks, err := st.List(cmd.Context(), f)
 			if errors.Is(err, statemanager.ErrInvalidFilter) {
 				return usageError(cmd, err)
@@ -102,22 +91,11 @@ func newTasksGetCmd() *cobra.Command {
 			if !statemanager.ValidDomain(args[0]) {
 				return usageError(cmd, fmt.Errorf("DOMAIN: want 1 to 64 letters, digits, '.', '_' or '-', got %q", args[0]))
 			}
-			c, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			if err := pingRedis(cmd.Context(), c, args[0]); err != nil {
-				return err
-			}
-			res, closeAll, err := app.BuildStores(c)
+			st, closeAll, err := openStore(cmd, args[0])
 			if err != nil {
 				return err
 			}
 			defer closeAll()
-			st, err := res.Store(args[0])
-			if err != nil {
-				return err
-			}
 			t, err := st.Get(cmd.Context(), args[1])
 			if err != nil {
 				return err
@@ -207,4 +185,27 @@ func fmtMillis(ms int64) string {
 		return "-"
 	}
 	return time.UnixMilli(ms).UTC().Format(time.RFC3339)
+}
+
+// openStore is the state manager of a domain as the configuration names
+// it, for a command that reads or writes tasks directly; closeAll releases
+// its connections.
+func openStore(cmd *cobra.Command, domain string) (statemanager.Store, func(), error) {
+	c, err := loadConfig(cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := pingRedis(cmd.Context(), c, domain); err != nil {
+		return nil, nil, err
+	}
+	res, closeAll, err := app.BuildStores(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := res.Store(domain)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return st, closeAll, nil
 }

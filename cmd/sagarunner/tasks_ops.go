@@ -556,22 +556,11 @@ func newTasksHistoryCmd() *cobra.Command {
 			if len(errs) > 0 {
 				return usageError(cmd, errors.Join(errs...))
 			}
-			c, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			if err := pingRedis(cmd.Context(), c, domain); err != nil {
-				return err
-			}
-			res, closeAll, err := app.BuildStores(c)
+			st, closeAll, err := openStore(cmd, domain)
 			if err != nil {
 				return err
 			}
 			defer closeAll()
-			st, err := res.Store(domain)
-			if err != nil {
-				return err
-			}
 			lc, ok := st.(statemanager.Lifecycle)
 			if !ok {
 				return fmt.Errorf("the state manager of %q keeps no task history", domain)
