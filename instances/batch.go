@@ -9,10 +9,10 @@ import "github.com/sagarunner/sagarunner/saga/envelope"
 // Within one input, an instance's events form one group, applied
 // atomically and deduplicated as a whole by the Key of its first event:
 // a replayed input makes the same events, so one check per instance and
-// input replaces one per event. The exception is a task event of another
-// task than the group's last one: independent closes gathered in one input
-// (timeouts fired together, closes recovered after a crash) each start a
-// group of their own, since each may have been applied on its own before.
+// input replaces one per event. The exception is a task event, a group of
+// its own: the same task event comes again from other inputs (a close
+// replayed, recovered after a crash, fired with other deadlines) beside
+// other events each time, so only its own key says whether it was applied.
 //
 // The zero Batch is empty and ready to use; a Batch is not safe for
 // concurrent use, and the events added must not change until it is applied.
@@ -77,21 +77,23 @@ func (b *Batch) Add(events []Event) []Audit {
 		b.buf = envelope.AppendString(append(b.buf, `{"instanceId":`...), id, false)
 		b.buf = append(b.buf, `,"events":[`...)
 		var g *group
-		lastTask := ""
+		wrote := false
 		for j := i; j < len(events); j++ {
 			e := &events[j]
 			if e.Instance != id {
 				continue
 			}
-			if g != nil {
+			if wrote {
 				b.buf = append(b.buf, ',')
 			}
+			wrote = true
 			if e.Type == EventTask {
-				ref := e.Domain + "\t" + e.TaskID
-				if g != nil && lastTask != "" && ref != lastTask {
-					g = nil
-				}
-				lastTask = ref
+				// A task event is a group of its own: the same event is
+				// made again by other inputs (a close replayed, recovered
+				// after a crash, fired with others), each time beside
+				// different events, so only its own key tells whether it
+				// was applied.
+				g = nil
 			}
 			if g == nil {
 				b.groups = append(b.groups, group{id: id, key: e.Key, maxAt: e.At, first: int32(len(b.evs))})
@@ -102,6 +104,9 @@ func (b *Batch) Add(events []Event) []Audit {
 			start := len(b.buf)
 			b.buf = e.AppendJSON(b.buf)
 			b.evs = append(b.evs, encEvent{e: e, off: int32(start), end: int32(len(b.buf))})
+			if e.Type == EventTask {
+				g = nil // and what follows it starts another
+			}
 		}
 		b.buf = append(b.buf, "]}"...)
 		b.audits = append(b.audits, Audit{Instance: id, Value: b.buf[off:len(b.buf):len(b.buf)]})
