@@ -23,7 +23,15 @@ import (
 const staleRetries = 3
 
 // lifecycleOp computes one operation's change from its input.
-type lifecycleOp func(t *statemanager.Task, c Caller, in []byte, key string, now int64) (*statemanager.Change, *Refusal)
+type lifecycleOp func(t *statemanager.Task, c Caller, in []byte, key string, now int64, o opConfig) (*statemanager.Change, *Refusal)
+
+// opConfig is what an operation takes from its action's parameters rather
+// than from its input.
+type opConfig struct {
+	// EnrichPath is where a completion's data enters the waiting saga's
+	// payload (CompleteTask's parameter).
+	EnrichPath string
+}
 
 // lifecycleSpec declares one operation as an action.
 func lifecycleSpec(name, doc, fields string, asStep bool, op lifecycleOp, extra ...Param) *Spec {
@@ -63,16 +71,16 @@ const lifecycleAuthDoc = "Who may: a candidate (taskUser, taskRoles, an admin) c
 func init() {
 	Default.Register(lifecycleSpec("ClaimTask", "Claims a waiting task for the caller (requestMeta.user), so other candidates cannot complete it.",
 		"an optional override (boolean: an admin takes the task from whoever holds it)", false,
-		func(t *statemanager.Task, c Caller, in []byte, key string, now int64) (*statemanager.Change, *Refusal) {
+		func(t *statemanager.Task, c Caller, in []byte, key string, now int64, o opConfig) (*statemanager.Change, *Refusal) {
 			return Claim(t, c, gjson.GetBytes(in, "override").Bool(), key, now)
 		}))
 	Default.Register(lifecycleSpec("UnclaimTask", "Gives a claimed task back to its candidates.", "nothing else", false,
-		func(t *statemanager.Task, c Caller, _ []byte, key string, now int64) (*statemanager.Change, *Refusal) {
+		func(t *statemanager.Task, c Caller, _ []byte, key string, now int64, o opConfig) (*statemanager.Change, *Refusal) {
 			return Unclaim(t, c, key, now)
 		}))
 	Default.Register(lifecycleSpec("AssignTask", "Reassigns a waiting task to a user (claimed by them) or back to a group (unclaimed, that role a candidate).",
 		"user or role (strings, exactly one)", false,
-		func(t *statemanager.Task, c Caller, in []byte, key string, now int64) (*statemanager.Change, *Refusal) {
+		func(t *statemanager.Task, c Caller, in []byte, key string, now int64, o opConfig) (*statemanager.Change, *Refusal) {
 			user, r := stringField(in, "user")
 			if r != nil {
 				return nil, r
@@ -86,7 +94,7 @@ func init() {
 	Default.Register(lifecycleSpec("CompleteTask", "Completes a waiting task with an outcome, exactly as ProceedTask; with requiredApprovals the task "+
 		"moves to IN_APPROVAL instead of closing.",
 		"outcome (one of possibleOutcomes when declared), data (recorded as the close data) and note", false,
-		func(t *statemanager.Task, c Caller, in []byte, key string, now int64) (*statemanager.Change, *Refusal) {
+		func(t *statemanager.Task, c Caller, in []byte, key string, now int64, o opConfig) (*statemanager.Change, *Refusal) {
 			outcome, r := stringField(in, "outcome")
 			if r != nil {
 				return nil, r
@@ -99,7 +107,7 @@ func init() {
 			if d := gjson.GetBytes(in, "data"); d.Exists() {
 				data = []byte(d.Raw)
 			}
-			return Complete(t, c, Completion{Outcome: outcome, Note: note, Data: data}, key, now)
+			return Complete(t, c, Completion{Outcome: outcome, Note: note, Data: data, EnrichPath: o.EnrichPath}, key, now)
 		},
 		// The same default as the generic /ProceedTask saga's, so a
 		// completion over POST /tasks/{domain}/{id}/complete reaches the
@@ -108,7 +116,7 @@ func init() {
 	Default.Register(lifecycleSpec("ApproveTask", "Approves a completed task awaiting approval; the requiredApprovals-th distinct approval closes it COMPLETED. "+
 		"The executor may not approve (SELF_APPROVAL), nor anyone twice (ALREADY_APPROVED); a task not awaiting approval is NOT_IN_APPROVAL.",
 		"an optional note", false,
-		func(t *statemanager.Task, c Caller, in []byte, key string, now int64) (*statemanager.Change, *Refusal) {
+		func(t *statemanager.Task, c Caller, in []byte, key string, now int64, o opConfig) (*statemanager.Change, *Refusal) {
 			note, r := stringField(in, "note")
 			if r != nil {
 				return nil, r
@@ -117,7 +125,7 @@ func init() {
 		}))
 	Default.Register(lifecycleSpec("RejectTask", "Rejects a completion awaiting approval: the task goes back to WAITING, claimed by its executor, its approvals reset.",
 		"an optional note", false,
-		func(t *statemanager.Task, c Caller, in []byte, key string, now int64) (*statemanager.Change, *Refusal) {
+		func(t *statemanager.Task, c Caller, in []byte, key string, now int64, o opConfig) (*statemanager.Change, *Refusal) {
 			note, r := stringField(in, "note")
 			if r != nil {
 				return nil, r
@@ -127,7 +135,7 @@ func init() {
 	Default.Register(lifecycleSpec("CancelTask", "Cancels an open task: it closes CANCELLED and its saga continues from the StartTask step with status "+
 		"CANCELLED; a CANCELLED notification is published. As a saga step it cancels the task named in the event.",
 		"an optional reason", true,
-		func(t *statemanager.Task, c Caller, in []byte, key string, now int64) (*statemanager.Change, *Refusal) {
+		func(t *statemanager.Task, c Caller, in []byte, key string, now int64, o opConfig) (*statemanager.Change, *Refusal) {
 			reason, r := stringField(in, "reason")
 			if r != nil {
 				return nil, r
@@ -136,7 +144,7 @@ func init() {
 		}))
 	Default.Register(lifecycleSpec("SetDeadline", "Moves an open task's deadline atomically; one in the past makes it time out at once.",
 		"timeout (ms from now) or timeoutOn (epoch ms), exactly one", true,
-		func(t *statemanager.Task, c Caller, in []byte, key string, now int64) (*statemanager.Change, *Refusal) {
+		func(t *statemanager.Task, c Caller, in []byte, key string, now int64, o opConfig) (*statemanager.Change, *Refusal) {
 			var d Deadline
 			var r *Refusal
 			if d.Timeout, d.HasTimeout, r = intField(in, "timeout"); r != nil {
@@ -148,7 +156,7 @@ func init() {
 			return MoveDeadline(t, c, d, key, now)
 		}))
 	Default.Register(lifecycleSpec("CommentTask", "Adds a comment to an open task's history.", "text (the comment)", false,
-		func(t *statemanager.Task, c Caller, in []byte, key string, now int64) (*statemanager.Change, *Refusal) {
+		func(t *statemanager.Task, c Caller, in []byte, key string, now int64, o opConfig) (*statemanager.Change, *Refusal) {
 			text, r := stringField(in, "text")
 			if r != nil {
 				return nil, r
@@ -241,11 +249,8 @@ func (a *lifecycleAction) Execute(ctx context.Context, x *Exec, env *envelope.En
 			return Outcome{}, fmt.Errorf("%s: get task %q in %q: %w: %w", a.name, id, domain, ErrRetryable, err)
 		}
 		now := nowMillis(x)
-		ch, refusal := a.op(t, c, in, key, now)
+		ch, refusal := a.op(t, c, in, key, now, opConfig{EnrichPath: a.enrichPath})
 		if refusal == nil && ch != nil {
-			if a.enrichPath != "" {
-				a.enrich(ch)
-			}
 			if refusal = Bounded(t, c, ch); refusal == nil {
 				refusal = unenrichable(t, ch)
 			}
@@ -376,17 +381,6 @@ func domainOf(env *envelope.Envelope, in []byte, path, dflt string) (string, boo
 		return "", false
 	}
 	return d.String(), true
-}
-
-// enrich sets where a completion's data enters the saga: on the close it
-// makes, or kept with the task for the close its last approval makes.
-func (a *lifecycleAction) enrich(ch *statemanager.Change) {
-	if ch.Close != nil && ch.Close.Status == statemanager.StatusCompleted && len(ch.Close.Data) > 0 {
-		ch.Close.EnrichPath = a.enrichPath
-	}
-	if ch.CloseData != nil && len(*ch.CloseData) > 0 {
-		ch.EnrichPath = &a.enrichPath
-	}
 }
 
 // unenrichable refuses a change whose completion data cannot be written
