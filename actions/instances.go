@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/sagarunner/sagarunner/instances"
 	"github.com/sagarunner/sagarunner/saga/envelope"
 	"github.com/sagarunner/sagarunner/statemanager"
@@ -87,10 +89,9 @@ type cancelInstance struct {
 // record in flight, and answered then.
 func (a *cancelInstance) Execute(ctx context.Context, x *Exec, env *envelope.Envelope) (Outcome, error) {
 	in := env.Get(a.inputElement)
-	id, reason := in.Get("instanceId").String(), in.Get("reason").String()
-	tries := int(in.Get("tries").Int())
-	if id == "" {
-		env.Fail(CodeBadInput, "CancelInstance: instanceId is required")
+	id, reason, tries, bad := cancelInput(in)
+	if bad != "" {
+		env.Fail(CodeBadInput, "CancelInstance: %s", bad)
 		return Outcome{Env: env}, nil
 	}
 	store, _ := ctx.Value(instancesKey{}).(Instances)
@@ -185,4 +186,24 @@ func hasRole(roles, admin []string) bool {
 		}
 	}
 	return false
+}
+
+// cancelInput reads a CancelInstance input strictly: a Kafka producer sends
+// it as it likes, and the reason becomes the cancelled tasks' note and the
+// continuation's message, tries the count that ends the re-queueing.
+func cancelInput(in gjson.Result) (id, reason string, tries int, bad string) {
+	v, r, n := in.Get("instanceId"), in.Get("reason"), in.Get("tries")
+	switch {
+	case v.Type != gjson.String || v.Str == "":
+		return "", "", 0, "instanceId is required, a string"
+	case len(v.Str) > maxTaskIDLen:
+		return "", "", 0, fmt.Sprintf("instanceId of %d bytes (at most %d)", len(v.Str), maxTaskIDLen)
+	case r.Exists() && r.Type != gjson.String && r.Type != gjson.Null:
+		return "", "", 0, "reason must be a string"
+	case len(r.Str) > maxNoteLen:
+		return "", "", 0, fmt.Sprintf("reason of %d bytes (at most %d)", len(r.Str), maxNoteLen)
+	case n.Exists() && (n.Type != gjson.Number || n.Num != float64(int(n.Num)) || n.Num < 0 || n.Num >= maxCancelTries):
+		return "", "", 0, fmt.Sprintf("tries must be an integer in [0, %d)", maxCancelTries)
+	}
+	return v.Str, r.Str, int(n.Num), ""
 }
