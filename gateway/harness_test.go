@@ -94,7 +94,7 @@ func init() {
 	})
 }
 
-func loadSagas(t *testing.T) *saga.Set {
+func loadSagas(t testing.TB) *saga.Set {
 	t.Helper()
 	set, err := saga.LoadBytes(actions.Default, "gateway_test.yaml", []byte(testSagas))
 	if err != nil {
@@ -104,7 +104,7 @@ func loadSagas(t *testing.T) *saga.Set {
 }
 
 // newCluster starts an in-process Kafka broker reached over TCP.
-func newCluster(t *testing.T, topics ...string) []string {
+func newCluster(t testing.TB, topics ...string) []string {
 	t.Helper()
 	opts := []kfake.Opt{kfake.NumBrokers(1)}
 	if len(topics) > 0 {
@@ -118,7 +118,7 @@ func newCluster(t *testing.T, topics ...string) []string {
 	return c.ListenAddrs()
 }
 
-func newClient(t *testing.T, brokers []string, opts ...kgo.Opt) *kgo.Client {
+func newClient(t testing.TB, brokers []string, opts ...kgo.Opt) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
 	if err != nil {
@@ -137,7 +137,7 @@ type served struct {
 
 // serve starts a gateway on brokers with cfg (topics filled in) and waits
 // until its reply consumer is positioned.
-func serve(t *testing.T, brokers []string, cfg Config, deps Deps) *served {
+func serve(t testing.TB, brokers []string, cfg Config, deps Deps) *served {
 	t.Helper()
 	if cfg.RequestTopic == "" {
 		cfg.RequestTopic = requestTopic
