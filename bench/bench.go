@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,28 +25,76 @@ import (
 )
 
 // Run runs the configured scenario (or all of them, in the order of
-// Scenarios) and writes one JSON line per measurement to cfg.Out.
+// Scenarios) and writes one JSON line per measurement to cfg.Out. With
+// cfg.Compare it runs them in the single layout, then in the cluster
+// layout, and writes one comparison line per scenario after them.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	// The child runner's output is copied into Log from another goroutine.
 	cfg.Log = &lockedWriter{w: cfg.Log}
-	d, err := setup(ctx, &cfg)
+	layouts := []string{cfg.Layout}
+	if cfg.Compare {
+		layouts = []string{LayoutSingle, LayoutCluster}
+	}
+	byLayout := map[string][]Result{}
+	for _, layout := range layouts {
+		lc := cfg
+		lc.Layout = layout
+		results, err := runLayout(ctx, &lc)
+		if err != nil {
+			if cfg.Compare {
+				return fmt.Errorf("%w (layout %s)", err, layout)
+			}
+			return err
+		}
+		byLayout[layout] = results
+	}
+	if !cfg.Compare {
+		return nil
+	}
+	for _, c := range compareResults(byLayout[LayoutSingle], byLayout[LayoutCluster]) {
+		if err := writeLine(cfg.Out, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runLayout runs the configured scenarios on a deployment of cfg.Layout
+// it sets up and tears down, and returns what it wrote.
+func runLayout(ctx context.Context, cfg *Config) ([]Result, error) {
+	d, err := setup(ctx, cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer d.close()
 	names := []string{cfg.Scenario}
 	if cfg.Scenario == "all" {
 		names = Scenarios
-	}
-	for _, name := range names {
-		if err := d.run(ctx, name); err != nil {
-			return fmt.Errorf("bench: scenario %s: %w", name, err)
+		if cfg.Layout == LayoutCluster {
+			names = ClusterScenarios
 		}
 	}
-	return nil
+	var all []Result
+	for _, name := range names {
+		results, err := d.run(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("bench: scenario %s: %w", name, err)
+		}
+		all = append(all, results...)
+	}
+	return all, nil
+}
+
+func writeLine(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
 }
 
 // deployment is the cluster the bench drives: the broker, Redis and the
@@ -57,22 +106,25 @@ type deployment struct {
 	redisKind  string
 	runID      string
 
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 	store *statemanager.RedisStore
 	kcl   *kgo.Client // producer and admin connection
 	adm   *kadm.Client
 
-	child    *child
-	children int
+	// children are the runners under test (none with an external one):
+	// one in the single layout, cfg.Runners in the cluster layout, all in
+	// one consumer group.
+	children []*child
+	started  int // child runners started so far, for profile names
 	httpURL  string
 	group    string
-	cpuAt    float64   // runner CPU seconds when the measured phase began
+	cpuAt    []float64 // each child's CPU seconds when the measured phase began
 	markAt   time.Time // when it began
-	// The CPU seconds of redis-server (when the bench started it) and of
-	// the bench process, broker included, when the phase began: on a small
-	// machine they compete with the runner for the same cores.
-	redisPid   int
-	redisCPUAt float64
+	// The CPU seconds of each redis-server (when the bench started them)
+	// and of the bench process, broker included, when the phase began: on
+	// a small machine they compete with the runners for the same cores.
+	redisPids  []int
+	redisCPUAt []float64
 	selfCPUAt  float64
 
 	waitingFar int     // far-deadline tasks stored so far (timeout, rss)
@@ -98,17 +150,36 @@ func setup(ctx context.Context, cfg *Config) (_ *deployment, err error) {
 		d.brokers, d.brokerKind = c.ListenAddrs(), "kfake"
 	}
 	redisAddr := cfg.Redis
-	if redisAddr == "" {
+	switch {
+	case cfg.Layout == LayoutCluster:
+		if _, err := exec.LookPath("redis-server"); err != nil {
+			return nil, fmt.Errorf("bench: the cluster layout starts a Redis Cluster of redis-server processes, "+
+				"and redis-server is not on PATH: %w", err)
+		}
+		d.logf("starting a Redis Cluster of %d redis-server processes", cfg.RedisNodes)
+		c, err := startRedisCluster(ctx, cfg.RedisNodes)
+		if err != nil {
+			return nil, err
+		}
+		d.closers = append(d.closers, c.stop)
+		redisAddr, d.redisKind, d.redisPids = strings.Join(c.addrs(), ","), "redis-server", c.pids()
+	case redisAddr == "":
 		addr, kind, pid, stop, err := startRedis(cfg.Log)
 		if err != nil {
 			return nil, err
 		}
 		d.closers = append(d.closers, stop)
-		redisAddr, d.redisKind, d.redisPid = addr, kind, pid
+		redisAddr, d.redisKind = addr, kind
+		if pid != 0 {
+			d.redisPids = []int{pid}
+		}
 	}
 	cfg.Redis = redisAddr
-	// Enough connections for every preloading goroutine to have its own.
-	d.rdb = redis.NewClient(&redis.Options{Addr: redisAddr, PoolSize: cfg.Preloaders + 8})
+	// Several comma-separated addresses are a Redis Cluster, as for the
+	// runner. Enough connections for every preloading goroutine to have
+	// its own.
+	d.rdb = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(redisAddr, ","),
+		PoolSize: cfg.Preloaders + 8, IsClusterMode: cfg.Layout == LayoutCluster})
 	d.closers = append(d.closers, func() { d.rdb.Close() })
 	d.store, err = statemanager.NewRedisStore(d.rdb, Domain, statemanager.RedisConfig{Shards: cfg.Partitions})
 	if err != nil {
@@ -130,10 +201,7 @@ func setup(ctx context.Context, cfg *Config) (_ *deployment, err error) {
 }
 
 func (d *deployment) close() {
-	if d.child != nil {
-		_ = d.child.stop()
-		d.child = nil
-	}
+	_ = d.stopRunner()
 	for i := len(d.closers) - 1; i >= 0; i-- {
 		d.closers[i]()
 	}
@@ -177,7 +245,7 @@ func countPartitions(l kadm.ListedOffsets, topics []string) int {
 	return n
 }
 
-func (d *deployment) run(ctx context.Context, name string) error {
+func (d *deployment) run(ctx context.Context, name string) ([]Result, error) {
 	var results []Result
 	var err error
 	switch name {
@@ -195,34 +263,36 @@ func (d *deployment) run(ctx context.Context, name string) error {
 		results, err = d.rssScenario(ctx)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for _, r := range results {
+	for i := range results {
+		r := &results[i]
 		r.Partitions = d.cfg.Partitions
+		r.Layout = d.cfg.Layout
+		if d.cfg.Layout == LayoutCluster {
+			r.RedisNodes, r.Runners = d.cfg.RedisNodes, d.cfg.Runners
+		}
 		r.Redis = d.redisKind
 		r.Broker = d.brokerKind
 		r.Load1 = loadAverage()
-		b, err := json.Marshal(r)
-		if err != nil {
-			return err
+		if err := writeLine(d.cfg.Out, r); err != nil {
+			return nil, err
 		}
-		fmt.Fprintln(d.cfg.Out, string(b))
 	}
-	return nil
+	return results, nil
 }
 
-// startRunner starts a fresh child runner in a consumer group of its own
-// (or checks the external one) and waits until it owns every partition of
+// startRunner starts fresh child runners in a consumer group of the run
+// (or checks the external one) and waits until they own every partition of
 // the topics the bench drives.
 func (d *deployment) startRunner(ctx context.Context) error {
 	if d.cfg.Runner == RunnerExternal {
 		d.group, d.httpURL = d.cfg.Group, strings.TrimRight(d.cfg.HTTP, "/")
 		return d.waitAssigned(ctx)
 	}
-	if d.child != nil {
+	if len(d.children) > 0 {
 		return nil
 	}
-	d.children++
 	if d.group == "" {
 		d.group = d.cfg.Group
 		if d.group == "" {
@@ -232,20 +302,47 @@ func (d *deployment) startRunner(ctx context.Context) error {
 			return err
 		}
 	}
-	c, err := startChild(childSpec{
-		argv: d.cfg.RunnerCommand, env: d.cfg.RunnerEnv, brokers: d.brokers, redis: d.cfg.Redis,
-		group: d.group, partitions: d.cfg.Partitions, cpuProfile: d.cfg.CPUProfile, log: d.cfg.Log,
-	})
-	if err != nil {
-		return err
+	n := 1
+	if d.cfg.Layout == LayoutCluster {
+		n = d.cfg.Runners
 	}
-	d.child, d.httpURL = c, c.http
+	for i := 0; i < n; i++ {
+		c, err := startChild(childSpec{
+			argv: d.cfg.RunnerCommand, env: d.cfg.RunnerEnv, brokers: d.brokers, redis: d.cfg.Redis,
+			group: d.group, partitions: d.cfg.Partitions, cpuProfile: d.profilePath(i, n), log: d.cfg.Log,
+		})
+		if err != nil {
+			return err
+		}
+		d.started++
+		d.children = append(d.children, c)
+	}
+	d.httpURL = d.children[0].http
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := waitHTTPReady(ctx, c.http, c); err != nil {
-		return err
+	for _, c := range d.children {
+		if err := waitHTTPReady(ctx, c.http, c); err != nil {
+			return err
+		}
 	}
 	return d.waitAssigned(ctx)
+}
+
+// profilePath is where child i of n writes its CPU profile: the file asked
+// for, with the layout and the runner's number added when one run has
+// several runners or layouts, so no profile overwrites another.
+func (d *deployment) profilePath(i, n int) string {
+	p := d.cfg.CPUProfile
+	if p == "" {
+		return ""
+	}
+	if d.cfg.Compare || d.cfg.Layout == LayoutCluster {
+		p += "." + d.cfg.Layout
+	}
+	if n > 1 {
+		p += "." + strconv.Itoa(i+1)
+	}
+	return p
 }
 
 // skipOldRecords commits the group at the current ends of the topics the
@@ -285,6 +382,11 @@ func (d *deployment) waitAssigned(ctx context.Context) error {
 			g := gs[d.group]
 			as := g.AssignedPartitions()
 			all := g.State == "Stable"
+			// Every child runner must have joined, or the next rebalance
+			// would fall inside the measured phase.
+			if len(d.children) > 0 && len(g.Members) != len(d.children) {
+				all = false
+			}
 			for p := int32(0); p < int32(d.cfg.Partitions) && all; p++ {
 				all = as.Lookup(StartTopic, p) && as.Lookup(d.cfg.RequestTopic, p) && (!lifecycle || as.Lookup(LifecycleTopic, p))
 			}
@@ -305,63 +407,96 @@ func (d *deployment) markCPU() {
 	if st, err := readProc(os.Getpid()); err == nil {
 		d.selfCPUAt = st.cpu
 	}
-	if d.redisPid != 0 {
-		if st, err := readProc(d.redisPid); err == nil {
-			d.redisCPUAt = st.cpu
+	d.redisCPUAt = make([]float64, len(d.redisPids))
+	for i, pid := range d.redisPids {
+		if st, err := readProc(pid); err == nil {
+			d.redisCPUAt[i] = st.cpu
 		}
+	}
+	if len(d.redisPids) > 0 {
 		// Only a Redis the bench started is reset: its command statistics
 		// then cover the measured phase alone.
-		_ = d.rdb.ConfigResetStat(context.Background()).Err()
+		_ = forEachNode(context.Background(), d.rdb, func(ctx context.Context, c *redis.Client) error {
+			return c.ConfigResetStat(ctx).Err()
+		})
 	}
-	if d.child == nil {
-		return
-	}
-	if st, err := readProc(d.child.cmd.Process.Pid); err == nil {
-		d.cpuAt = st.cpu
+	d.cpuAt = make([]float64, len(d.children))
+	for i, c := range d.children {
+		if st, err := readProc(c.cmd.Process.Pid); err == nil {
+			d.cpuAt[i] = st.cpu
+		}
 	}
 }
 
-// runnerFigures fills in the child runner's memory and the CPU it used
-// since markCPU.
+// runnerFigures fills in the child runners' memory and the CPU they, Redis
+// and the bench used since markCPU. With several runners or Redis
+// processes the figures are sums, and the _each fields hold each
+// process's own.
 func (d *deployment) runnerFigures(r *Result) {
 	elapsed := time.Since(d.markAt)
 	if st, err := readProc(os.Getpid()); err == nil {
 		r.BenchCPUS = ptr(round2(st.cpu - d.selfCPUAt))
 	}
-	if d.redisPid != 0 {
-		if st, err := readProc(d.redisPid); err == nil {
-			r.RedisCPUS = ptr(round2(st.cpu - d.redisCPUAt))
+	if len(d.redisPids) > 0 {
+		var sum float64
+		each := make([]float64, len(d.redisPids))
+		for i, pid := range d.redisPids {
+			if st, err := readProc(pid); err == nil && i < len(d.redisCPUAt) {
+				each[i] = round2(st.cpu - d.redisCPUAt[i])
+				sum += st.cpu - d.redisCPUAt[i]
+			}
+		}
+		r.RedisCPUS = ptr(round2(sum))
+		if len(each) > 1 {
+			r.RedisCPUSEach = each
 		}
 		d.logRedisCommands()
 	}
-	if d.child == nil {
+	if len(d.children) == 0 {
 		return
 	}
-	st, err := readProc(d.child.cmd.Process.Pid)
-	if err != nil {
-		d.logf("%v", err)
-		return
+	var peak, rss, cpu float64
+	var peaks, rsss, cpus []float64
+	for i, c := range d.children {
+		st, err := readProc(c.cmd.Process.Pid)
+		if err != nil {
+			d.logf("%v", err)
+			return
+		}
+		used := st.cpu
+		if i < len(d.cpuAt) {
+			used -= d.cpuAt[i]
+		}
+		peak, rss, cpu = peak+st.peakRSS, rss+st.rss, cpu+used
+		peaks, rsss, cpus = append(peaks, round1(st.peakRSS)), append(rsss, round1(st.rss)), append(cpus, round2(used))
 	}
-	r.RunnerPeakRSSMB = ptr(round1(st.peakRSS))
-	r.RunnerRSSMB = ptr(round1(st.rss))
-	cpu := st.cpu - d.cpuAt
+	r.RunnerPeakRSSMB = ptr(round1(peak))
+	r.RunnerRSSMB = ptr(round1(rss))
 	r.RunnerCPUS = ptr(round2(cpu))
 	if elapsed > 0 {
 		r.RunnerCPUPct = ptr(round1(100 * cpu / elapsed.Seconds()))
 	}
+	if len(d.children) > 1 {
+		r.RunnerPeakRSSMBEach, r.RunnerRSSMBEach, r.RunnerCPUSEach = peaks, rsss, cpus
+	}
 }
 
-// stopRunner stops the child runner (an external one keeps running).
+// stopRunner stops the child runners (an external one keeps running).
 func (d *deployment) stopRunner() error {
-	if d.child == nil {
-		return nil
+	errs := make([]error, len(d.children))
+	var wg sync.WaitGroup
+	for i, c := range d.children {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := c.stop(); err != nil {
+				errs[i] = fmt.Errorf("bench: runner %d exit: %w", i+1, err)
+			}
+		}()
 	}
-	err := d.child.stop()
-	d.child = nil
-	if err != nil {
-		return fmt.Errorf("bench: runner exit: %w", err)
-	}
-	return nil
+	wg.Wait()
+	d.children, d.cpuAt = nil, nil
+	return errors.Join(errs...)
 }
 
 // produce produces n records built by mk, as fast as the client takes them
@@ -542,7 +677,15 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // logRedisCommands logs where redis-server spent the measured phase: the
 // commands with the most total time, from INFO commandstats.
 func (d *deployment) logRedisCommands() {
-	info, err := d.rdb.Info(context.Background(), "commandstats").Result()
+	var mu sync.Mutex
+	var infos []string
+	err := forEachNode(context.Background(), d.rdb, func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "commandstats").Result()
+		mu.Lock()
+		infos = append(infos, info)
+		mu.Unlock()
+		return err
+	})
 	if err != nil {
 		return
 	}
@@ -550,26 +693,33 @@ func (d *deployment) logRedisCommands() {
 		name       string
 		calls, sum float64
 	}
-	var stats []stat
-	for _, line := range strings.Split(info, "\n") {
+	// A cluster's nodes are summed: the time Redis as a whole spent.
+	byName := map[string]*stat{}
+	var stats []*stat
+	for _, line := range strings.Split(strings.Join(infos, "\n"), "\n") {
 		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok || !strings.HasPrefix(name, "cmdstat_") {
 			continue
 		}
-		st := stat{name: strings.TrimPrefix(name, "cmdstat_")}
+		name = strings.TrimPrefix(name, "cmdstat_")
+		st := byName[name]
+		if st == nil {
+			st = &stat{name: name}
+			byName[name] = st
+			stats = append(stats, st)
+		}
 		for _, kv := range strings.Split(rest, ",") {
 			k, v, _ := strings.Cut(kv, "=")
 			f, _ := strconv.ParseFloat(v, 64)
 			switch k {
 			case "calls":
-				st.calls = f
+				st.calls += f
 			case "usec":
-				st.sum = f
+				st.sum += f
 			}
 		}
-		stats = append(stats, st)
 	}
-	slices.SortFunc(stats, func(a, b stat) int { return cmp.Compare(b.sum, a.sum) })
+	slices.SortFunc(stats, func(a, b *stat) int { return cmp.Compare(b.sum, a.sum) })
 	var parts []string
 	for _, st := range stats[:min(len(stats), 6)] {
 		parts = append(parts, fmt.Sprintf("%s %.0f calls %.1fus/call %.2fs", st.name, st.calls, st.sum/max(st.calls, 1), st.sum/1e6))

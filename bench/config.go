@@ -13,6 +13,20 @@ import (
 // them.
 var Scenarios = []string{"start", "proceed", "lifecycle", "timeout", "http", "rss"}
 
+// Layouts of the deployment the bench starts.
+const (
+	// LayoutSingle is one redis-server and one child runner.
+	LayoutSingle = "single"
+	// LayoutCluster is a Redis Cluster of Config.RedisNodes redis-server
+	// processes and Config.Runners child runners sharing one consumer
+	// group, so they split the partitions.
+	LayoutCluster = "cluster"
+)
+
+// ClusterScenarios are the scenarios the cluster layout runs: every one
+// but http, which drives the gateway of a single runner.
+var ClusterScenarios = []string{"start", "proceed", "lifecycle", "timeout", "rss"}
+
 // Runner modes.
 const (
 	// RunnerChild starts the runner under test as a child process.
@@ -58,6 +72,20 @@ type Config struct {
 
 	// Runner is RunnerChild (default) or RunnerExternal.
 	Runner string
+
+	// Layout is LayoutSingle (default) or LayoutCluster. The cluster
+	// layout starts its own Redis Cluster and child runners, so it takes
+	// neither Redis nor an external runner.
+	Layout string
+	// RedisNodes is the cluster layout's number of redis-server processes,
+	// each a master of an equal share of the slots (default 3).
+	RedisNodes int
+	// Runners is the cluster layout's number of child runners (default 2).
+	Runners int
+	// Compare runs the scenarios in the single layout, then in the
+	// cluster layout, each on a fresh broker and Redis, and ends with one
+	// comparison line per scenario.
+	Compare bool
 	// RunnerCommand is the argv of the child runner, which is configured
 	// through SAGARUNNER_* variables. Default: this executable with
 	// `run --insecure`.
@@ -145,7 +173,41 @@ func (c *Config) Validate() error {
 			*v = def
 		}
 	}
+	if c.Layout == "" {
+		c.Layout = LayoutSingle
+	}
+	switch c.Layout {
+	case LayoutSingle, LayoutCluster:
+	default:
+		bad("--layout must be %s or %s, got %q", LayoutSingle, LayoutCluster, c.Layout)
+	}
+	if c.Layout == LayoutCluster || c.Compare {
+		what := "--layout=" + LayoutCluster
+		if c.Compare {
+			what = "--compare"
+		}
+		if c.Runner == RunnerExternal {
+			bad("%s starts its own runners; it cannot measure --runner=external", what)
+		}
+		if c.Redis != "" {
+			bad("%s starts its own Redis Cluster; leave --redis out", what)
+		}
+		if c.Scenario != "all" && slices.Contains(Scenarios, c.Scenario) && !slices.Contains(ClusterScenarios, c.Scenario) {
+			bad("%s runs %v or all, not %s (it drives the gateway of one runner)", what, ClusterScenarios, c.Scenario)
+		}
+	}
+	nonNeg("redis-nodes", &c.RedisNodes, 3)
+	nonNeg("runners", &c.Runners, 2)
+	if c.RedisNodes > 64 {
+		bad("redis-nodes %d is more than 64", c.RedisNodes)
+	}
+	if c.Runners > 64 {
+		bad("runners %d is more than 64", c.Runners)
+	}
 	nonNeg("partitions", &c.Partitions, 16)
+	if (c.Layout == LayoutCluster || c.Compare) && c.Runners > c.Partitions {
+		bad("runners %d exceed partitions %d: a runner with no partition would measure nothing", c.Runners, c.Partitions)
+	}
 	nonNeg("waiting", &c.Waiting, 1_000_000)
 	nonNeg("due", &c.Due, 100_000)
 	nonNeg("preloaders", &c.Preloaders, 64)
@@ -250,16 +312,28 @@ type Result struct {
 	PreloadS          float64  `json:"preload_s,omitempty"`
 	DueLoadedBeforeMS *int64   `json:"due_loaded_before_first_deadline_ms,omitempty"`
 
-	// Runner process figures (child runner only).
-	RunnerPeakRSSMB *float64 `json:"runner_peak_rss_mb,omitempty"`
-	RunnerRSSMB     *float64 `json:"runner_rss_mb,omitempty"`
-	RunnerCPUS      *float64 `json:"runner_cpu_s,omitempty"`
-	RunnerCPUPct    *float64 `json:"runner_cpu_pct,omitempty"`
+	// Runner process figures (child runners only), summed over the
+	// runners; with several runners, each one's in the _each lists.
+	RunnerPeakRSSMB     *float64  `json:"runner_peak_rss_mb,omitempty"`
+	RunnerRSSMB         *float64  `json:"runner_rss_mb,omitempty"`
+	RunnerCPUS          *float64  `json:"runner_cpu_s,omitempty"`
+	RunnerCPUPct        *float64  `json:"runner_cpu_pct,omitempty"`
+	RunnerPeakRSSMBEach []float64 `json:"runner_peak_rss_mb_each,omitempty"`
+	RunnerRSSMBEach     []float64 `json:"runner_rss_mb_each,omitempty"`
+	RunnerCPUSEach      []float64 `json:"runner_cpu_s_each,omitempty"`
 	// CPU seconds of the rest of the machine's work in the same phase:
-	// redis-server (when the bench started it) and the bench process with
-	// the embedded broker.
-	RedisCPUS *float64 `json:"redis_cpu_s,omitempty"`
-	BenchCPUS *float64 `json:"bench_cpu_s,omitempty"`
+	// redis-server (when the bench started it; summed over a cluster's
+	// nodes, each node's in RedisCPUSEach) and the bench process with the
+	// embedded broker.
+	RedisCPUS     *float64  `json:"redis_cpu_s,omitempty"`
+	RedisCPUSEach []float64 `json:"redis_cpu_s_each,omitempty"`
+	BenchCPUS     *float64  `json:"bench_cpu_s,omitempty"`
+
+	// Layout is single or cluster; the cluster layout's Redis processes
+	// and runners.
+	Layout     string `json:"layout"`
+	RedisNodes int    `json:"redis_nodes,omitempty"`
+	Runners    int    `json:"runners,omitempty"`
 
 	Redis  string `json:"redis"`
 	Broker string `json:"broker"`

@@ -29,7 +29,11 @@ func (d *deployment) httpScenario(ctx context.Context) ([]Result, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.Timeout)
 	defer cancel()
-	if err := waitHTTPReady(ctx, d.httpURL, d.child); err != nil {
+	var c *child
+	if len(d.children) > 0 {
+		c = d.children[0]
+	}
+	if err := waitHTTPReady(ctx, d.httpURL, c); err != nil {
 		return nil, err
 	}
 	cl := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: d.cfg.Clients}, Timeout: time.Minute}

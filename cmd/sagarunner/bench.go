@@ -22,7 +22,7 @@ func newBenchCmd() *cobra.Command {
 	var cfg bench.Config
 	var levels, writeSagas string
 	cmd := &cobra.Command{
-		Use:   "bench --scenario NAME [--n N] [--brokers B] [--redis ADDR]",
+		Use:   "bench --scenario NAME [--n N] [--brokers B] [--redis ADDR] [--layout single|cluster] [--compare]",
 		Short: "Measure a runner: StartTask/ProceedTask throughput, task lifecycle flows, deadline lateness, HTTP, memory",
 		Long: "Drives a runner with one scenario and prints one JSON line per measurement on stdout:\n" +
 			"  start     N records start N tasks (rate until every offset is committed; startedAt - sentAt)\n" +
@@ -37,7 +37,11 @@ func newBenchCmd() *cobra.Command {
 			"is started on a free port (an embedded miniredis when none is on PATH). The runner under test\n" +
 			"is this binary's `run`, started as a child process so its peak RSS and CPU time are its own;\n" +
 			"--runner=external measures a running deployment instead (load the bench sagas into it first:\n" +
-			"--write-sagas DIR).",
+			"--write-sagas DIR).\n" +
+			"--layout=cluster starts a Redis Cluster of --redis-nodes redis-server processes and --runners\n" +
+			"child runners sharing one consumer group; --compare runs the single layout (one redis-server,\n" +
+			"one runner) and then the cluster layout, each on a fresh broker and Redis, and ends with one\n" +
+			"line per scenario comparing them (\"compare\":\"cluster/single\").",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if writeSagas != "" {
@@ -68,6 +72,10 @@ func newBenchCmd() *cobra.Command {
 	fs.StringVar(&cfg.Redis, "redis", "", "Redis address (default: a redis-server started on a free port)")
 	fs.IntVar(&cfg.Partitions, "partitions", 16, "partitions of the bench topics and the runner's, and its deadline shards")
 	fs.StringVar(&cfg.Runner, "runner", bench.RunnerChild, "child (start the runner as a child process) or external")
+	fs.StringVar(&cfg.Layout, "layout", bench.LayoutSingle, "single (one redis-server, one runner) or cluster (a Redis Cluster and several runners)")
+	fs.IntVar(&cfg.RedisNodes, "redis-nodes", 3, "cluster layout: redis-server processes of the Redis Cluster, each a master of an equal share of the slots")
+	fs.IntVar(&cfg.Runners, "runners", 2, "cluster layout: child runners, sharing one consumer group")
+	fs.BoolVar(&cfg.Compare, "compare", false, "run the single layout, then the cluster layout, and print a line comparing them")
 	fs.StringVar(&cfg.Group, "group", "", "the runner's consumer group (default: a fresh one per child; external: sagarunner)")
 	fs.StringVar(&cfg.HTTP, "http", "", "gateway base URL of an external runner, for the http scenario")
 	fs.StringVar(&cfg.RequestTopic, "request-topic", "", "the runner's request topic (default sagarunner-requests)")
@@ -81,7 +89,7 @@ func newBenchCmd() *cobra.Command {
 	fs.IntVar(&cfg.Rate, "rate", 0, "start, proceed: records per second; lifecycle: flows per second (0: as fast as possible)")
 	fs.IntVar(&cfg.Sample, "sample", 10_000, "start: tasks whose latency is read back from Redis")
 	fs.DurationVar(&cfg.Timeout, "timeout", 0, "bound on each measured phase (default 10m)")
-	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the child runner's CPU profile to this file")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write the child runner's CPU profile to this file (cluster layout or --compare: FILE.LAYOUT[.RUNNER])")
 	fs.StringVar(&writeSagas, "write-sagas", "", "write the bench sagas into this folder and exit")
 	return cmd
 }
