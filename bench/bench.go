@@ -127,6 +127,10 @@ type deployment struct {
 	redisCPUAt []float64
 	selfCPUAt  float64
 
+	// partitionsEach counts the request topic's partitions each member of
+	// the group owned when the runners were last assigned.
+	partitionsEach []int
+
 	waitingFar int     // far-deadline tasks stored so far (timeout, rss)
 	loadRate   float64 // tasks/s of the last preload, to time the next
 
@@ -271,6 +275,7 @@ func (d *deployment) run(ctx context.Context, name string) ([]Result, error) {
 		r.Layout = d.cfg.Layout
 		if d.cfg.Layout == LayoutCluster {
 			r.RedisNodes, r.Runners = d.cfg.RedisNodes, d.cfg.Runners
+			r.RunnerPartitionsEach = d.partitionsEach
 		}
 		r.Redis = d.redisKind
 		r.Broker = d.brokerKind
@@ -391,6 +396,18 @@ func (d *deployment) waitAssigned(ctx context.Context) error {
 				all = as.Lookup(StartTopic, p) && as.Lookup(d.cfg.RequestTopic, p) && (!lifecycle || as.Lookup(LifecycleTopic, p))
 			}
 			if all {
+				d.partitionsEach = nil
+				for _, m := range g.Members {
+					n := 0
+					if c, ok := m.Assigned.AsConsumer(); ok {
+						for _, t := range c.Topics {
+							if t.Topic == d.cfg.RequestTopic {
+								n += len(t.Partitions)
+							}
+						}
+					}
+					d.partitionsEach = append(d.partitionsEach, n)
+				}
 				return nil
 			}
 		}

@@ -298,7 +298,8 @@ type Result struct {
 	// Clients is the HTTP concurrency.
 	Clients int `json:"clients,omitempty"`
 
-	// timeout and rss.
+	// timeout and rss (Duplicates also proceed: notifications and
+	// continuation effects seen more than once).
 	Waiting           int      `json:"waiting,omitempty"`
 	WindowS           float64  `json:"window_s,omitempty"`
 	LatenessP50       *float64 `json:"lateness_p50_ms,omitempty"`
@@ -334,6 +335,10 @@ type Result struct {
 	Layout     string `json:"layout"`
 	RedisNodes int    `json:"redis_nodes,omitempty"`
 	Runners    int    `json:"runners,omitempty"`
+	// RunnerPartitionsEach is how many partitions of the request topic
+	// each member of the runners' group owned during the phase (cluster
+	// layout), in the group's member order: the runners split the work.
+	RunnerPartitionsEach []int `json:"runner_partitions_each,omitempty"`
 
 	Redis  string `json:"redis"`
 	Broker string `json:"broker"`

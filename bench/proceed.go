@@ -29,8 +29,8 @@ func (d *deployment) proceedScenario(ctx context.Context) ([]Result, error) {
 
 	var (
 		mu      sync.Mutex
-		notes   = map[string]bool{}
-		done    = map[string]bool{}
+		notes   = map[string]int{}
+		done    = map[string]int{}
 		closeMS []float64
 		doneMS  []float64
 	)
@@ -46,8 +46,7 @@ func (d *deployment) proceedScenario(ctx context.Context) ([]Result, error) {
 				return
 			}
 			mu.Lock()
-			if !notes[id] {
-				notes[id] = true
+			if notes[id]++; notes[id] == 1 {
 				closeMS = append(closeMS, float64(v[1].Int()-v[2].Int()))
 			}
 			mu.Unlock()
@@ -58,8 +57,7 @@ func (d *deployment) proceedScenario(ctx context.Context) ([]Result, error) {
 				return
 			}
 			mu.Lock()
-			if !done[id] {
-				done[id] = true
+			if done[id]++; done[id] == 1 {
 				doneMS = append(doneMS, float64(r.Timestamp.UnixMilli()-v[1].Int()))
 			}
 			mu.Unlock()
@@ -102,7 +100,18 @@ func (d *deployment) proceedScenario(ctx context.Context) ([]Result, error) {
 	mu.Lock()
 	r.P50, r.P99, r.Max = quantiles(closeMS)
 	dp50, dp99, _ := quantiles(doneMS)
+	// A notification or continuation effect seen twice would be a
+	// delivery the runner repeated: reported, as timeout reports its
+	// duplicate firings.
+	dups := 0
+	for _, k := range notes {
+		dups += k - 1
+	}
+	for _, k := range done {
+		dups += k - 1
+	}
 	mu.Unlock()
+	r.Duplicates = ptr(dups)
 	r.DoneP50, r.DoneP99 = ptr(dp50), ptr(dp99)
 	if err := d.stopRunner(); err != nil {
 		return nil, err
