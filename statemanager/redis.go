@@ -120,6 +120,16 @@ var (
 	listScript      = redis.NewScript(withLib(libLua, listLua))
 )
 
+// How the pipeliner merges the concurrent calls of one shard (see merger):
+// a start is one item of start.lua, a close one group of close.lua (the
+// due and pending keys and the shard prefix in common), an ack some ids of
+// ack.lua (the pending key, ClosedTTL and the shard prefix in common).
+var (
+	startMerger = &merger{replies: func(*call) int { return 1 }}
+	closeMerger = &merger{keyHead: 2, argHead: 1, replies: func(c *call) int { return len(c.keys) - 2 }}
+	ackMerger   = &merger{keyHead: 1, argHead: 2}
+)
+
 // RedisConfig configures one domain's RedisStore.
 type RedisConfig struct {
 	// Prefix is the key prefix; default: the domain name. It must not
@@ -310,16 +320,22 @@ func (s *RedisStore) start(ctx context.Context, t *Task) (*Task, bool, bool, err
 	stored.Version = 1
 
 	k := s.keysOf(t.ID)
-	res, err := s.pipe.script(ctx, startScript,
-		[]string{k.task + t.ID, k.due, k.pending, k.history + t.ID, k.applied + t.ID, k.prefix + earlyKey + t.ID},
-		k.prefix, t.ID, t.Name, t.Spec, t.Action, joinRoles(t.Roles), t.User, t.Saga, t.StepID,
-		t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(stored.Deadline, 10),
-		[]byte(t.Data), []byte(t.Envelope), t.StartKey, t.Tenant,
-		joinRoles(t.PossibleOutcomes), strconv.Itoa(t.RequiredApprovals), joinRoles(t.ApproverRoles), strconv.Itoa(t.Priority),
-		t.StartedBy, sortKey(StatusWaiting, SortDeadline, &stored), priorityMember(&stored),
-	)
+	res, err := s.pipe.scriptCall(ctx, &call{ctx: ctx, script: startScript, merge: startMerger, slot: k.prefix,
+		keys: []string{k.task + t.ID, k.due, k.pending, k.history + t.ID, k.applied + t.ID, k.prefix + earlyKey + t.ID},
+		args: []interface{}{k.prefix, t.ID, t.Name, t.Spec, t.Action, joinRoles(t.Roles), t.User, t.Saga, t.StepID,
+			t.RequestID, strconv.FormatInt(stored.StartedAt, 10), strconv.FormatInt(stored.Deadline, 10),
+			[]byte(t.Data), []byte(t.Envelope), t.StartKey, t.Tenant,
+			joinRoles(t.PossibleOutcomes), strconv.Itoa(t.RequiredApprovals), joinRoles(t.ApproverRoles), strconv.Itoa(t.Priority),
+			t.StartedBy, sortKey(StatusWaiting, SortDeadline, &stored), priorityMember(&stored)},
+	})
 	if err != nil {
 		return nil, false, false, fmt.Errorf("statemanager: redis start %q: %w", t.ID, err)
+	}
+	// start.lua answers one reply per task it starts, here one.
+	if arr, ok := res.([]interface{}); ok && len(arr) == 1 {
+		res = arr[0]
+	} else {
+		return nil, false, false, fmt.Errorf("statemanager: redis start %q: malformed script reply %T", t.ID, res)
 	}
 	outcome, fields, err := scriptReply(res)
 	if err != nil {
@@ -376,6 +392,10 @@ func (s *RedisStore) Close(ctx context.Context, c Close) (*Task, bool, error) {
 
 var _ BatchCloser = (*RedisStore)(nil)
 
+// closeCountArg is the place of a close.lua group's count of ids in its
+// call's args.
+const closeCountArg = 13
+
 // CloseMany closes ids with one decision, as Close does each, with one
 // script call per shard and one round trip for all (see BatchCloser).
 func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]CloseResult, error) {
@@ -411,11 +431,13 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 		sc := byShard[shard]
 		if sc == nil {
 			k := &s.shard[shard]
-			sc = &shardCall{call: &call{ctx: ctx, script: closeScript,
+			// One group of close.lua: the decision, its count of ids
+			// (set below) and the ids.
+			sc = &shardCall{call: &call{ctx: ctx, script: closeScript, merge: closeMerger, slot: k.prefix,
 				keys: []string{k.due, k.pending},
 				args: []interface{}{k.prefix, c.Status, strconv.FormatInt(at, 10), c.By, []byte(c.Data),
 					c.Key, c.EnrichPath, strconv.FormatInt(at-s.closedTTL.Milliseconds(), 10),
-					s.closedTTL.Milliseconds(), c.Outcome, c.Note, tail, onlyIfDue}}}
+					s.closedTTL.Milliseconds(), c.Outcome, c.Note, tail, onlyIfDue, 0}}}
 			byShard[shard] = sc
 			calls = append(calls, sc)
 		}
@@ -428,6 +450,7 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 	}
 	cs := make([]*call, len(calls))
 	for i, sc := range calls {
+		sc.call.args[closeCountArg] = len(sc.idx)
 		cs[i] = sc.call
 	}
 	if err := s.pipe.do(ctx, cs...); err != nil {
@@ -445,11 +468,17 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 		for j, reply := range replies {
 			i := sc.idx[j]
 			id := ids[i]
+			r := &results[i]
 			outcome, fields, err := scriptReply(reply)
+			var failed scriptError
+			if errors.As(err, &failed) {
+				// This id failed alone; the others are answered.
+				r.Err = fmt.Errorf("statemanager: redis close %q: %w", id, err)
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("statemanager: redis close %q: %w", id, err)
 			}
-			r := &results[i]
 			switch outcome {
 			case "ok":
 				r.Task = s.decode(fields)
@@ -474,8 +503,8 @@ func (s *RedisStore) CloseMany(ctx context.Context, ids []string, c Close) ([]Cl
 // Ack drops the task from the pending set and starts its ClosedTTL.
 func (s *RedisStore) Ack(ctx context.Context, id string) error {
 	k := s.keysOf(id)
-	if _, err := s.pipe.script(ctx, ackScript, []string{k.pending, k.task + id},
-		s.closedTTL.Milliseconds(), k.prefix, id); err != nil {
+	if _, err := s.pipe.scriptCall(ctx, &call{ctx: ctx, script: ackScript, merge: ackMerger, slot: k.prefix,
+		keys: []string{k.pending, k.task + id}, args: []interface{}{s.closedTTL.Milliseconds(), k.prefix, id}}); err != nil {
 		return fmt.Errorf("statemanager: redis ack %q: %w", id, err)
 	}
 	return nil
@@ -496,7 +525,7 @@ func (s *RedisStore) AckMany(ctx context.Context, ids []string) error {
 		c := byShard[shard]
 		if c == nil {
 			k := &s.shard[shard]
-			c = &call{ctx: ctx, script: ackScript, keys: []string{k.pending},
+			c = &call{ctx: ctx, script: ackScript, merge: ackMerger, slot: k.prefix, keys: []string{k.pending},
 				args: []interface{}{s.closedTTL.Milliseconds(), k.prefix}}
 			byShard[shard] = c
 			calls = append(calls, c)
@@ -775,7 +804,19 @@ func (s *RedisStore) decode(flat []interface{}) *Task {
 	return t
 }
 
-// scriptReply splits a {outcome, [HGETALL]} script reply.
+// scriptError is the failure of one item of a script serving many, which
+// the script answers as the value {"error", message} (itemReply in lib.lua)
+// so that the other items still run. It is a redis.Error, as the same
+// failure of a call of its own would be.
+type scriptError string
+
+func (e scriptError) Error() string { return string(e) }
+
+// RedisError marks scriptError a redis.Error.
+func (scriptError) RedisError() {}
+
+// scriptReply splits a {outcome, [HGETALL]} script reply. The reply
+// {"error", message} is a scriptError.
 func scriptReply(res interface{}) (string, []interface{}, error) {
 	arr, ok := res.([]interface{})
 	if !ok || len(arr) == 0 {
@@ -784,6 +825,10 @@ func scriptReply(res interface{}) (string, []interface{}, error) {
 	outcome, ok := arr[0].(string)
 	if !ok {
 		return "", nil, fmt.Errorf("malformed script reply outcome %T", arr[0])
+	}
+	if outcome == "error" && len(arr) == 2 {
+		msg, _ := arr[1].(string)
+		return "", nil, scriptError(msg)
 	}
 	var fields []interface{}
 	if len(arr) > 1 {

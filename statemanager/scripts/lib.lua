@@ -305,3 +305,19 @@ local function finishCloses(c, cutoff, ttl)
   end
 end
 
+
+-- itemReply is the reply of one item of a script that serves many (start,
+-- close), given pcall's results for it: the item's own reply, or
+-- {'error', message} when it failed, so that one item's failure is a value
+-- its caller gets and the items after it still run. (What the failed item
+-- wrote before failing stays written, as it would have alone: Redis does
+-- not roll a script back.)
+local function itemReply(ok, r)
+  if ok then
+    return r
+  end
+  if type(r) == 'table' then
+    r = r.err or r.message
+  end
+  return {'error', tostring(r)}
+end
