@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/sagarunner/sagarunner/statemanager"
 )
 
 // Defaults of Config.
@@ -22,6 +24,11 @@ const (
 	// early answers: an answer waits minutes (tasks.earlyTTL), so a second
 	// late is nothing, and a sweep per second per shard is nothing either.
 	DefaultEarlyInterval = time.Second
+	// DefaultMaxIdle caps how long a loop with nothing due sleeps before it
+	// looks at its shard again. Wake-ups (see Waker) cut a sleep short when
+	// a nearer deadline appears; the cap bounds the delay a lost wake-up
+	// can cause, and costs one read per shard per cap while idle.
+	DefaultMaxIdle = time.Second
 )
 
 // Config configures a Scheduler. The zero value is valid: Validate fills the
@@ -43,6 +50,13 @@ type Config struct {
 	// EarlyInterval is how often each loop expires its shard's early
 	// answers (see EarlyExpirer). Default DefaultEarlyInterval (1 s).
 	EarlyInterval time.Duration
+	// MaxIdle is the longest a loop sleeps when nothing of its shard is due
+	// before the shard's next deadline: it is how late a deadline can fire
+	// when its wake-up was lost. Only stores that implement Waker let a
+	// loop sleep; with others it polls every PollInterval. Default
+	// DefaultMaxIdle (1 s), at most statemanager.WakeHorizon (10 s), at
+	// least PollInterval.
+	MaxIdle time.Duration
 }
 
 // Validate fills the defaults and rejects impossible values, reporting every
@@ -72,6 +86,17 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("timers: EarlyInterval %v is negative", c.EarlyInterval))
 	} else if c.EarlyInterval == 0 {
 		c.EarlyInterval = DefaultEarlyInterval
+	}
+	if c.MaxIdle < 0 {
+		errs = append(errs, fmt.Errorf("timers: MaxIdle %v is negative", c.MaxIdle))
+	} else if c.MaxIdle == 0 {
+		c.MaxIdle = DefaultMaxIdle
+	}
+	if c.MaxIdle > statemanager.WakeHorizon {
+		errs = append(errs, fmt.Errorf("timers: MaxIdle %v is above %v, the horizon of wake-ups", c.MaxIdle, statemanager.WakeHorizon))
+	}
+	if c.MaxIdle > 0 && c.PollInterval > 0 && c.MaxIdle < c.PollInterval {
+		errs = append(errs, fmt.Errorf("timers: MaxIdle %v is below PollInterval %v", c.MaxIdle, c.PollInterval))
 	}
 	if c.BackoffMin > c.BackoffMax {
 		errs = append(errs, fmt.Errorf("timers: BackoffMin %v is above BackoffMax %v", c.BackoffMin, c.BackoffMax))

@@ -61,6 +61,24 @@ type Observer interface {
 	Lateness(domain string, d time.Duration)
 }
 
+// Waker is an optional extension of statemanager.Store that lets a loop
+// with nothing due sleep until its shard's next deadline (at most
+// Config.MaxIdle) instead of polling every PollInterval;
+// *statemanager.RedisStore implements it. Check for it with a type
+// assertion on the resolved store.
+type Waker interface {
+	// NextDue reads the earliest deadline and early-answer expiry of a
+	// shard in one round trip.
+	NextDue(ctx context.Context, shard int) (statemanager.NextDue, error)
+	// WatchDeadlines calls fn for every wake-up of the store, from any
+	// process, until stop is called: a task of shard started, or had its
+	// deadline moved, to deadline (epoch ms). Wake-ups may be lost, never
+	// invented by the store; fn must not block.
+	WatchDeadlines(fn func(shard int, deadline int64)) (stop func())
+}
+
+var _ Waker = (*statemanager.RedisStore)(nil)
+
 // Option configures a Scheduler.
 type Option func(*Scheduler)
 
@@ -91,15 +109,60 @@ type Scheduler struct {
 	log    *slog.Logger
 	obs    Observer
 
-	mu     sync.Mutex
-	loops  map[Key]*loop
-	owners map[int32][]Key // partition -> the loops it started
+	mu      sync.Mutex
+	loops   map[Key]*loop
+	owners  map[int32][]Key   // partition -> the loops it started
+	watches map[string]func() // domain -> stop its wake-ups, while it has loops
 }
 
 type loop struct {
 	key  Key
 	stop chan struct{}
 	done chan struct{}
+	// waker is the shard's store when it lets the loop sleep; nil: poll.
+	waker Waker
+	wake  wakeSlot
+}
+
+// wakeSlot holds the earliest deadline posted to a loop since it last looked.
+type wakeSlot struct {
+	mu sync.Mutex
+	at int64         // epoch ms; 0: none
+	ch chan struct{} // capacity 1: "at changed"
+}
+
+func newWakeSlot() wakeSlot { return wakeSlot{ch: make(chan struct{}, 1)} }
+
+// post never blocks: it runs in the caller of WakeTimers (a start).
+func (w *wakeSlot) post(deadline int64) {
+	w.mu.Lock()
+	if w.at == 0 || deadline < w.at {
+		w.at = deadline
+	}
+	w.mu.Unlock()
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
+}
+
+func (w *wakeSlot) take() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.at
+	w.at = 0
+	return d
+}
+
+// drain forgets what was posted. The signal goes first: a post between the
+// two steps leaves a signal whose take finds nothing, never a deadline
+// without a signal.
+func (w *wakeSlot) drain() {
+	select {
+	case <-w.ch:
+	default:
+	}
+	w.take()
 }
 
 // New returns a Scheduler. It starts nothing until Assign.
@@ -112,10 +175,11 @@ func New(cfg Config, eng Engine, stores statemanager.Resolver, emit Emitter, opt
 	}
 	s := &Scheduler{
 		cfg: cfg, eng: eng, stores: stores, emit: emit,
-		clock:  clock.Real{},
-		log:    slog.Default(),
-		loops:  make(map[Key]*loop),
-		owners: make(map[int32][]Key),
+		clock:   clock.Real{},
+		log:     slog.Default(),
+		loops:   make(map[Key]*loop),
+		owners:  make(map[int32][]Key),
+		watches: make(map[string]func()),
 	}
 	for _, o := range opts {
 		o(s)
@@ -152,6 +216,7 @@ func (s *Scheduler) Assign(ctx context.Context, p, partitions int32) {
 			s.log.Error("timers: no state manager for domain; its deadlines will not fire", "domain", d, "err", err)
 			continue
 		}
+		w, _ := st.(Waker)
 		for sh := int(p); sh < st.Shards(); sh += int(partitions) {
 			k := Key{Domain: d, Shard: sh}
 			if _, running := s.loops[k]; running {
@@ -159,7 +224,14 @@ func (s *Scheduler) Assign(ctx context.Context, p, partitions int32) {
 				// partition count; leave it to that owner.
 				continue
 			}
-			l := &loop{key: k, stop: make(chan struct{}), done: make(chan struct{})}
+			if w != nil && s.watches[d] == nil {
+				// Before the loop's first read of the shard, so a
+				// wake-up after that read is not missed.
+				s.watches[d] = w.WatchDeadlines(func(shard int, deadline int64) {
+					s.wakeLoop(Key{Domain: d, Shard: shard}, deadline)
+				})
+			}
+			l := &loop{key: k, stop: make(chan struct{}), done: make(chan struct{}), waker: w, wake: newWakeSlot()}
 			s.loops[k] = l
 			keys = append(keys, k)
 			go s.run(ctx, l)
@@ -186,9 +258,35 @@ func (s *Scheduler) Revoke(ps ...int32) {
 		}
 		delete(s.owners, p)
 	}
+	s.unwatchIdle()
 	s.mu.Unlock()
 	for _, l := range stopping {
 		<-l.done
+	}
+}
+
+// unwatchIdle stops the wake-ups of the domains left without a loop. s.mu
+// is held.
+func (s *Scheduler) unwatchIdle() {
+	busy := make(map[string]bool, len(s.watches))
+	for k := range s.loops {
+		busy[k.Domain] = true
+	}
+	for d, stop := range s.watches {
+		if !busy[d] {
+			stop()
+			delete(s.watches, d)
+		}
+	}
+}
+
+// wakeLoop posts a wake-up to the loop of k, if this scheduler runs it.
+func (s *Scheduler) wakeLoop(k Key, deadline int64) {
+	s.mu.Lock()
+	l := s.loops[k]
+	s.mu.Unlock()
+	if l != nil {
+		l.wake.post(deadline)
 	}
 }
 
@@ -231,49 +329,157 @@ func (s *Scheduler) run(ctx context.Context, l *loop) {
 	}
 	b := s.newBackoff()
 	expirer, _ := s.eng.(EarlyExpirer)
-	nextEarly := s.clock.Now()
+	var (
+		nextSweep = s.clock.Now() // when to expire early answers next
+		lastSweep time.Time
+		lastFire  time.Time // when the last FireDue began
+		fire      = true    // FireDue next, rather than NextDue
+	)
 	for {
-		if expirer != nil && !s.clock.Now().Before(nextEarly) {
+		if expirer != nil && !s.clock.Now().Before(nextSweep) {
 			// Rarely, not every tick: a shard with nothing parked costs
-			// one read of an empty index per EarlyInterval.
+			// one read of an empty index per EarlyInterval (none at all
+			// with a Waker, which reads when the next answer expires).
+			lastSweep = s.clock.Now()
 			if !s.expireEarly(ctx, l, expirer, log) {
 				return
 			}
-			nextEarly = s.clock.Now().Add(s.cfg.EarlyInterval)
+			nextSweep = s.clock.Now().Add(s.cfg.EarlyInterval)
 		}
-		out, fired, err := s.eng.FireDue(ctx, l.key.Domain, l.key.Shard, s.cfg.BatchSize)
-		if err != nil {
-			log.Warn("timers: fire due deadlines failed; retrying", "err", err, "in", b.peek())
-			if !s.wait(ctx, l, b.next()) {
-				return
+		if fire {
+			lastFire = s.clock.Now()
+			out, fired, err := s.eng.FireDue(ctx, l.key.Domain, l.key.Shard, s.cfg.BatchSize)
+			if err != nil {
+				log.Warn("timers: fire due deadlines failed; retrying", "err", err, "in", b.peek())
+				if !s.wait(ctx, l, b.next()) {
+					return
+				}
+				// Closes that succeeded before the failure are pending and no
+				// longer due: re-emit their effects now rather than at the
+				// next rebalance.
+				if !s.recover(ctx, l, log) {
+					return
+				}
+				continue
 			}
-			// Closes that succeeded before the failure are pending and no
-			// longer due: re-emit their effects now rather than at the
-			// next rebalance.
-			if !s.recover(ctx, l, log) {
-				return
+			if fired > 0 || len(out.Records) > 0 {
+				if !s.emitUntilDone(ctx, l, out, log) {
+					return
+				}
+				s.observeLateness(l.key.Domain, out)
 			}
-			continue
-		}
-		if fired > 0 || len(out.Records) > 0 {
-			if !s.emitUntilDone(ctx, l, out, log) {
-				return
+			b.reset()
+			if fired >= s.cfg.BatchSize {
+				select {
+				case <-l.stop:
+					return
+				default:
+					continue
+				}
 			}
-			s.observeLateness(l.key.Domain, out)
-		}
-		b.reset()
-		if fired >= s.cfg.BatchSize {
-			select {
-			case <-l.stop:
-				return
-			default:
+			if fired > 0 || l.waker == nil {
+				// A shard that fired is likely to fire again soon:
+				// poll it as before, which under load batches the
+				// deadlines of PollInterval into one FireDue.
+				if !s.wait(ctx, l, s.cfg.PollInterval) {
+					return
+				}
 				continue
 			}
 		}
-		if !s.wait(ctx, l, s.cfg.PollInterval) {
+
+		// Nothing due: sleep until the shard's next deadline. Wake-ups
+		// posted before this read are in what it returns; those after it
+		// are kept for the sleep.
+		l.wake.drain()
+		next, err := l.waker.NextDue(ctx, l.key.Shard)
+		if err != nil {
+			log.Warn("timers: reading the next deadline failed; retrying", "err", err, "in", b.peek())
+			if !s.wait(ctx, l, b.next()) {
+				return
+			}
+			fire = true
+			continue
+		}
+		now := s.clock.Now()
+		// A FireDue that found nothing is followed by the next no sooner
+		// than PollInterval, so that an entry FireDue cannot remove, or a
+		// flood of wake-ups, costs what polling cost, not a busy loop.
+		floor := lastFire.Add(s.cfg.PollInterval)
+		at := now.Add(s.cfg.MaxIdle)
+		var dueAt time.Time
+		if next.Deadline > 0 {
+			dueAt = later(time.UnixMilli(next.Deadline), floor)
+			at = earlier(at, dueAt)
+		}
+		if expirer != nil {
+			// None parked: the next read (at the latest at the cap)
+			// comes first and moves this on; it only matters while the
+			// shard keeps firing and reads nothing.
+			nextSweep = now.Add(s.cfg.MaxIdle + s.cfg.EarlyInterval)
+			if next.EarlyExpiry > 0 {
+				nextSweep = later(time.UnixMilli(next.EarlyExpiry), lastSweep.Add(s.cfg.EarlyInterval))
+			}
+			at = earlier(at, nextSweep)
+		}
+		woken, ok := s.sleep(ctx, l, at, floor)
+		if !ok {
 			return
 		}
+		if !woken.IsZero() && (dueAt.IsZero() || woken.Before(dueAt)) {
+			dueAt = woken
+		}
+		// At the cap, or for a sweep, read the shard again rather than
+		// fire: both cost one round trip, and the read plans the next
+		// sleep.
+		fire = !dueAt.IsZero() && !s.clock.Now().Before(dueAt)
 	}
+}
+
+// sleep waits until at on the scheduler clock, or until a wake-up posted to
+// l brings at forward (to the woken deadline, not before floor). It returns
+// the earliest deadline a wake-up brought (zero when none did) and false
+// when the loop was stopped.
+func (s *Scheduler) sleep(ctx context.Context, l *loop, at, floor time.Time) (time.Time, bool) {
+	var woken time.Time
+	for {
+		d := at.Sub(s.clock.Now())
+		if d <= 0 {
+			return woken, true
+		}
+		select {
+		case <-s.clock.After(d):
+			return woken, true
+		case <-l.wake.ch:
+			ms := l.wake.take()
+			if ms <= 0 {
+				continue
+			}
+			t := later(time.UnixMilli(ms), floor)
+			if woken.IsZero() || t.Before(woken) {
+				woken = t
+			}
+			at = earlier(at, t)
+		case <-l.stop:
+			return woken, false
+		case <-ctx.Done():
+			return woken, false
+		}
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // expireEarly dead-letters the shard's expired early answers, batch by

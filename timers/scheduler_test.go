@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,14 +54,32 @@ steps:
     action: Finish
 `
 
-// stores resolves every domain to a RedisStore on one real server.
+// stores resolves every domain to a RedisStore on one real server, with
+// its NextDue reads counted.
 type stores struct {
 	client redis.UniversalClient
 	mu     sync.Mutex
-	m      map[string]*statemanager.RedisStore
+	m      map[string]*countingStore
+	nexts  atomic.Int64
+}
+
+// countingStore is the RedisStore with its NextDue calls counted; every
+// other method, and so every optional interface, is the store's own.
+type countingStore struct {
+	*statemanager.RedisStore
+	n *atomic.Int64
+}
+
+func (c *countingStore) NextDue(ctx context.Context, shard int) (statemanager.NextDue, error) {
+	c.n.Add(1)
+	return c.RedisStore.NextDue(ctx, shard)
 }
 
 func (s *stores) Store(domain string) (statemanager.Store, error) {
+	return s.redis(domain)
+}
+
+func (s *stores) redis(domain string) (*countingStore, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if st, ok := s.m[domain]; ok {
@@ -70,8 +89,9 @@ func (s *stores) Store(domain string) (statemanager.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.m[domain] = st
-	return st, nil
+	c := &countingStore{RedisStore: st, n: &s.nexts}
+	s.m[domain] = c
+	return c, nil
 }
 
 // fireCall is one FireDue call as the engine saw it.
@@ -86,9 +106,15 @@ type fireCall struct {
 // test can tell "not fired yet" from "not polled yet" on a virtual clock.
 type recordingEngine struct {
 	*saga.Engine
-	clock *clock.Fake
-	mu    sync.Mutex
-	calls []fireCall
+	clock  clock.Clock
+	mu     sync.Mutex
+	calls  []fireCall
+	sweeps atomic.Int64
+}
+
+func (e *recordingEngine) ExpireEarly(ctx context.Context, domain string, shard, limit int) (saga.Output, int, error) {
+	e.sweeps.Add(1)
+	return e.Engine.ExpireEarly(ctx, domain, shard, limit)
 }
 
 func (e *recordingEngine) FireDue(ctx context.Context, domain string, shard, limit int) (saga.Output, int, error) {
@@ -208,25 +234,36 @@ type fixture struct {
 func newFixture(t *testing.T, cfg timers.Config) *fixture {
 	t.Helper()
 	_, client := redistest.Start(t)
-	set, err := saga.LoadBytes(actions.Default, "approval.yaml", []byte(approvalSaga))
+	return newFixtureOn(t, cfg, client, approvalSaga, nil)
+}
+
+// newFixtureOn is newFixture with the saga, the Redis client and the clock
+// given; a nil clk is a virtual clock at start.
+func newFixtureOn(t *testing.T, cfg timers.Config, client redis.UniversalClient, sagaYAML string, clk clock.Clock) *fixture {
+	t.Helper()
+	set, err := saga.LoadBytes(actions.Default, "saga.yaml", []byte(sagaYAML))
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	f := &fixture{t: t, ctx: context.Background(), clock: clock.NewFake(start),
-		stores: &stores{client: client, m: map[string]*statemanager.RedisStore{}}, late: &latenessLog{}}
-	f.clk = &countingClock{Fake: f.clock}
+	f := &fixture{t: t, ctx: context.Background(),
+		stores: &stores{client: client, m: map[string]*countingStore{}}, late: &latenessLog{}}
+	if clk == nil {
+		f.clock = clock.NewFake(start)
+		f.clk = &countingClock{Fake: f.clock}
+		clk = f.clk
+	}
 	eng, err := saga.NewEngine(set, saga.Config{
 		Topics: actions.Topics{Continuations: requestTopic, Notifications: notifyTopic},
 		Stores: f.stores,
-		Clock:  f.clock,
+		Clock:  clk,
 	})
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
-	f.eng = &recordingEngine{Engine: eng, clock: f.clock}
+	f.eng = &recordingEngine{Engine: eng, clock: clk}
 	f.sink = &sink{eng: eng}
 	f.sched, err = timers.New(cfg, f.eng, f.stores, f.sink.emit,
-		timers.WithClock(f.clk), timers.WithObserver(f.late), timers.WithLogger(quiet))
+		timers.WithClock(clk), timers.WithObserver(f.late), timers.WithLogger(quiet))
 	if err != nil {
 		t.Fatalf("timers.New: %v", err)
 	}
@@ -237,7 +274,14 @@ func newFixture(t *testing.T, cfg timers.Config) *fixture {
 // startTask starts an approval instance whose task id is id.
 func (f *fixture) startTask(id string) {
 	f.t.Helper()
-	out, err := f.eng.Handle(f.ctx, saga.Record{Topic: "approvals", Key: []byte(id),
+	f.startOn("approvals", id)
+}
+
+// startOn starts an instance of the saga triggered by topic whose task id
+// is id.
+func (f *fixture) startOn(topic, id string) {
+	f.t.Helper()
+	out, err := f.eng.Handle(f.ctx, saga.Record{Topic: topic, Key: []byte(id),
 		Value: []byte(fmt.Sprintf(`{"id": %q}`, id))})
 	if err != nil {
 		f.t.Fatalf("handle: %v", err)
@@ -261,10 +305,12 @@ func TestFireDueOnVirtualClock(t *testing.T) {
 	f := newFixture(t, timers.Config{})
 	f.startTask("product-1")
 	f.sched.Assign(f.ctx, 0, 1)
+	// Every loop found nothing due and sleeps until its shard's next
+	// deadline, at most MaxIdle.
 	f.clk.waitParked(t, shards)
 
-	// One millisecond before the deadline: every shard polled again,
-	// nothing fired.
+	// One millisecond before the deadline: every loop looked again (at
+	// its cap), nothing fired.
 	f.clock.Advance(60*time.Second - time.Millisecond)
 	f.clk.waitParked(t, 2*shards)
 	for _, c := range f.eng.callsSnapshot() {
@@ -276,10 +322,10 @@ func TestFireDueOnVirtualClock(t *testing.T) {
 		t.Fatalf("status %s before the deadline, want WAITING", got)
 	}
 
-	// The next poll is the first at or after the deadline: fired once, with
-	// the notification and the continuation that routes the saga to its
-	// TIMEOUT branch, 24 ms late on the virtual clock.
-	f.clock.Advance(timers.DefaultPollInterval)
+	// The loop of its shard planned to wake at the deadline itself: fired
+	// once, with the notification and the continuation that routes the
+	// saga to its TIMEOUT branch, not late at all on the virtual clock.
+	f.clock.Advance(time.Millisecond)
 	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
 		if n := len(f.sink.on(notifyTopic)); n != 1 {
 			return fmt.Errorf("%d notifications", n)
@@ -301,9 +347,8 @@ func TestFireDueOnVirtualClock(t *testing.T) {
 		t.Errorf("status %s after the deadline, want TIMEOUT", got)
 	}
 	testutil.Eventually(t, time.Second, 5*time.Millisecond, func() error {
-		want := timers.DefaultPollInterval - time.Millisecond
-		if l := f.late.all(); len(l) != 1 || l[0] != want {
-			return fmt.Errorf("lateness %v, want one observation of %v", l, want)
+		if l := f.late.all(); len(l) != 1 || l[0] != 0 {
+			return fmt.Errorf("lateness %v, want one observation of 0s", l)
 		}
 		return nil
 	})
@@ -311,12 +356,180 @@ func TestFireDueOnVirtualClock(t *testing.T) {
 		t.Errorf("lateness observed for domains %q, want the task's domain workflow", ds)
 	}
 
-	// Later polls do not fire it again.
-	f.clk.waitParked(t, 3*shards)
+	// A shard that fired polls again after PollInterval; later looks do
+	// not fire it again.
+	f.clk.waitParked(t, 2*shards+1)
 	f.clock.Advance(time.Second)
-	f.clk.waitParked(t, 4*shards)
+	f.clk.waitParked(t, 3*shards+1)
 	if n := len(f.sink.on(notifyTopic)); n != 1 {
 		t.Errorf("%d notifications after another poll, want 1", n)
+	}
+}
+
+// TestIdleLoopsReadLittle: a loop with nothing due reads its shard once per
+// MaxIdle, where it polled every PollInterval, and sweeps early answers
+// only when one is parked.
+func TestIdleLoopsReadLittle(t *testing.T) {
+	f := newFixture(t, timers.Config{})
+	f.startTask("far") // due in a minute
+	f.sched.Assign(f.ctx, 0, 1)
+	f.clk.waitParked(t, shards)
+	const idle = 20 // virtual seconds
+	for i := 1; i <= idle; i++ {
+		f.clock.Advance(timers.DefaultMaxIdle)
+		f.clk.waitParked(t, (i+1)*shards)
+	}
+	fires, nexts, sweeps := len(f.eng.callsSnapshot()), f.stores.nexts.Load(), f.eng.sweeps.Load()
+	t.Logf("%d shards idle for %ds: %d FireDue, %d NextDue, %d early sweeps; polling every %v made %d FireDue",
+		shards, idle, fires, nexts, sweeps, timers.DefaultPollInterval, shards*idle*int(time.Second/timers.DefaultPollInterval))
+	if fires != shards {
+		t.Errorf("%d FireDue calls, want %d: one per loop when it started", fires, shards)
+	}
+	if want := int64(shards * (idle + 1)); nexts != want {
+		t.Errorf("%d NextDue calls, want %d: one per loop and MaxIdle", nexts, want)
+	}
+	if sweeps != shards {
+		t.Errorf("%d early sweeps, want %d: one per loop when it started, none while nothing is parked", sweeps, shards)
+	}
+	if got := f.task("far").Status; got != statemanager.StatusWaiting {
+		t.Errorf("status %s, want WAITING", got)
+	}
+}
+
+// quickSaga starts tasks due two seconds after they start: sooner than the
+// loops' idle cap in the tests below.
+const quickSaga = `
+saga: quick
+version: 1
+trigger: {topic: quick}
+steps:
+  - id: approve
+    action: StartTask
+    domain: workflow
+    inputElement: parameters
+    parameters: {taskIdPath: id, timeout: 2000}
+    next: {SUCCESS: done, TIMEOUT: escalate}
+  - id: escalate
+    action: Publish
+    parameters: {topic: escalations}
+  - id: done
+    action: Finish
+`
+
+// TestWakeUps: a loop sleeping past a new nearer deadline is woken by
+// WakeTimers, which the start and deadline paths call once they succeeded,
+// and fires it on time; without the wake-up it fires it at its cap.
+func TestWakeUps(t *testing.T) {
+	const maxIdle = 5 * time.Second
+	tests := []struct {
+		name     string
+		sagaYAML string
+		// act makes a task due at the returned deadline after the loops
+		// went to sleep, and reports whether it woke them.
+		act      func(f *fixture) (time.Time, bool)
+		wantLate time.Duration
+	}{
+		{name: "start with a near deadline", sagaYAML: quickSaga, act: func(f *fixture) (time.Time, bool) {
+			f.startOn("quick", "q-1")
+			return f.wake("q-1"), true
+		}},
+		{name: "deadline moved earlier", sagaYAML: approvalSaga, act: func(f *fixture) (time.Time, bool) {
+			f.moveDeadline("m-1", start.Add(3*time.Second))
+			return f.wake("m-1"), true
+		}},
+		{name: "deadline moved into the past", sagaYAML: approvalSaga, act: func(f *fixture) (time.Time, bool) {
+			f.moveDeadline("m-1", start.Add(-time.Hour))
+			f.wake("m-1")
+			// No sooner than PollInterval after the loop's last FireDue.
+			return start.Add(timers.DefaultPollInterval), true
+		}, wantLate: time.Hour + timers.DefaultPollInterval},
+		{name: "lost wake-up", sagaYAML: quickSaga, act: func(f *fixture) (time.Time, bool) {
+			f.startOn("quick", "q-2")
+			return time.UnixMilli(f.task("q-2").Deadline), false
+		}, wantLate: maxIdle - 2*time.Second},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, client := redistest.Start(t)
+			f := newFixtureOn(t, timers.Config{MaxIdle: maxIdle}, client, tc.sagaYAML, nil)
+			if tc.sagaYAML == approvalSaga {
+				f.startTask("m-1") // due in a minute, past the cap
+			}
+			f.sched.Assign(f.ctx, 0, 1)
+			f.clk.waitParked(t, shards)
+			due, woke := tc.act(f)
+			if woke {
+				// The loop of the task's shard planned again, for the
+				// deadline, without reading the shard.
+				f.clk.waitParked(t, shards+1)
+			}
+			f.clock.Set(later(due, f.clock.Now()))
+			if !woke {
+				// No loop wakes at the deadline: nothing polls.
+				if n := len(f.eng.callsSnapshot()); n != shards {
+					t.Fatalf("%d FireDue calls at the deadline, want %d", n, shards)
+				}
+				f.clock.Set(start.Add(maxIdle))
+			}
+			testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+				if n := len(f.sink.on(notifyTopic)); n != 1 {
+					return fmt.Errorf("%d notifications", n)
+				}
+				return nil
+			})
+			testutil.Eventually(t, time.Second, 5*time.Millisecond, func() error {
+				if l := f.late.all(); len(l) != 1 || l[0] != tc.wantLate {
+					return fmt.Errorf("lateness %v, want one observation of %v", l, tc.wantLate)
+				}
+				return nil
+			})
+			// A wake-up is acted on without reading the shard; at the
+			// cap, every loop reads it.
+			wantNexts := int64(shards)
+			if !woke {
+				wantNexts *= 2
+			}
+			if n := f.stores.nexts.Load(); n != wantNexts {
+				t.Errorf("%d NextDue calls, want %d", n, wantNexts)
+			}
+		})
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// wake does what the start and deadline paths do once they succeeded, and
+// returns the task's deadline.
+func (f *fixture) wake(id string) time.Time {
+	f.t.Helper()
+	st, err := f.stores.redis("workflow")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	d := f.task(id).Deadline
+	st.WakeTimers(f.ctx, id, d)
+	return time.UnixMilli(d)
+}
+
+// moveDeadline moves the deadline of task id to at, as SetDeadline does.
+func (f *fixture) moveDeadline(id string, at time.Time) {
+	f.t.Helper()
+	st, err := f.stores.redis("workflow")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ch, r := actions.MoveDeadline(f.task(id), actions.Caller{},
+		actions.Deadline{TimeoutOn: at.UnixMilli(), HasTimeoutOn: true}, "move-"+id, clock.NowMillis(f.clock))
+	if r != nil {
+		f.t.Fatalf("move deadline: %v", r)
+	}
+	if _, _, err := st.Apply(f.ctx, *ch); err != nil {
+		f.t.Fatalf("apply: %v", err)
 	}
 }
 
