@@ -137,10 +137,10 @@ func BenchmarkProceedTaskGateway(b *testing.B) {
 		if _, err := gw.sagaRecord(s, raw, auth.Identity{}, id); err != nil {
 			b.Fatal(err)
 		}
-		replies, stop := gw.await(id)
+		replies := gw.await(id)
 		gw.deliver(reply)
 		gw.answer(w, id, <-replies, "")
-		stop()
+		gw.unwait(id)
 		if w.code != http.StatusOK {
 			b.Fatalf("status %d", w.code)
 		}

@@ -292,7 +292,7 @@ func (g *Gateway) route(pattern string, authenticated bool, methods map[string]h
 // user's path never needs escaping as a mux pattern.
 func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request) {
 	if s, ok := g.sagas.ByPath(r.URL.Path); ok {
-		setRoute(r, s.Trigger.Path)
+		setRoute(w, s.Trigger.Path)
 		switch r.Method {
 		case http.MethodPost, http.MethodPut:
 		default:
@@ -311,7 +311,7 @@ func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request) {
 	if pattern == "/" {
 		pattern = "unmatched"
 	}
-	setRoute(r, pattern)
+	setRoute(w, pattern)
 	g.mux.ServeHTTP(w, r)
 }
 

@@ -112,8 +112,10 @@ func (g *Gateway) createReplyTopic(ctx context.Context, adm *kadm.Client) error 
 // contract; the envelope's own requestMeta.requestId is the fallback for a
 // producer that keyed differently.
 func (g *Gateway) deliver(r *kgo.Record) {
-	id := string(r.Key)
-	ch := g.waiter(id)
+	g.mu.Lock()
+	ch := g.waiters[string(r.Key)] // looked up without copying the key
+	g.mu.Unlock()
+	var id string // the fallback's requestId; the key's is r.Key
 	if ch == nil {
 		id = gjson.GetBytes(r.Value, "requestMeta.requestId").String()
 		if ch = g.waiter(id); ch == nil {
@@ -122,6 +124,9 @@ func (g *Gateway) deliver(r *kgo.Record) {
 	}
 	env, err := envelope.Decode(r.Value, nil)
 	if err != nil {
+		if id == "" {
+			id = string(r.Key)
+		}
 		g.log.Warn("gateway: undecodable reply", "requestId", id, "partition", r.Partition, "offset", r.Offset, "err", err)
 		return
 	}
@@ -141,16 +146,19 @@ func (g *Gateway) waiter(id string) chan *envelope.Envelope {
 }
 
 // await registers interest in a requestId before its request is produced,
-// so a reply that beats ProduceSync back is not lost. The returned cancel
-// must be called.
-func (g *Gateway) await(id string) (<-chan *envelope.Envelope, func()) {
+// so a reply that beats ProduceSync back is not lost. unwait must follow.
+func (g *Gateway) await(id string) <-chan *envelope.Envelope {
 	ch := make(chan *envelope.Envelope, 1)
 	g.mu.Lock()
 	g.waiters[id] = ch
 	g.mu.Unlock()
-	return ch, func() {
-		g.mu.Lock()
-		delete(g.waiters, id)
-		g.mu.Unlock()
-	}
+	return ch
+}
+
+// unwait ends the interest await registered: replies to id are dropped
+// from now on.
+func (g *Gateway) unwait(id string) {
+	g.mu.Lock()
+	delete(g.waiters, id)
+	g.mu.Unlock()
 }

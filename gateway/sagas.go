@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -48,6 +49,15 @@ var failStatus = map[string]int{
 	actions.CodeTaskChanged:     http.StatusConflict,
 	actions.CodeTooManyChanges:  http.StatusConflict,
 	actions.CodeUnsupported:     http.StatusNotImplemented,
+}
+
+// statusValues are the X-Saga-Status values of the statuses a saga ends
+// with, shared as jsonContentType is.
+var statusValues = map[string][]string{
+	envelope.StatusSuccess:   {envelope.StatusSuccess},
+	envelope.StatusFail:      {envelope.StatusFail},
+	envelope.StatusTimeout:   {envelope.StatusTimeout},
+	envelope.StatusCancelled: {envelope.StatusCancelled},
 }
 
 // builtinClosePaths are the generic task hooks shipped in sagas/; their
@@ -100,9 +110,8 @@ func (g *Gateway) exchange(w http.ResponseWriter, r *http.Request, rec *kgo.Reco
 	w.Header().Set(HeaderRequestID, reqID)
 	var replies <-chan *envelope.Envelope
 	if !async {
-		var stop func()
-		replies, stop = g.await(reqID)
-		defer stop()
+		replies = g.await(reqID)
+		defer g.unwait(reqID)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
 	defer cancel()
@@ -146,7 +155,11 @@ func (g *Gateway) sagaRecord(s *saga.Saga, body []byte, id auth.Identity, reqID 
 // outputElement of it when that is set, or an error body for a FAIL.
 func (g *Gateway) answer(w http.ResponseWriter, reqID string, reply *envelope.Envelope, outputElement string) {
 	res := reply.Result
-	w.Header().Set(HeaderStatus, headerSafe(res.Status))
+	if v, ok := statusValues[res.Status]; ok {
+		w.Header()[HeaderStatus] = v
+	} else {
+		w.Header().Set(HeaderStatus, headerSafe(res.Status))
+	}
 	if res.Code != "" {
 		w.Header().Set(HeaderCode, headerSafe(res.Code))
 	}
@@ -199,7 +212,11 @@ func (g *Gateway) produceFailed(w http.ResponseWriter, r *http.Request, topic, r
 // MaxBody; an empty body is the empty object. It answers 413 or 400 and
 // returns false otherwise.
 func (g *Gateway) readObject(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody))
+	hint := r.ContentLength
+	if hint > g.cfg.MaxBody {
+		hint = 0 // refused once MaxBody is read
+	}
+	raw, err := readBody(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody), min(hint, maxBodyHint))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -217,23 +234,77 @@ func (g *Gateway) readObject(w http.ResponseWriter, r *http.Request) ([]byte, bo
 	return body, true
 }
 
+// maxBodyHint caps the buffer a declared Content-Length reserves before
+// the body arrives: a caller declaring much and sending slowly gets
+// memory only as its bytes come.
+const maxBodyHint = 32 << 10
+
+// readBody is io.ReadAll starting from the size the request declares
+// (size <= 0 when it declares none), so a body is read into one buffer
+// instead of a chain of doublings. A declared size is only a hint: the
+// body is read to its end whatever its length.
+func readBody(rd io.Reader, size int64) ([]byte, error) {
+	if size <= 0 {
+		return io.ReadAll(rd)
+	}
+	// One byte more than declared, so the read that meets the end needs
+	// no room of its own.
+	b := make([]byte, 0, size+1)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+}
+
 // parseObject checks that raw is one JSON object (empty is the empty
 // object) and returns it compacted. It is the gateway's whole acceptance of
-// a body before buildRecord, so the fuzz test starts from it too.
+// a body before buildRecord, so the fuzz test starts from it too. A body
+// already compact, as programs send them, is returned as it is, sharing
+// raw's memory.
 func parseObject(raw []byte) ([]byte, error) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 {
 		return []byte(`{}`), nil
 	}
-	if !json.Valid(raw) {
+	// envelope.Valid accepts exactly what json.Valid accepts.
+	if !envelope.Valid(raw) {
 		return nil, errors.New("body is not valid JSON")
 	}
 	if raw[0] != '{' {
 		return nil, fmt.Errorf("body must be a JSON object, not %s", jsonKind(raw))
 	}
-	var buf bytes.Buffer
-	_ = json.Compact(&buf, raw) // valid JSON compacts.
+	if compact(raw) {
+		return raw, nil
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, len(raw)))
+	_ = json.Compact(buf, raw) // valid JSON compacts.
 	return buf.Bytes(), nil
+}
+
+// compact reports whether valid JSON holds no whitespace outside its
+// strings, so that json.Compact would leave it as it is.
+func compact(valid []byte) bool {
+	inString := false
+	for i := 0; i < len(valid); i++ {
+		switch c := valid[i]; {
+		case inString && c == '\\':
+			i++ // the escaped byte, a quote perhaps, ends nothing
+		case c == '"':
+			inString = !inString
+		case !inString && (c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return false
+		}
+	}
+	return true
 }
 
 // precheck refuses, before anything reaches Kafka, a close request that
@@ -241,11 +312,14 @@ func parseObject(raw []byte) ([]byte, error) {
 // derived from this fresh request, which never exists.
 func precheck(s *saga.Saga, body []byte) error {
 	if builtinClosePaths[s.Trigger.Path] {
-		id := gjson.GetBytes(body, "taskId")
+		// The results are only looked at here, so they may share body's
+		// memory rather than copy it, as GetBytes would.
+		doc := unsafe.String(unsafe.SliceData(body), len(body))
+		id := gjson.Get(doc, "taskId")
 		if id.Type != gjson.String || id.Str == "" {
 			return fmt.Errorf(`body needs a non-empty string "taskId"`)
 		}
-		if d := gjson.GetBytes(body, "domain"); d.Exists() && (d.Type != gjson.String || checkDomain(d.Str) != nil) {
+		if d := gjson.Get(doc, "domain"); d.Exists() && (d.Type != gjson.String || checkDomain(d.Str) != nil) {
 			return fmt.Errorf(`"domain" must be a domain name (letters, digits, '.', '_', '-')`)
 		}
 		return nil
@@ -297,6 +371,9 @@ func closesTask(st *saga.Step) bool {
 }
 
 func boolParam(r *http.Request, name string) (bool, error) {
+	if r.URL.RawQuery == "" {
+		return false, nil // most requests: no query to parse
+	}
 	v := r.URL.Query().Get(name)
 	if v == "" {
 		return false, nil
