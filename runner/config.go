@@ -12,24 +12,25 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultGroup           = "sagarunner"
-	DefaultRequestTopic    = "sagarunner-requests"
-	DefaultPartitions      = 16
-	DefaultBatchSize       = 500
-	DefaultKeyConcurrency  = 8
-	DefaultMaxInFlight     = 4 * DefaultBatchSize
-	DefaultMaxPollRecords  = 10000
-	DefaultCommitInterval  = 200 * time.Millisecond
-	DefaultFetchMaxWait    = 100 * time.Millisecond
-	DefaultProduceTimeout  = 10 * time.Second
-	DefaultLinger          = 2 * time.Millisecond
-	DefaultBackoffMin      = 100 * time.Millisecond
-	DefaultBackoffMax      = 5 * time.Second
-	DefaultShutdownTimeout = 30 * time.Second
-	DefaultMaxAttempts     = 5
-	DefaultMaxRecordBytes  = saga.DefaultMaxRecordBytes
-	DefaultStuckAfter      = 2 * time.Minute
-	DefaultWaitingInterval = 15 * time.Second
+	DefaultGroup            = "sagarunner"
+	DefaultRequestTopic     = "sagarunner-requests"
+	DefaultPartitions       = 16
+	DefaultBatchSize        = 500
+	DefaultKeyConcurrency   = 8
+	DefaultMaxInFlight      = 4 * DefaultBatchSize
+	DefaultMaxInFlightBytes = 64 << 20
+	DefaultMaxPollRecords   = 10000
+	DefaultCommitInterval   = 200 * time.Millisecond
+	DefaultFetchMaxWait     = 100 * time.Millisecond
+	DefaultProduceTimeout   = 10 * time.Second
+	DefaultLinger           = 2 * time.Millisecond
+	DefaultBackoffMin       = 100 * time.Millisecond
+	DefaultBackoffMax       = 5 * time.Second
+	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultMaxAttempts      = 5
+	DefaultMaxRecordBytes   = saga.DefaultMaxRecordBytes
+	DefaultStuckAfter       = 2 * time.Minute
+	DefaultWaitingInterval  = 15 * time.Second
 )
 
 // Config configures a Runner. Zero fields take the documented defaults when
@@ -80,6 +81,19 @@ type Config struct {
 	// fetching for it pauses; fetching resumes at half of it. Must be at
 	// least BatchSize. Default max(2000, 4×BatchSize).
 	MaxInFlight int
+	// MaxInFlightBytes bounds, across all partitions, the bytes of polled
+	// records not yet committed and of the outputs a batch holds until
+	// they are acknowledged (key, value and headers, plus a fixed
+	// per-record overhead). A partition whose polled records do not fit
+	// pauses its fetching, rewound to the first record left out, and
+	// fetches again once the bytes held drop to half of it. A record is
+	// taken whenever less than the budget is held, so one larger than the
+	// whole budget still goes through; the bytes held never exceed the
+	// budget by more than one record and the outputs of the batches in
+	// hand. The client's own fetch buffer is bounded from it too: a fetch
+	// asks for at most a quarter of it (between 64 KiB and 50 MiB).
+	// Default 64 MiB.
+	MaxInFlightBytes int
 	// MaxPollRecords bounds one poll across all partitions. Default 10000.
 	MaxPollRecords int
 	// FetchMaxWait bounds how long a fetch waits at the broker for new
@@ -186,6 +200,7 @@ func (c *Config) Validate() error {
 	positive("BatchSize", &c.BatchSize, DefaultBatchSize)
 	positive("KeyConcurrency", &c.KeyConcurrency, DefaultKeyConcurrency)
 	positive("MaxInFlight", &c.MaxInFlight, max(DefaultMaxInFlight, 4*c.BatchSize))
+	positive("MaxInFlightBytes", &c.MaxInFlightBytes, DefaultMaxInFlightBytes)
 	positive("MaxPollRecords", &c.MaxPollRecords, DefaultMaxPollRecords)
 	if c.MaxInFlight < c.BatchSize {
 		bad("MaxInFlight %d is below BatchSize %d", c.MaxInFlight, c.BatchSize)

@@ -99,6 +99,12 @@ type Runner struct {
 	cl      *kgo.Client
 	workCtx context.Context
 
+	// budget bounds the bytes the workers hold (MaxInFlightBytes).
+	budget byteBudget
+	// polls counts the polls, so records of one poll past the budget are
+	// told from those fetched again after a rewind.
+	polls uint64
+
 	mu      sync.Mutex
 	workers map[topicPartition]*worker
 	owned   map[string][]int32
@@ -169,6 +175,7 @@ func newRunner(cfg Config, eng engine, ecfg saga.Config, triggers []string, stor
 		notifications:   ecfg.Topics.Notifications,
 		deadLetterTopic: ecfg.DeadLetter,
 		replyTopics:     cfg.OutputTopics,
+		budget:          newByteBudget(cfg.MaxInFlightBytes),
 		workers:         make(map[topicPartition]*worker),
 		owned:           make(map[string][]int32),
 		marked:          make(map[topicPartition]kgo.EpochOffset),
@@ -228,7 +235,13 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 	}
 
-	opts := []kgo.Opt{kgo.SeedBrokers(r.cfg.Brokers...)}
+	// The client's fetch buffer is bounded with the workers' budget: one
+	// fetch response holds at most a quarter of it (a partition's first
+	// batch aside), so a poll cannot bring in more than the budget held
+	// back. The caller's options may tune it further.
+	fetchBytes := int32(min(max(r.cfg.MaxInFlightBytes/4, 64<<10), 50<<20))
+	opts := []kgo.Opt{kgo.SeedBrokers(r.cfg.Brokers...),
+		kgo.FetchMaxBytes(fetchBytes), kgo.FetchMaxPartitionBytes(min(fetchBytes, 1<<20))}
 	opts = append(opts, r.kopts...)
 	opts = append(opts,
 		kgo.ConsumerGroup(r.cfg.Group),
@@ -336,20 +349,22 @@ func (r *Runner) pollLoop(ctx context.Context) {
 			}
 		})
 		polled := time.Now()
+		r.polls++
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			if len(p.Records) == 0 {
 				return
 			}
-			r.dispatch(p, polled)
+			r.dispatch(p, polled, r.polls)
 		})
 		r.cl.AllowRebalance()
 	}
 }
 
-// dispatch queues polled records for their partition's worker, starting it
-// on first use. It never blocks: a worker with too much queued pauses its
-// partition's fetching instead.
-func (r *Runner) dispatch(p kgo.FetchTopicPartition, polled time.Time) {
+// dispatch queues records of poll gen for their partition's worker, starting
+// it on first use. It never blocks: a worker with too much queued, or a
+// runner holding its whole byte budget, pauses the partition's fetching
+// instead.
+func (r *Runner) dispatch(p kgo.FetchTopicPartition, polled time.Time, gen uint64) {
 	tp := topicPartition{p.Topic, p.Partition}
 	r.mu.Lock()
 	w := r.workers[tp]
@@ -363,7 +378,7 @@ func (r *Runner) dispatch(p kgo.FetchTopicPartition, polled time.Time) {
 		go w.run()
 	}
 	r.mu.Unlock()
-	w.enqueue(p.Records, polled, p.HighWatermark)
+	w.enqueue(p.Records, polled, p.HighWatermark, gen)
 }
 
 // stopWorkers stops the workers of the given partitions (all when nil), lets

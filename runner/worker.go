@@ -21,9 +21,21 @@ type worker struct {
 	r  *Runner
 	tp topicPartition
 
-	mu     sync.Mutex
-	queue  []queued
-	paused bool
+	mu    sync.Mutex
+	queue []queued
+	// paused: fetching stops for the worker's own sake (a full queue, a
+	// transient failure); starved: for the byte budget's. The partition
+	// fetches only when neither holds; fetchPaused is what the client
+	// was last told.
+	paused, starved, fetchPaused bool
+	// held is the bytes the worker holds against the runner's budget;
+	// exited is set once run has returned and given them back.
+	held   int64
+	exited bool
+	// rewound is the poll in which the partition was rewound for the
+	// budget: the rest of that poll's records of it are dropped, they
+	// are fetched again.
+	rewound uint64
 	// What operators see (progress.go): records polled and not yet
 	// committed, in offset order; the partition's high watermark; the
 	// offset after the last polled record; the committed offset (-1 until
@@ -60,25 +72,78 @@ func newWorker(r *Runner, tp topicPartition) *worker {
 	}
 }
 
-// enqueue appends polled records. Past MaxInFlight queued records the
-// partition's fetching pauses; kgo drops paused partitions' buffered data
-// without moving their position, so nothing is skipped on resume.
-func (w *worker) enqueue(recs []*kgo.Record, polled time.Time, hwm int64) {
+// enqueue appends the polled records of poll gen that fit the runner's byte
+// budget. Past MaxInFlight queued records the partition's fetching pauses;
+// kgo drops paused partitions' buffered data without moving their position,
+// so nothing is skipped on resume. Records past the budget are dropped and
+// the partition rewound to the first of them and paused until the budget
+// frees (see byteBudget).
+func (w *worker) enqueue(recs []*kgo.Record, polled time.Time, hwm int64, gen uint64) {
+	b := &w.r.budget
+	b.mu.Lock()
 	w.mu.Lock()
-	for _, r := range recs {
+	if w.exited || w.rewound == gen {
+		w.mu.Unlock()
+		b.mu.Unlock()
+		return
+	}
+	n := 0
+	for n < len(recs) && b.held < b.limit {
+		size := polledSize(recs[n])
+		b.take(size)
+		w.held += size
+		n++
+	}
+	for _, r := range recs[:n] {
 		w.queue = append(w.queue, queued{rec: r, polled: polled})
 		w.pending = append(w.pending, uncommitted{offset: r.Offset, polled: polled})
 	}
 	w.hwm = hwm
-	w.next = recs[len(recs)-1].Offset + 1
+	if n > 0 {
+		w.next = recs[n-1].Offset + 1
+	}
 	if !w.paused && len(w.queue) >= w.r.cfg.MaxInFlight {
 		w.paused = true
-		w.r.cl.PauseFetchPartitions(map[string][]int32{w.tp.topic: {w.tp.partition}})
+	}
+	if n < len(recs) {
+		w.rewound = gen
+		w.starved = true
+		b.starved[w] = struct{}{}
+		b.rewinds++
+	}
+	w.syncFetch()
+	if n < len(recs) {
+		// Paused first, so the client does not fetch from the old
+		// position in between. Polls and rebalances exclude each other
+		// (BlockRebalanceOnPoll), so the partition is still ours.
+		first := recs[n]
+		w.r.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{
+			w.tp.topic: {w.tp.partition: {Epoch: first.LeaderEpoch, Offset: first.Offset}}})
 	}
 	w.mu.Unlock()
+	b.mu.Unlock()
+	if n == 0 {
+		return
+	}
 	select {
 	case w.wake <- struct{}{}:
 	default:
+	}
+}
+
+// syncFetch tells the client to pause or resume the partition when paused
+// or starved changed it. w.mu is held.
+func (w *worker) syncFetch() {
+	want := w.paused || w.starved
+	if want == w.fetchPaused {
+		return
+	}
+	w.fetchPaused = want
+	tp := map[string][]int32{w.tp.topic: {w.tp.partition}}
+	if want {
+		w.r.cl.PauseFetchPartitions(tp)
+	} else {
+		w.r.cl.ResumeFetchPartitions(tp)
 	}
 }
 
@@ -95,15 +160,16 @@ func (w *worker) take() []queued {
 	}
 	if w.paused && len(w.queue) <= w.r.cfg.MaxInFlight/2 {
 		w.paused = false
-		w.r.cl.ResumeFetchPartitions(map[string][]int32{w.tp.topic: {w.tp.partition}})
+		w.syncFetch()
 	}
 	return batch
 }
 
+// isPaused reports whether the client was told to pause the partition.
 func (w *worker) isPaused() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.paused
+	return w.fetchPaused
 }
 
 func (w *worker) stopped() bool {
@@ -117,6 +183,7 @@ func (w *worker) stopped() bool {
 
 func (w *worker) run() {
 	defer close(w.done)
+	defer w.exit()
 	if k := w.r.cfg.KeyConcurrency; k > 1 {
 		w.keys = make(chan func())
 		defer close(w.keys)
@@ -167,9 +234,20 @@ func (w *worker) process(batch []queued) bool {
 		}
 		outs, herr := w.handleBatch(hctx, batch[i:])
 		if n := len(outs); n > 0 {
+			// The outputs weigh on the budget until they are durable;
+			// they are not refused, only the next polls wait for them.
+			var size int64
+			for k := range outs {
+				size += outputSize(&outs[k])
+			}
+			w.hold(size)
 			if !w.makeDurable(ctx, batch[i:i+n], outs) {
 				return false
 			}
+			for _, q := range batch[i : i+n] {
+				size += polledSize(q.rec)
+			}
+			w.hold(-size)
 			w.r.mark(batch[i+n-1].rec)
 			now := time.Now()
 			for _, q := range batch[i : i+n] {
@@ -217,10 +295,8 @@ func (w *worker) process(batch []queued) bool {
 func (w *worker) pause() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.paused {
-		w.paused = true
-		w.r.cl.PauseFetchPartitions(map[string][]int32{w.tp.topic: {w.tp.partition}})
-	}
+	w.paused = true
+	w.syncFetch()
 }
 
 // handleBatch handles records in order per key and returns the outputs of
@@ -399,4 +475,108 @@ func (w *worker) sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// recordOverhead approximates what a polled record costs besides its key,
+// value and headers: the client's record and the worker's bookkeeping.
+const recordOverhead = 256
+
+// polledSize is what a polled record weighs against MaxInFlightBytes.
+func polledSize(rec *kgo.Record) int64 {
+	n := len(rec.Key) + len(rec.Value) + recordOverhead
+	for _, h := range rec.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return int64(n)
+}
+
+// outputSize is what the records of out weigh against MaxInFlightBytes
+// while the batch holds them.
+func outputSize(out *saga.Output) int64 {
+	var n int64
+	for _, rec := range out.Records {
+		n += int64(recordSize(rec) + recordOverhead)
+	}
+	return n
+}
+
+// byteBudget bounds the bytes all workers hold (MaxInFlightBytes). Records
+// are taken from a poll while less than the limit is held; the partition of
+// the first record left out starves: it is paused and rewound, and every
+// starved partition fetches again once the bytes held drop to half the
+// limit. Lock order: byteBudget.mu, then worker.mu.
+type byteBudget struct {
+	mu      sync.Mutex
+	limit   int64
+	held    int64
+	peak    int64
+	starved map[*worker]struct{}
+	// rewinds counts the partitions starved so far.
+	rewinds int64
+}
+
+func newByteBudget(limit int) byteBudget {
+	return byteBudget{limit: int64(limit), starved: map[*worker]struct{}{}}
+}
+
+// take counts n more bytes held. b.mu is held.
+func (b *byteBudget) take(n int64) {
+	b.held += n
+	b.peak = max(b.peak, b.held)
+}
+
+// give counts n bytes given back and feeds the starved partitions once half
+// the limit is free. b.mu is held.
+func (b *byteBudget) give(n int64) {
+	b.held -= n
+	if b.held > b.limit/2 || len(b.starved) == 0 {
+		return
+	}
+	for w := range b.starved {
+		w.mu.Lock()
+		w.starved = false
+		w.syncFetch()
+		w.mu.Unlock()
+	}
+	clear(b.starved)
+}
+
+// usage returns the bytes held now and the most ever held.
+func (b *byteBudget) usage() (held, peak int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.held, b.peak
+}
+
+// hold counts n bytes (given back when negative) against the budget for w.
+func (w *worker) hold(n int64) {
+	if n == 0 {
+		return
+	}
+	b := &w.r.budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	w.mu.Lock()
+	w.held += n
+	w.mu.Unlock()
+	if n > 0 {
+		b.take(n)
+	} else {
+		b.give(-n)
+	}
+}
+
+// exit gives back everything the worker holds once run returns: its queue
+// and its unfinished batch are replayed by the partition's next owner.
+func (w *worker) exit() {
+	b := &w.r.budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	w.mu.Lock()
+	n := w.held
+	w.held, w.exited, w.queue = 0, true, nil
+	w.starved = false // the client is told by stopWorkers (isPaused)
+	delete(b.starved, w)
+	w.mu.Unlock()
+	b.give(n)
 }

@@ -1,0 +1,115 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/sagarunner/sagarunner/internal/testutil"
+	"github.com/sagarunner/sagarunner/saga"
+	"github.com/sagarunner/sagarunner/saga/envelope"
+)
+
+// counting is the real engine for everything but Handle, which counts the
+// records it sees and answers each with one small record to "approved".
+type counting struct {
+	engine
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (c *counting) Handle(_ context.Context, rec saga.Record) (saga.Output, error) {
+	c.mu.Lock()
+	c.seen[fmt.Sprintf("%d/%d", rec.Partition, rec.Offset)]++
+	c.mu.Unlock()
+	return saga.Output{Records: []envelope.Record{{Topic: "approved", Key: rec.Key,
+		Value: []byte(fmt.Sprintf(`{"offset": %d}`, rec.Offset))}}}, nil
+}
+
+func TestByteBudgetBoundsWhatABacklogHolds(t *testing.T) {
+	e := newEnv(t, sharedRedis(t), true)
+	const (
+		budget = 100 << 10
+		value  = 30 << 10
+		count  = 120
+	)
+	// A backlog of large records waits before the runner starts, one of
+	// them larger than the whole budget.
+	var recs []*kgo.Record
+	largest := int64(0)
+	for i := range count {
+		size := value
+		if i == count/2 {
+			size = 3 * budget / 2
+		}
+		rec := &kgo.Record{Topic: "approvals", Key: []byte(fmt.Sprintf("k-%d", i)),
+			Value: []byte(strings.Repeat("x", size))}
+		recs = append(recs, rec)
+		largest = max(largest, polledSize(rec))
+	}
+	if err := e.cl.ProduceSync(e.ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := e.config()
+	cfg.MaxInFlightBytes = budget
+	cfg.BatchSize = 2
+	cfg.MaxInFlight = 4
+	eng := &counting{engine: e.eng, seen: map[string]int{}}
+	r := e.start(cfg, eng)
+
+	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
+		if n := len(e.records("approved")); n < count {
+			return fmt.Errorf("%d of %d outputs produced", n, count)
+		}
+		return nil
+	})
+	for _, rec := range recs {
+		e.waitCommitted(cfg.Group, rec)
+	}
+
+	eng.mu.Lock()
+	for _, rec := range recs {
+		if n := eng.seen[fmt.Sprintf("%d/%d", rec.Partition, rec.Offset)]; n != 1 {
+			t.Errorf("record %d/%d handled %d times, want once", rec.Partition, rec.Offset, n)
+		}
+	}
+	if len(eng.seen) != count {
+		t.Errorf("%d records handled, want %d", len(eng.seen), count)
+	}
+	eng.mu.Unlock()
+	if n := len(e.records("approved")); n != count {
+		t.Errorf("%d outputs, want %d", n, count)
+	}
+
+	// What a worker holds past the budget: the record taken while just
+	// under it, and the outputs of the batches in hand (one per partition).
+	out := saga.Output{Records: []envelope.Record{{Topic: "approved", Key: []byte("k-100"),
+		Value: []byte(`{"offset": 100}`)}}}
+	slack := largest + partitions*int64(cfg.BatchSize)*outputSize(&out)
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if held, _ := r.budget.usage(); held != 0 {
+			return fmt.Errorf("%d bytes still held with everything committed", held)
+		}
+		return nil
+	})
+	_, peak := r.budget.usage()
+	if peak > budget+slack {
+		t.Errorf("peak %d bytes held, want at most the budget %d plus %d", peak, budget, slack)
+	}
+	if peak < budget/2 {
+		t.Errorf("peak %d bytes held; the backlog should have filled the budget %d", peak, budget)
+	}
+	r.budget.mu.Lock()
+	rewinds := r.budget.rewinds
+	r.budget.mu.Unlock()
+	if rewinds == 0 {
+		t.Error("no partition was ever held back by the budget")
+	}
+	t.Logf("peak %d of budget %d, %d rewinds", peak, budget, rewinds)
+}
