@@ -350,12 +350,30 @@ func (r *Runner) pollLoop(ctx context.Context) {
 		})
 		polled := time.Now()
 		r.polls++
+		var rewind map[string]map[int32]kgo.EpochOffset
 		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 			if len(p.Records) == 0 {
 				return
 			}
-			r.dispatch(p, polled, r.polls)
+			if eo, ok := r.dispatch(p, polled, r.polls); ok {
+				if rewind == nil {
+					rewind = map[string]map[int32]kgo.EpochOffset{}
+				}
+				if rewind[p.Topic] == nil {
+					rewind[p.Topic] = map[int32]kgo.EpochOffset{}
+				}
+				rewind[p.Topic][p.Partition] = eo
+			}
 		})
+		if rewind != nil {
+			// The records past the byte budget were dropped: fetch
+			// them again once their partitions resume. SetOffsets
+			// discards everything the client buffered, so nothing
+			// fetched from the old positions is polled. Polls and
+			// rebalances exclude each other (BlockRebalanceOnPoll), so
+			// the partitions are still ours.
+			r.cl.SetOffsets(rewind)
+		}
 		r.cl.AllowRebalance()
 	}
 }
@@ -364,7 +382,9 @@ func (r *Runner) pollLoop(ctx context.Context) {
 // it on first use. It never blocks: a worker with too much queued, or a
 // runner holding its whole byte budget, pauses the partition's fetching
 // instead.
-func (r *Runner) dispatch(p kgo.FetchTopicPartition, polled time.Time, gen uint64) {
+// When records past the budget were dropped, it returns where the partition
+// must be rewound to, with ok set.
+func (r *Runner) dispatch(p kgo.FetchTopicPartition, polled time.Time, gen uint64) (rewind kgo.EpochOffset, ok bool) {
 	tp := topicPartition{p.Topic, p.Partition}
 	r.mu.Lock()
 	w := r.workers[tp]
@@ -378,7 +398,7 @@ func (r *Runner) dispatch(p kgo.FetchTopicPartition, polled time.Time, gen uint6
 		go w.run()
 	}
 	r.mu.Unlock()
-	w.enqueue(p.Records, polled, p.HighWatermark, gen)
+	return w.enqueue(p.Records, polled, p.HighWatermark, gen)
 }
 
 // stopWorkers stops the workers of the given partitions (all when nil), lets

@@ -76,16 +76,17 @@ func newWorker(r *Runner, tp topicPartition) *worker {
 // budget. Past MaxInFlight queued records the partition's fetching pauses;
 // kgo drops paused partitions' buffered data without moving their position,
 // so nothing is skipped on resume. Records past the budget are dropped and
-// the partition rewound to the first of them and paused until the budget
-// frees (see byteBudget).
-func (w *worker) enqueue(recs []*kgo.Record, polled time.Time, hwm int64, gen uint64) {
+// the partition paused until the budget frees (see byteBudget); enqueue
+// returns the position of the first of them, where the caller rewinds the
+// partition to, with ok set.
+func (w *worker) enqueue(recs []*kgo.Record, polled time.Time, hwm int64, gen uint64) (rewind kgo.EpochOffset, ok bool) {
 	b := &w.r.budget
 	b.mu.Lock()
 	w.mu.Lock()
 	if w.exited || w.rewound == gen {
 		w.mu.Unlock()
 		b.mu.Unlock()
-		return
+		return rewind, false
 	}
 	n := 0
 	for n < len(recs) && b.held < b.limit {
@@ -112,23 +113,18 @@ func (w *worker) enqueue(recs []*kgo.Record, polled time.Time, hwm int64, gen ui
 		b.rewinds++
 	}
 	w.syncFetch()
-	if n < len(recs) {
-		// Paused first, so the client does not fetch from the old
-		// position in between. Polls and rebalances exclude each other
-		// (BlockRebalanceOnPoll), so the partition is still ours.
-		first := recs[n]
-		w.r.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{
-			w.tp.topic: {w.tp.partition: {Epoch: first.LeaderEpoch, Offset: first.Offset}}})
-	}
 	w.mu.Unlock()
 	b.mu.Unlock()
-	if n == 0 {
-		return
+	if n < len(recs) {
+		rewind, ok = kgo.EpochOffset{Epoch: recs[n].LeaderEpoch, Offset: recs[n].Offset}, true
 	}
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	if n > 0 {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
 	}
+	return rewind, ok
 }
 
 // syncFetch tells the client to pause or resume the partition when paused
