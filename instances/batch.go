@@ -7,12 +7,15 @@ import "github.com/sagarunner/sagarunner/saga/envelope"
 // audit record of its instance, and the same bytes go to Redis.
 //
 // Within one input, an instance's events form one group, applied
-// atomically and deduplicated as a whole by the Key of its first event:
-// a replayed input makes the same events, so one check per instance and
-// input replaces one per event. The exception is a task event, a group of
-// its own: the same task event comes again from other inputs (a close
-// replayed, recovered after a crash, fired with other deadlines) beside
-// other events each time, so only its own key says whether it was applied.
+// atomically by one read, one write and one push. A group is deduplicated
+// by runs: a replayed input makes the same events, so one check per run
+// of events replaces one per event. A run is the events up to a task
+// event, or a task event on its own: the same task event comes again from
+// other inputs (a close replayed, recovered after a crash, fired with
+// other deadlines) beside other events each time, so only its own key says
+// whether it was applied; the run that follows it is keyed by its own
+// first event. A run already applied is skipped, the rest of its group
+// applied.
 //
 // The zero Batch is empty and ready to use; a Batch is not safe for
 // concurrent use, and the events added must not change until it is applied.
@@ -20,6 +23,7 @@ type Batch struct {
 	buf    []byte
 	evs    []encEvent
 	groups []group
+	runs   []run
 	audits []Audit
 	seen   map[string]bool
 }
@@ -37,13 +41,21 @@ type encEvent struct {
 	off, end int32
 }
 
-// group is what the apply script deduplicates and applies as one: events
-// evs[first:first+n] of one instance.
+// group is what the apply script applies as one: events
+// evs[first:first+n] of one instance, one input's, in runs
+// runs[run0:run0+nruns].
 type group struct {
-	id       string
-	key      string
-	maxAt    int64
-	first, n int32
+	id          string
+	maxAt       int64
+	first, n    int32
+	run0, nruns int32
+}
+
+// run is what the apply script deduplicates as one: the next n events of
+// its group, applied unless key was.
+type run struct {
+	key string
+	n   int32
 }
 
 // Len reports how many events b holds.
@@ -76,36 +88,38 @@ func (b *Batch) Add(events []Event) []Audit {
 		off := len(b.buf)
 		b.buf = envelope.AppendString(append(b.buf, `{"instanceId":`...), id, false)
 		b.buf = append(b.buf, `,"events":[`...)
-		var g *group
-		wrote := false
+		b.groups = append(b.groups, group{id: id, maxAt: events[i].At, first: int32(len(b.evs)), run0: int32(len(b.runs))})
+		g := &b.groups[len(b.groups)-1]
+		var r *run
 		for j := i; j < len(events); j++ {
 			e := &events[j]
 			if e.Instance != id {
 				continue
 			}
-			if wrote {
+			if g.n > 0 {
 				b.buf = append(b.buf, ',')
 			}
-			wrote = true
 			if e.Type == EventTask {
-				// A task event is a group of its own: the same event is
+				// A task event is a run of its own: the same event is
 				// made again by other inputs (a close replayed, recovered
 				// after a crash, fired with others), each time beside
 				// different events, so only its own key tells whether it
 				// was applied.
-				g = nil
+				r = nil
 			}
-			if g == nil {
-				b.groups = append(b.groups, group{id: id, key: e.Key, maxAt: e.At, first: int32(len(b.evs))})
-				g = &b.groups[len(b.groups)-1]
+			if r == nil {
+				b.runs = append(b.runs, run{key: e.Key})
+				r = &b.runs[len(b.runs)-1]
+				g.nruns++
 			}
+			r.n++
 			g.n++
 			g.maxAt = max(g.maxAt, e.At)
 			start := len(b.buf)
 			b.buf = e.AppendJSON(b.buf)
 			b.evs = append(b.evs, encEvent{e: e, off: int32(start), end: int32(len(b.buf))})
 			if e.Type == EventTask {
-				g = nil // and what follows it starts another
+				r = nil // and what follows it starts another
 			}
 		}
 		b.buf = append(b.buf, "]}"...)
@@ -147,11 +161,15 @@ const (
 	opOther     = "x" // nothing: kept in the timeline only
 )
 
-// appendArgs appends g's script arguments: id, key, max at, event count,
-// field count, then each event's type and fields, then the events' JSON.
+// appendArgs appends g's script arguments: id, max at, event count, field
+// count, run count, each run's key and event count, then each event's type
+// and fields, then the events' JSON.
 func (b *Batch) appendArgs(args []any, g *group) []any {
 	head := len(args)
-	args = append(args, g.id, g.key, g.maxAt, g.n, 0)
+	args = append(args, g.id, g.maxAt, g.n, 0, g.nruns)
+	for _, r := range b.runs[g.run0 : g.run0+g.nruns] {
+		args = append(args, r.key, r.n)
+	}
 	fields := 0
 	evs := b.evs[g.first : g.first+g.n]
 	for _, ev := range evs {
@@ -159,7 +177,7 @@ func (b *Batch) appendArgs(args []any, g *group) []any {
 		args = appendOp(args, ev.e)
 		fields += len(args) - n0
 	}
-	args[head+4] = fields
+	args[head+3] = fields
 	for _, ev := range evs {
 		args = append(args, b.json(ev))
 	}

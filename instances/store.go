@@ -162,10 +162,10 @@ func (s *Store) Apply(ctx context.Context, inputs ...[]Event) error {
 }
 
 // ApplyBatch writes b's events in one pipelined round trip: one script call
-// per shard touched, each applying that shard's groups atomically. A group
-// already applied (same instance and key) is skipped whole, so a batch may
-// be applied again. Errors are Redis's; nothing is applied in part within
-// one group.
+// per shard touched, each applying that shard's groups atomically. A run
+// of a group already applied (same instance and key) is skipped, so a batch
+// may be applied again. Errors are Redis's; nothing is applied in part
+// within one group.
 func (s *Store) ApplyBatch(ctx context.Context, b *Batch) error {
 	if len(b.groups) == 0 {
 		return nil
@@ -188,7 +188,7 @@ func (s *Store) ApplyBatch(ctx context.Context, b *Batch) error {
 		args []any
 	}
 	calls := make([]call, 0, len(order))
-	perGroup := 5 + 8*len(b.evs)/len(b.groups)
+	perGroup := 5 + (2*len(b.runs)+9*len(b.evs))/len(b.groups)
 	for _, sh := range order {
 		p := s.shardPrefix(sh)
 		args := make([]any, 0, 3+int(count[sh])*perGroup)

@@ -306,3 +306,83 @@ func TestBatchAuditRecords(t *testing.T) {
 		t.Fatalf("x's record: %s", audits[0].Value)
 	}
 }
+
+// A start's input carries the task's started event beside the step that
+// opened the task, applied together; the same task event reaching the store
+// again on its own (recovered, replayed with other events) is recognised by
+// its key, and so is the start run when only the task event was applied
+// before.
+func TestApplyTaskEventRunsInOneGroup(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, instances.Config{})
+	task := instances.Event{Instance: "r", Key: "t1", Type: instances.EventTask, At: 2, Actor: "alice", Domain: "d", TaskID: "ta", Task: "started", Status: "WAITING"}
+	start := []instances.Event{started("r", "acme", "alice", 1),
+		{Instance: "r", Key: "s1", Type: instances.EventStep, At: 2, Step: "a", Status: "WAITING", Domain: "d", TaskID: "ta"}, task}
+	closeA := instances.Event{Instance: "r", Key: "t2", Type: instances.EventTask, At: 3, Actor: "bob", Domain: "d", TaskID: "ta", Task: "completed", Status: "COMPLETED"}
+	after := instances.Event{Instance: "r", Key: "s2", Type: instances.EventStep, At: 4, Step: "b", Status: "SUCCESS"}
+	// The task event alone first (another input was quicker), then the
+	// start, then the start again beside a close and a step, then each
+	// event again on its own.
+	if err := s.Apply(ctx, []instances.Event{task}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(ctx, start, start); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(ctx, append(start[:3:3], closeA, after), []instances.Event{task}, []instances.Event{closeA}); err != nil {
+		t.Fatal(err)
+	}
+	in, err := s.Get(ctx, "r")
+	if err != nil || in.Status != instances.StatusRunning || len(in.OpenTasks) != 0 || in.Step != "b" || !in.VisibleTo("bob") {
+		t.Fatalf("record: %+v, %v", in, err)
+	}
+	tl, _ := s.Timeline(ctx, "r")
+	var keys string
+	for _, e := range tl {
+		keys += fmt.Sprint(e.Seq, e.Key, " ")
+	}
+	if keys != "1t1 2start 3s1 4t2 5s2 " {
+		t.Fatalf("timeline: %s", keys)
+	}
+	if n, _ := s.CountOpen(ctx); n != 1 {
+		t.Fatalf("open: %d", n)
+	}
+}
+
+// An instance that starts and ends within one batch is counted and listed
+// as ended only, however its inputs share the shard's call.
+func TestApplyStartAndEndInOneBatch(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, instances.Config{Shards: 1})
+	var inputs [][]instances.Event
+	for i := range 5 {
+		id := fmt.Sprint("r", i)
+		inputs = append(inputs, []instances.Event{started(id, "acme", "alice", int64(10+i))})
+		if i%2 == 0 {
+			inputs = append(inputs, []instances.Event{{Instance: id, Key: "end", Type: instances.EventFinished, At: int64(20 + i), Status: "SUCCESS"}})
+		}
+	}
+	if err := s.Apply(ctx, inputs...); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.CountOpen(ctx); n != 2 {
+		t.Fatalf("open: %d", n)
+	}
+	for status, want := range map[string]string{instances.StatusRunning: "r3 r1 ", instances.StatusCompleted: "r4 r2 r0 ", "": "r4 r3 r2 r1 r0 "} {
+		pg, err := s.List(ctx, instances.Filter{Tenant: "acme", Status: status})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		for _, in := range pg.Instances {
+			got += in.ID + " "
+		}
+		if got != want {
+			t.Fatalf("status %q: %s, want %s", status, got, want)
+		}
+	}
+	pg, _ := s.List(ctx, instances.Filter{Tenant: "acme", Viewer: "alice", Saga: "approval"})
+	if len(pg.Instances) != 5 {
+		t.Fatalf("alice's: %+v", pg)
+	}
+}
