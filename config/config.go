@@ -217,6 +217,12 @@ type Runner struct {
 	// MaxInFlight is how many polled records one partition may queue before
 	// its fetching pauses (default 2000).
 	MaxInFlight int `mapstructure:"maxInFlight"`
+	// MaxInFlightBytes bounds the bytes of polled records not yet
+	// committed, and of their outputs, across all partitions; past it
+	// partitions pause fetching until half of it is free. A record larger
+	// than all of it is still handled (default 67108864, 64 MiB; at least
+	// 65536).
+	MaxInFlightBytes int `mapstructure:"maxInFlightBytes"`
 	// MaxAttempts is how often a record failing with an error known to be
 	// neither transient nor permanent is tried before it is dead-lettered
 	// (default 5).
@@ -319,6 +325,7 @@ var defaults = map[string]any{
 	"runner.batchSize":         500,
 	"runner.keyConcurrency":    8,
 	"runner.maxInFlight":       2000,
+	"runner.maxInFlightBytes":  64 << 20,
 	"runner.maxAttempts":       5,
 	"runner.maxHops":           32,
 	"runner.maxRecordBytes":    1000000,
@@ -655,6 +662,7 @@ func (c *Config) validate() Errors {
 		n, min int
 	}{{"runner.batchSize", c.Runner.BatchSize, 1}, {"runner.keyConcurrency", c.Runner.KeyConcurrency, 1},
 		{"runner.maxAttempts", c.Runner.MaxAttempts, 1}, {"runner.maxHops", c.Runner.MaxHops, 1},
+		{"runner.maxInFlightBytes", c.Runner.MaxInFlightBytes, 1 << 16},
 		{"runner.maxRecordBytes", c.Runner.MaxRecordBytes, 1024}, {"redis.maxDomains", c.Redis.MaxDomains, 1},
 		{"timers.batchSize", c.Timers.BatchSize, 1}, {"tasks.earlyMax", c.Tasks.EarlyMax, 1}} {
 		if n.n < n.min {

@@ -52,6 +52,7 @@ func TestDefaults(t *testing.T) {
 		{"runner.maxAttempts", c.Runner.MaxAttempts, 5},
 		{"runner.maxHops", c.Runner.MaxHops, 32},
 		{"runner.maxRecordBytes", c.Runner.MaxRecordBytes, 1000000},
+		{"runner.maxInFlightBytes", c.Runner.MaxInFlightBytes, 64 << 20},
 		{"runner.stuckAfter", c.Runner.StuckAfter, 2 * time.Minute},
 		{"runner.signingKey", c.Runner.SigningKey, ""},
 		{"kafka.instanceId", c.Kafka.InstanceID, ""},
@@ -142,6 +143,21 @@ auth:
 	}
 }
 
+func TestMaxInFlightBytesFromEnv(t *testing.T) {
+	t.Setenv("SAGARUNNER_RUNNER_MAXINFLIGHTBYTES", "1048576")
+	c, err := Load("", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Runner.MaxInFlightBytes != 1<<20 {
+		t.Errorf("runner.maxInFlightBytes = %d, want 1048576", c.Runner.MaxInFlightBytes)
+	}
+	t.Setenv("SAGARUNNER_RUNNER_MAXINFLIGHTBYTES", "-1")
+	if _, err := Load("", nil, nil); err == nil || !strings.Contains(err.Error(), "runner.maxInFlightBytes") {
+		t.Errorf("a negative budget is accepted: %v", err)
+	}
+}
+
 func TestBrokersFromEnvList(t *testing.T) {
 	t.Setenv("SAGARUNNER_BROKERS", "a:1, b:2")
 	c, err := Load("", nil, nil)
@@ -174,6 +190,7 @@ func TestErrors(t *testing.T) {
 		{"short signing key", "runner: {signingKey: Short-Secret}\n", []string{"runner.signingKey: must be at least 32 bytes, got 12"}},
 		{"runner bounds", "runner: {maxAttempts: 0, maxHops: 0, maxRecordBytes: 10, stuckAfter: 0s}\nredis: {maxDomains: 0}\n",
 			[]string{"runner.maxAttempts", "runner.maxHops", "runner.maxRecordBytes", "runner.stuckAfter", "redis.maxDomains"}},
+		{"in-flight bytes", "runner: {maxInFlightBytes: 4096}\n", []string{"runner.maxInFlightBytes: must be at least 65536, got 4096"}},
 		{"empty admin role", "auth: {adminRoles: [\"\"]}\n", []string{"auth.adminRoles[0]"}},
 		{"bad yaml", "brokers: [\n", []string{"sagarunner.yaml:1: invalid YAML: did not find expected node content"}},
 	} {

@@ -173,6 +173,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 		BatchSize:         cfg.Runner.BatchSize,
 		KeyConcurrency:    cfg.Runner.KeyConcurrency,
 		MaxInFlight:       cfg.Runner.MaxInFlight,
+		MaxInFlightBytes:  cfg.Runner.MaxInFlightBytes,
 		MaxAttempts:       cfg.Runner.MaxAttempts,
 		MaxRecordBytes:    cfg.Runner.MaxRecordBytes,
 		StuckAfter:        cfg.Runner.StuckAfter,
