@@ -2,6 +2,7 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -112,4 +113,72 @@ func TestByteBudgetBoundsWhatABacklogHolds(t *testing.T) {
 		t.Error("no partition was ever held back by the budget")
 	}
 	t.Logf("peak %d of budget %d, %d rewinds", peak, budget, rewinds)
+}
+
+// slowCounting is counting with a step that takes a while, so a backlog
+// lasts long enough for the group to rebalance under it.
+type slowCounting struct{ *counting }
+
+func (s slowCounting) Handle(ctx context.Context, rec saga.Record) (saga.Output, error) {
+	time.Sleep(2 * time.Millisecond)
+	return s.counting.Handle(ctx, rec)
+}
+
+func TestByteBudgetUnderARebalanceLosesNothingAndLeaksNothing(t *testing.T) {
+	e := newEnv(t, sharedRedis(t), true)
+	const (
+		budget = 64 << 10
+		count  = 300
+	)
+	var recs []*kgo.Record
+	for i := range count {
+		recs = append(recs, &kgo.Record{Topic: "approvals", Key: []byte(fmt.Sprintf("k-%d", i)),
+			Value: []byte(strings.Repeat("y", 10<<10))})
+	}
+	if err := e.cl.ProduceSync(e.ctx, recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config()
+	cfg.MaxInFlightBytes = budget
+	cfg.BatchSize = 4
+	cfg.MaxInFlight = 8
+	eng := &counting{engine: e.eng, seen: map[string]int{}}
+	a := e.start(cfg, slowCounting{eng})
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+		a.budget.mu.Lock()
+		defer a.budget.mu.Unlock()
+		if a.budget.rewinds == 0 {
+			return errors.New("no partition held back yet")
+		}
+		return nil
+	})
+	// A second member takes partitions away from a while a is starved.
+	b := e.start(cfg, slowCounting{eng})
+
+	for _, rec := range recs {
+		e.waitCommitted(cfg.Group, rec)
+	}
+	eng.mu.Lock()
+	dup := 0
+	for _, rec := range recs {
+		switch n := eng.seen[fmt.Sprintf("%d/%d", rec.Partition, rec.Offset)]; {
+		case n == 0:
+			t.Errorf("record %d/%d never handled", rec.Partition, rec.Offset)
+		case n > 1:
+			dup++
+		}
+	}
+	eng.mu.Unlock()
+	for name, r := range map[string]*Runner{"a": a, "b": b} {
+		testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+			if held, _ := r.budget.usage(); held != 0 {
+				return fmt.Errorf("runner %s still holds %d bytes with everything committed", name, held)
+			}
+			return nil
+		})
+		if _, peak := r.budget.usage(); peak > budget+polledSize(recs[0])+partitions*int64(cfg.BatchSize)*1024 {
+			t.Errorf("runner %s held %d bytes at its peak, budget %d", name, peak, budget)
+		}
+	}
+	t.Logf("%d records handled twice (replayed after the rebalance)", dup)
 }
