@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -127,11 +128,15 @@ type loop struct {
 // wakeSlot holds the earliest deadline posted to a loop since it last looked.
 type wakeSlot struct {
 	mu sync.Mutex
-	at int64         // epoch ms; 0: none
-	ch chan struct{} // capacity 1: "at changed"
+	at int64 // epoch ms; 0: none
+	// until is what the loop sleeps until (epoch ms), math.MaxInt64 when it
+	// is not asleep: a deadline after it needs no signal, so a stream of
+	// starts does not wake a sleeping loop for each.
+	until int64
+	ch    chan struct{} // capacity 1: "at changed"
 }
 
-func newWakeSlot() wakeSlot { return wakeSlot{ch: make(chan struct{}, 1)} }
+func newWakeSlot() wakeSlot { return wakeSlot{ch: make(chan struct{}, 1), until: math.MaxInt64} }
 
 // post never blocks: it runs in the caller of WakeTimers (a start).
 func (w *wakeSlot) post(deadline int64) {
@@ -139,10 +144,13 @@ func (w *wakeSlot) post(deadline int64) {
 	if w.at == 0 || deadline < w.at {
 		w.at = deadline
 	}
+	signal := deadline < w.until
 	w.mu.Unlock()
-	select {
-	case w.ch <- struct{}{}:
-	default:
+	if signal {
+		select {
+		case w.ch <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -152,6 +160,13 @@ func (w *wakeSlot) take() int64 {
 	d := w.at
 	w.at = 0
 	return d
+}
+
+// sleeping records what the loop sleeps until; math.MaxInt64: awake.
+func (w *wakeSlot) sleeping(until int64) {
+	w.mu.Lock()
+	w.until = until
+	w.mu.Unlock()
 }
 
 // drain forgets what was posted. The signal goes first: a post between the
@@ -442,28 +457,38 @@ func (s *Scheduler) run(ctx context.Context, l *loop) {
 // when the loop was stopped.
 func (s *Scheduler) sleep(ctx context.Context, l *loop, at, floor time.Time) (time.Time, bool) {
 	var woken time.Time
+	defer l.wake.sleeping(math.MaxInt64)
 	for {
 		d := at.Sub(s.clock.Now())
 		if d <= 0 {
 			return woken, true
 		}
-		select {
-		case <-s.clock.After(d):
-			return woken, true
-		case <-l.wake.ch:
-			ms := l.wake.take()
-			if ms <= 0 {
-				continue
+		// A wake-up posted before this was signalled whatever its time.
+		l.wake.sleeping(at.UnixMilli())
+		timer := s.clock.After(d)
+	wait:
+		for {
+			select {
+			case <-timer:
+				return woken, true
+			case <-l.wake.ch:
+				ms := l.wake.take()
+				if ms <= 0 {
+					continue
+				}
+				t := later(time.UnixMilli(ms), floor)
+				if woken.IsZero() || t.Before(woken) {
+					woken = t
+				}
+				if t.Before(at) {
+					at = t
+					break wait // arm a timer for the new time
+				}
+			case <-l.stop:
+				return woken, false
+			case <-ctx.Done():
+				return woken, false
 			}
-			t := later(time.UnixMilli(ms), floor)
-			if woken.IsZero() || t.Before(woken) {
-				woken = t
-			}
-			at = earlier(at, t)
-		case <-l.stop:
-			return woken, false
-		case <-ctx.Done():
-			return woken, false
 		}
 	}
 }

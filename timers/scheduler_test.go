@@ -779,6 +779,17 @@ func TestConfigValidate(t *testing.T) {
 		{name: "every problem at once",
 			cfg:     timers.Config{PollInterval: -1, BatchSize: -2, Domains: []string{""}},
 			wantErr: []string{"PollInterval", "BatchSize", "Domains[0]"}},
+		{name: "idle cap defaults", check: func(c timers.Config) error {
+			if c.MaxIdle != timers.DefaultMaxIdle {
+				return fmt.Errorf("MaxIdle %v, want %v", c.MaxIdle, timers.DefaultMaxIdle)
+			}
+			return nil
+		}},
+		{name: "idle cap negative", cfg: timers.Config{MaxIdle: -time.Second}, wantErr: []string{"MaxIdle"}},
+		{name: "idle cap past the wake-up horizon",
+			cfg: timers.Config{MaxIdle: statemanager.WakeHorizon + time.Second}, wantErr: []string{"MaxIdle", "horizon"}},
+		{name: "idle cap below the poll interval",
+			cfg: timers.Config{MaxIdle: time.Millisecond}, wantErr: []string{"MaxIdle", "PollInterval"}},
 		{name: "backoff range inverted",
 			cfg:     timers.Config{BackoffMin: time.Second, BackoffMax: time.Millisecond},
 			wantErr: []string{"BackoffMin"}},
