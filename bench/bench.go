@@ -130,6 +130,9 @@ type deployment struct {
 	// partitionsEach counts the request topic's partitions each member of
 	// the group owned when the runners were last assigned.
 	partitionsEach []int
+	// shardsEach counts the shards (hash tags) each Redis Cluster node
+	// serves: the load spreads over the nodes as the shards do.
+	shardsEach []int
 
 	waitingFar int     // far-deadline tasks stored so far (timeout, rss)
 	loadRate   float64 // tasks/s of the last preload, to time the next
@@ -188,6 +191,12 @@ func setup(ctx context.Context, cfg *Config) (_ *deployment, err error) {
 	d.store, err = statemanager.NewRedisStore(d.rdb, Domain, statemanager.RedisConfig{Shards: cfg.Partitions})
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Layout == LayoutCluster {
+		if d.shardsEach, err = shardsPerNode(ctx, d.rdb, cfg.Partitions, cfg.RedisNodes); err != nil {
+			return nil, err
+		}
+		d.logf("Redis Cluster nodes %s serve %v of the %d shards", redisAddr, d.shardsEach, cfg.Partitions)
 	}
 	d.kcl, err = kgo.NewClient(kgo.SeedBrokers(d.brokers...),
 		kgo.ProducerLinger(5*time.Millisecond),
@@ -276,6 +285,7 @@ func (d *deployment) run(ctx context.Context, name string) ([]Result, error) {
 		if d.cfg.Layout == LayoutCluster {
 			r.RedisNodes, r.Runners = d.cfg.RedisNodes, d.cfg.Runners
 			r.RunnerPartitionsEach = d.partitionsEach
+			r.RedisShardsEach = d.shardsEach
 		}
 		r.Redis = d.redisKind
 		r.Broker = d.brokerKind

@@ -146,6 +146,15 @@ func TestClusterLayout(t *testing.T) {
 		if len(parts) != 2 || sum != 4 {
 			t.Errorf("runner_partitions_each %v, want two runners splitting 4 partitions", r["runner_partitions_each"])
 		}
+		shards, _ := r["redis_shards_each"].([]any)
+		total := 0.0
+		for _, s := range shards {
+			f, _ := s.(float64)
+			total += f
+		}
+		if len(shards) != 3 || total != 4 {
+			t.Errorf("redis_shards_each %v, want the 4 shards over 3 nodes", r["redis_shards_each"])
+		}
 		wantPositive(t, r, "rate", "runner_peak_rss_mb", "redis_cpu_s")
 	}
 	tests := []struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -76,7 +77,7 @@ func startRedisCluster(ctx context.Context, n int) (_ *redisCluster, err error) 
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	for i, cl := range clients {
-		from, to := i*clusterSlots/n, (i+1)*clusterSlots/n-1
+		from, to := slotRange(i, n)
 		if err := addSlots(ctx, cl, from, to); err != nil {
 			return nil, fmt.Errorf("bench: assign slots %d-%d to %s: %w", from, to, c.nodes[i].Addr, err)
 		}
@@ -128,6 +129,11 @@ func startRedisCluster(ctx context.Context, n int) (_ *redisCluster, err error) 
 	}
 }
 
+// slotRange is the slots node i of n serves.
+func slotRange(i, n int) (from, to int) {
+	return i * clusterSlots / n, (i+1)*clusterSlots/n - 1
+}
+
 // addSlots assigns slots from..to to a node: CLUSTER ADDSLOTSRANGE where
 // the server has it (Redis 7), CLUSTER ADDSLOTS otherwise.
 func addSlots(ctx context.Context, cl *redis.Client, from, to int) error {
@@ -153,4 +159,24 @@ func forEachNode(ctx context.Context, rdb redis.UniversalClient, fn func(ctx con
 		return fn(ctx, c)
 	}
 	return fmt.Errorf("bench: unsupported Redis client %T", rdb)
+}
+
+// shardsPerNode counts, for each node of a cluster whose slots
+// startRedisCluster split evenly, how many of the bench domain's shards
+// (the hash tag {domain:s} of the store's keys, for s below shards) fall in
+// its slots.
+func shardsPerNode(ctx context.Context, rdb redis.UniversalClient, shards, nodes int) ([]int, error) {
+	out := make([]int, nodes)
+	for s := 0; s < shards; s++ {
+		slot, err := rdb.ClusterKeySlot(ctx, "{"+Domain+":"+strconv.Itoa(s)+"}").Result()
+		if err != nil {
+			return nil, fmt.Errorf("bench: CLUSTER KEYSLOT: %w", err)
+		}
+		for i := range out {
+			if from, to := slotRange(i, nodes); int(slot) >= from && int(slot) <= to {
+				out[i]++
+			}
+		}
+	}
+	return out, nil
 }

@@ -83,8 +83,9 @@ type Config struct {
 	// Runners is the cluster layout's number of child runners (default 2).
 	Runners int
 	// Compare runs the scenarios in the single layout, then in the
-	// cluster layout, each on a fresh broker and Redis, and ends with one
-	// comparison line per scenario.
+	// cluster layout, each on a Redis of its own (and, without Brokers, an
+	// embedded broker of its own), and ends with one comparison line per
+	// measurement.
 	Compare bool
 	// RunnerCommand is the argv of the child runner, which is configured
 	// through SAGARUNNER_* variables. Default: this executable with
@@ -339,6 +340,10 @@ type Result struct {
 	// each member of the runners' group owned during the phase (cluster
 	// layout), in the group's member order: the runners split the work.
 	RunnerPartitionsEach []int `json:"runner_partitions_each,omitempty"`
+	// RedisShardsEach is how many of the shards, each one hash tag and so
+	// one slot, each Redis node serves (cluster layout): a node's share of
+	// the tasks and their scripts.
+	RedisShardsEach []int `json:"redis_shards_each,omitempty"`
 
 	Redis  string `json:"redis"`
 	Broker string `json:"broker"`

@@ -40,8 +40,9 @@ func newBenchCmd() *cobra.Command {
 			"--write-sagas DIR).\n" +
 			"--layout=cluster starts a Redis Cluster of --redis-nodes redis-server processes and --runners\n" +
 			"child runners sharing one consumer group; --compare runs the single layout (one redis-server,\n" +
-			"one runner) and then the cluster layout, each on a fresh broker and Redis, and ends with one\n" +
-			"line per scenario comparing them (\"compare\":\"cluster/single\").",
+			"one runner) and then the cluster layout, each on a Redis of its own (and, without --brokers, a\n" +
+			"broker of its own), and ends with one line per scenario comparing them\n" +
+			"(\"compare\":\"cluster/single\").",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if writeSagas != "" {
