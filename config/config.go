@@ -251,6 +251,11 @@ type Timers struct {
 	PollInterval time.Duration `mapstructure:"pollInterval"`
 	// BatchSize is how many deadlines one look fires at most (default 500).
 	BatchSize int `mapstructure:"batchSize"`
+	// MaxIdle is the longest a shard with nothing due sleeps before it is
+	// looked at again (default 1s, at least pollInterval, at most 10s):
+	// a start or a moved deadline wakes it sooner, and a lost wake-up
+	// delays a deadline by at most this.
+	MaxIdle time.Duration `mapstructure:"maxIdle"`
 	// Domains whose deadlines are fired besides those the sagas name.
 	Domains []string `mapstructure:"domains"`
 }
@@ -333,6 +338,7 @@ var defaults = map[string]any{
 	"runner.signingKey":        "",
 	"timers.pollInterval":      "10ms",
 	"timers.batchSize":         500,
+	"timers.maxIdle":           "1s",
 	"tasks.earlyTTL":           "10m",
 	"tasks.earlyMax":           10000,
 	"instances.enabled":        true,
@@ -624,10 +630,15 @@ func (c *Config) validate() Errors {
 	}{{"kafka.sessionTimeout", c.Kafka.SessionTimeout}, {"kafka.rebalanceTimeout", c.Kafka.RebalanceTimeout},
 		{"http.timeout", c.HTTP.Timeout}, {"http.idleTimeout", c.HTTP.IdleTimeout},
 		{"runner.stuckAfter", c.Runner.StuckAfter}, {"timers.pollInterval", c.Timers.PollInterval},
-		{"tasks.earlyTTL", c.Tasks.EarlyTTL}} {
+		{"timers.maxIdle", c.Timers.MaxIdle}, {"tasks.earlyTTL", c.Tasks.EarlyTTL}} {
 		if d.d <= 0 {
 			add(d.key, "must be positive, got %v", d.d)
 		}
+	}
+	// The bounds of timers.Config.MaxIdle (statemanager.WakeHorizon), named
+	// by key here.
+	if t := c.Timers; t.MaxIdle > 0 && (t.MaxIdle < t.PollInterval || t.MaxIdle > 10*time.Second) {
+		add("timers.maxIdle", "must be between timers.pollInterval (%v) and 10s, got %v", t.PollInterval, t.MaxIdle)
 	}
 	if c.HTTP.MaxBody <= 0 {
 		add("http.maxBody", "must be positive, got %d", c.HTTP.MaxBody)

@@ -31,8 +31,8 @@ func TestDefaults(t *testing.T) {
 	if c.Topics.Notifications != "HTM_TASK_CLOSED_NOTIFICATION" || c.Topics.Partitions != 16 || !c.Topics.Create {
 		t.Errorf("topics = %+v", c.Topics)
 	}
-	if c.HTTP.Timeout != 10*time.Second || c.Timers.PollInterval != 10*time.Millisecond || c.Redis.ClosedTTL != 168*time.Hour {
-		t.Errorf("durations: http %v timers %v closedTTL %v", c.HTTP.Timeout, c.Timers.PollInterval, c.Redis.ClosedTTL)
+	if c.HTTP.Timeout != 10*time.Second || c.Timers.PollInterval != 10*time.Millisecond || c.Timers.MaxIdle != time.Second || c.Redis.ClosedTTL != 168*time.Hour {
+		t.Errorf("durations: http %v timers %v/%v closedTTL %v", c.HTTP.Timeout, c.Timers.PollInterval, c.Timers.MaxIdle, c.Redis.ClosedTTL)
 	}
 	if c.AuthEnabled() {
 		t.Error("auth enabled by default")
@@ -190,6 +190,9 @@ func TestErrors(t *testing.T) {
 		{"short signing key", "runner: {signingKey: Short-Secret}\n", []string{"runner.signingKey: must be at least 32 bytes, got 12"}},
 		{"runner bounds", "runner: {maxAttempts: 0, maxHops: 0, maxRecordBytes: 10, stuckAfter: 0s}\nredis: {maxDomains: 0}\n",
 			[]string{"runner.maxAttempts", "runner.maxHops", "runner.maxRecordBytes", "runner.stuckAfter", "redis.maxDomains"}},
+		{"idle cap past the wake-up horizon", "timers: {maxIdle: 1m}\n", []string{"timers.maxIdle: must be between timers.pollInterval (10ms) and 10s, got 1m0s"}},
+		{"idle cap below the poll interval", "timers: {pollInterval: 50ms, maxIdle: 20ms}\n", []string{"timers.maxIdle: must be between timers.pollInterval (50ms)"}},
+		{"idle cap zero", "timers: {maxIdle: 0s}\n", []string{"timers.maxIdle: must be positive"}},
 		{"in-flight bytes", "runner: {maxInFlightBytes: 4096}\n", []string{"runner.maxInFlightBytes: must be at least 65536, got 4096"}},
 		{"empty admin role", "auth: {adminRoles: [\"\"]}\n", []string{"auth.adminRoles[0]"}},
 		{"bad yaml", "brokers: [\n", []string{"sagarunner.yaml:1: invalid YAML: did not find expected node content"}},

@@ -181,6 +181,7 @@ func New(cfg *config.Config, log *slog.Logger, opt Options) (*App, error) {
 		Timers: timers.Config{
 			PollInterval: cfg.Timers.PollInterval,
 			BatchSize:    cfg.Timers.BatchSize,
+			MaxIdle:      cfg.Timers.MaxIdle,
 			Domains:      cfg.Timers.Domains,
 		},
 	}, a.engine, stores, append(runnerOpts, runner.WithKafkaOptions(append(kopts,
