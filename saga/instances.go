@@ -102,16 +102,59 @@ func (e *Engine) taskEvents(out *Output) {
 		if r.Topic != topic {
 			continue
 		}
-		// One copy of the value; the fields are substrings of it.
-		raw := string(r.Value)
-		v := gjson.GetMany(raw, "instance", "taskId", "domain", "status", "type", "at", "actor", "outcome", "note")
-		if v[0].String() == "" {
-			continue
+		if ev, ok := taskEventOf(r.Value); ok {
+			out.Instances = append(out.Instances, ev)
 		}
-		out.Instances = append(out.Instances, instances.Event{Instance: v[0].String(), Key: "t" + strconv.FormatUint(fnv64a(r.Value), 36),
-			Type: instances.EventTask, TaskID: v[1].String(), Domain: v[2].String(), Status: v[3].String(), Task: v[4].String(),
-			At: v[5].Int(), Actor: v[6].String(), Outcome: v[7].String(), Note: v[8].String()})
 	}
+}
+
+// taskEventOf is the instance event of a task-event record's value, read in
+// one pass over it (a lookup per field would scan it once each); false when
+// it names no instance. One copy of the value is made: the fields are
+// substrings of it, unless escaped.
+func taskEventOf(value []byte) (instances.Event, bool) {
+	ev := instances.Event{Type: instances.EventTask}
+	var seen uint16
+	gjson.Parse(string(value)).ForEach(func(k, v gjson.Result) bool {
+		var f *string
+		var bit uint16
+		switch k.Str {
+		case "instance":
+			f, bit = &ev.Instance, 1
+		case "taskId":
+			f, bit = &ev.TaskID, 2
+		case "domain":
+			f, bit = &ev.Domain, 4
+		case "status":
+			f, bit = &ev.Status, 8
+		case "type":
+			f, bit = &ev.Task, 16
+		case "actor":
+			f, bit = &ev.Actor, 32
+		case "outcome":
+			f, bit = &ev.Outcome, 64
+		case "note":
+			f, bit = &ev.Note, 128
+		case "at":
+			if seen&256 == 0 {
+				ev.At, seen = v.Int(), seen|256
+			}
+			return true
+		default:
+			return true
+		}
+		// The first of a repeated field counts, as a lookup would find.
+		if seen&bit == 0 {
+			*f, seen = v.String(), seen|bit
+		}
+		return true
+	})
+	if ev.Instance == "" {
+		return ev, false
+	}
+	var kb [16]byte
+	ev.Key = string(strconv.AppendUint(append(kb[:0], 't'), fnv64a(value), 36))
+	return ev, true
 }
 
 // fnv64a is FNV-1a of b, as hash/fnv computes it, without allocating.
