@@ -65,6 +65,9 @@ func Run(ctx context.Context, cfg Config) error {
 // runLayout runs the configured scenarios on a deployment of cfg.Layout
 // it sets up and tears down, and returns what it wrote.
 func runLayout(ctx context.Context, cfg *Config) ([]Result, error) {
+	if cfg.Compare {
+		fmt.Fprintf(cfg.Log, "bench: layout %s\n", cfg.Layout)
+	}
 	d, err := setup(ctx, cfg)
 	if err != nil {
 		return nil, err
