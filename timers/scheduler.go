@@ -62,6 +62,13 @@ type Observer interface {
 	Lateness(domain string, d time.Duration)
 }
 
+// lingerPolls is how many polls in a row must find nothing before a shard
+// that fired goes back to sleeping until its next deadline. Deadlines a few
+// poll intervals apart keep it polling, at the cost polling always had,
+// where reading the next deadline after each gap would add a round trip
+// to every one.
+const lingerPolls = 10
+
 // Waker is an optional extension of statemanager.Store that lets a loop
 // with nothing due sleep until its shard's next deadline (at most
 // Config.MaxIdle) instead of polling every PollInterval;
@@ -349,6 +356,7 @@ func (s *Scheduler) run(ctx context.Context, l *loop) {
 		lastSweep time.Time
 		lastFire  time.Time // when the last FireDue began
 		fire      = true    // FireDue next, rather than NextDue
+		quiet     = lingerPolls
 	)
 	for {
 		if expirer != nil && !s.clock.Now().Before(nextSweep) {
@@ -392,7 +400,12 @@ func (s *Scheduler) run(ctx context.Context, l *loop) {
 					continue
 				}
 			}
-			if fired > 0 || l.waker == nil {
+			if fired > 0 {
+				quiet = 0
+			} else {
+				quiet++
+			}
+			if l.waker == nil || quiet < lingerPolls {
 				// A shard that fired is likely to fire again soon:
 				// poll it as before, which under load batches the
 				// deadlines of PollInterval into one FireDue.

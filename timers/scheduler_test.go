@@ -396,6 +396,41 @@ func TestIdleLoopsReadLittle(t *testing.T) {
 	}
 }
 
+// TestShardThatFiredKeepsPolling: a shard that fired is polled every
+// PollInterval until ten polls in a row find nothing (deadlines a few
+// intervals apart cost what polling did), then sleeps again.
+func TestShardThatFiredKeepsPolling(t *testing.T) {
+	f := newFixture(t, timers.Config{})
+	f.startTask("product-5")
+	shard := statemanager.ShardOf("product-5", shards)
+	f.sched.Assign(f.ctx, 0, 1)
+	f.clk.waitParked(t, shards)
+	f.clock.Advance(time.Minute)
+	f.clk.waitParked(t, 2*shards)
+	const linger = 10
+	for i := 1; i <= linger; i++ {
+		f.clock.Advance(timers.DefaultPollInterval)
+		f.clk.waitParked(t, 2*shards+i)
+	}
+	var fires, fired int
+	for _, c := range f.eng.callsSnapshot() {
+		if c.shard == shard {
+			fires++
+			fired += c.fired
+		}
+	}
+	if fired != 1 || fires != 1+1+linger {
+		t.Errorf("shard %d: %d FireDue calls firing %d, want %d firing 1: the first, the one that fired, %d that found nothing",
+			shard, fires, fired, 2+linger, linger)
+	}
+	// Every loop read its shard when it started; at the cap the others
+	// read theirs again, while the one that fired knew its deadline had
+	// come and fired without reading, and read once it went quiet.
+	if n, want := f.stores.nexts.Load(), int64(2*shards); n != want {
+		t.Errorf("%d NextDue calls, want %d", n, want)
+	}
+}
+
 // quickSaga starts tasks due two seconds after they start: sooner than the
 // loops' idle cap in the tests below.
 const quickSaga = `
