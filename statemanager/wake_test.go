@@ -215,3 +215,41 @@ func TestWakeTimersAcrossProcesses(t *testing.T) {
 		t.Errorf("B's stopped watcher got %d wake-ups, want the 104 before", len(got))
 	}
 }
+
+// TestWakeUpsResumeAfterRedisRestart: wake-ups sent while Redis is down are
+// lost (the loops' idle cap covers them), and the subscription comes back
+// by itself once Redis does.
+func TestWakeUpsResumeAfterRedisRestart(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.StartOwn(t)
+	ca := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	cb := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	t.Cleanup(func() { ca.Close(); cb.Close() })
+	a, err := statemanager.NewRedisStore(ca, "workflow", statemanager.RedisConfig{Shards: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := statemanager.NewRedisStore(cb, "workflow", statemanager.RedisConfig{Shards: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inA wakeLog
+	defer a.WatchDeadlines(inA.fn)()
+	subscribers(t, cb, "workflow:wake", 1)
+
+	srv.Kill()
+	now := time.Now().UnixMilli()
+	b.WakeTimers(ctx, "task-1", now+5000) // lost: nobody hears it, and it does not block
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	subscribers(t, cb, "workflow:wake", 1)
+	b.WakeTimers(ctx, "task-1", now+4000)
+	want := []string{fmt.Sprintf("%d@%d", a.ShardOf("task-1"), now+4000)}
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
+		if got := inA.all(); !slices.Equal(got, want) {
+			return fmt.Errorf("A's watcher got %v, want %v", got, want)
+		}
+		return nil
+	})
+}
