@@ -2,8 +2,11 @@ package runner
 
 import (
 	"context"
+	"hash/maphash"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -50,10 +53,20 @@ type worker struct {
 	// concurrently; they live as long as the worker, so their stacks grow
 	// once instead of with every batch.
 	keys chan func()
+	// groups is handleBatch's scratch, reused batch after batch.
+	groups keyGroups
 
 	wake chan struct{} // capacity 1: "the queue may have grown"
 	stop chan struct{} // closed to ask the worker to finish its batch and exit
 	done chan struct{} // closed when run returns
+}
+
+// keyGroups groups a batch's records by key: heads[k] is the first record of
+// group k, next[i] the record after i in its group (-1 for none).
+type keyGroups struct {
+	seed               maphash.Seed
+	of                 map[uint64]int32
+	heads, tails, next []int32
 }
 
 // queued is a polled record and when it was polled, for the step latency.
@@ -317,33 +330,51 @@ func (w *worker) handleBatch(ctx context.Context, batch []queued) ([]saga.Output
 		return outs, nil
 	}
 
-	// Group by key in offset order; keyless records stand alone.
-	var groups [][]int
-	byKey := map[string]int{}
-	for i, q := range batch {
-		if len(q.rec.Key) == 0 {
-			groups = append(groups, []int{i})
-			continue
-		}
-		g, ok := byKey[string(q.rec.Key)]
-		if !ok {
-			g = len(groups)
-			byKey[string(q.rec.Key)] = g
-			groups = append(groups, nil)
-		}
-		groups[g] = append(groups[g], i)
+	// Group by key in offset order, each group a chain through next;
+	// keyless records stand alone. Keys are told apart by their hash: two
+	// keys sharing one only share a group, handled in order as one key's.
+	g := &w.groups
+	if g.of == nil {
+		g.of = map[uint64]int32{}
+		g.seed = maphash.MakeSeed()
 	}
+	clear(g.of)
+	g.heads, g.tails = g.heads[:0], g.tails[:0]
+	g.next = slices.Grow(g.next[:0], len(batch))[:len(batch)]
+	for i, q := range batch {
+		g.next[i] = -1
+		if len(q.rec.Key) > 0 {
+			h := maphash.Bytes(g.seed, q.rec.Key)
+			if k, ok := g.of[h]; ok {
+				g.next[g.tails[k]], g.tails[k] = int32(i), int32(i)
+				continue
+			}
+			g.of[h] = int32(len(g.heads))
+		}
+		g.heads, g.tails = append(g.heads, int32(i)), append(g.tails, int32(i))
+	}
+	// Each key goroutine takes the next group until none is left.
+	heads, next := g.heads, g.next
+	var taken atomic.Int32
 	var wg sync.WaitGroup
-	for _, g := range groups {
-		wg.Add(1)
-		w.keys <- func() {
-			defer wg.Done()
-			for _, i := range g {
+	work := func() {
+		defer wg.Done()
+		for {
+			k := int(taken.Add(1)) - 1
+			if k >= len(heads) {
+				return
+			}
+			for i := heads[k]; i >= 0; i = next[i] {
 				if outs[i], errs[i] = w.handle(ctx, batch[i].rec); errs[i] != nil {
 					break // the rest of this key waits for the retry
 				}
 			}
 		}
+	}
+	n := min(len(heads), w.r.cfg.KeyConcurrency)
+	wg.Add(n)
+	for range n {
+		w.keys <- work
 	}
 	wg.Wait()
 

@@ -182,3 +182,32 @@ func TestByteBudgetUnderARebalanceLosesNothingAndLeaksNothing(t *testing.T) {
 	}
 	t.Logf("%d records handled twice (replayed after the rebalance)", dup)
 }
+
+// BenchmarkHandleBatch measures what the worker adds around the handler
+// for one batch of distinct keys, as request ids are.
+func BenchmarkHandleBatch(b *testing.B) {
+	r := &Runner{cfg: Config{KeyConcurrency: DefaultKeyConcurrency}}
+	r.handle = func(context.Context, saga.Record) (saga.Output, error) { return saga.Output{}, nil }
+	w := newWorker(r, topicPartition{"t", 0})
+	w.keys = make(chan func())
+	defer close(w.keys)
+	for range r.cfg.KeyConcurrency {
+		go func() {
+			for fn := range w.keys {
+				fn()
+			}
+		}()
+	}
+	batch := make([]queued, DefaultBatchSize)
+	for i := range batch {
+		batch[i].rec = &kgo.Record{Topic: "t", Offset: int64(i), Key: []byte(fmt.Sprintf("request-%d", i%(DefaultBatchSize/2))),
+			Value: []byte(`{}`), Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte("00-x")}}}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := w.handleBatch(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
