@@ -117,7 +117,11 @@ func (s *RedisStore) WakeTimers(ctx context.Context, id string, deadline int64) 
 // watcher of the prefix registers; until then, and whenever the connection
 // is lost, wake-ups of other processes are missed.
 func (s *RedisStore) WatchDeadlines(fn func(shard int, deadline int64)) (stop func()) {
-	return s.wakeHub().watch(fn)
+	wakeHubs.mu.Lock()
+	defer wakeHubs.mu.Unlock()
+	// Registered under the registry's lock, so the hub cannot be dropped
+	// as idle between the lookup and the registration.
+	return s.wakeHubLocked().watch(fn)
 }
 
 // wakeHubs holds one hub per (client, channel), so that every RedisStore of
@@ -127,6 +131,11 @@ var wakeHubs = struct {
 	mu sync.Mutex
 	m  map[wakeHubKey]*wakeHub
 }{m: make(map[wakeHubKey]*wakeHub)}
+
+// maxWakeHubs bounds the registry: domain names arrive in requests, and a
+// hub that nobody watches holds only what its process published, which may
+// be forgotten (the next start publishes again).
+const maxWakeHubs = 1024
 
 type wakeHubKey struct {
 	client  redis.UniversalClient
@@ -149,17 +158,34 @@ type wakeHub struct {
 }
 
 func (s *RedisStore) wakeHub() *wakeHub {
-	channel := strings.TrimSuffix(s.watermark, ":watermark") + ":wake"
-	key := wakeHubKey{client: s.client, channel: channel}
 	wakeHubs.mu.Lock()
 	defer wakeHubs.mu.Unlock()
-	h, ok := wakeHubs.m[key]
-	if !ok {
-		h = &wakeHub{client: s.client, channel: channel, sender: newSender(),
-			watchers: make(map[int]func(int, int64)), published: make(map[int]int64)}
-		wakeHubs.m[key] = h
+	return s.wakeHubLocked()
+}
+
+func (s *RedisStore) wakeHubLocked() *wakeHub {
+	channel := strings.TrimSuffix(s.watermark, ":watermark") + ":wake"
+	key := wakeHubKey{client: s.client, channel: channel}
+	if h, ok := wakeHubs.m[key]; ok {
+		return h
 	}
+	if len(wakeHubs.m) >= maxWakeHubs {
+		for k, h := range wakeHubs.m {
+			if h.idle() {
+				delete(wakeHubs.m, k)
+			}
+		}
+	}
+	h := &wakeHub{client: s.client, channel: channel, sender: newSender(),
+		watchers: make(map[int]func(int, int64)), published: make(map[int]int64)}
+	wakeHubs.m[key] = h
 	return h
+}
+
+func (h *wakeHub) idle() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.watchers) == 0
 }
 
 func newSender() string {
@@ -239,6 +265,10 @@ func parseWake(p string) (shard int, deadline int64, sender string, err error) {
 
 func (h *wakeHub) deliver(shard int, deadline int64) {
 	h.mu.Lock()
+	if len(h.watchers) == 0 {
+		h.mu.Unlock()
+		return
+	}
 	fns := make([]func(int, int64), 0, len(h.watchers))
 	for _, fn := range h.watchers {
 		fns = append(fns, fn)

@@ -253,3 +253,28 @@ func TestWakeUpsResumeAfterRedisRestart(t *testing.T) {
 		return nil
 	})
 }
+
+// TestWakeUpsOfManyDomains: domain names arrive in requests, so the wake-ups
+// of a process keep bounded state; the domains it watches keep being told.
+func TestWakeUpsOfManyDomains(t *testing.T) {
+	ctx := context.Background()
+	_, client := redistest.Start(t)
+	store := func(domain string) *statemanager.RedisStore {
+		s, err := statemanager.NewRedisStore(client, domain, statemanager.RedisConfig{Shards: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	kept := store("kept")
+	var in wakeLog
+	defer kept.WatchDeadlines(in.fn)()
+	now := time.Now().UnixMilli()
+	for i := range 3000 {
+		store("d"+strconv.Itoa(i)).WakeTimers(ctx, "task", now+1000)
+	}
+	kept.WakeTimers(ctx, "task", now+2000)
+	if got, want := in.all(), []string{fmt.Sprintf("%d@%d", kept.ShardOf("task"), now+2000)}; !slices.Equal(got, want) {
+		t.Errorf("watcher of kept got %v, want %v", got, want)
+	}
+}
