@@ -28,8 +28,8 @@
 -- Every Redis call costs the script more than its Lua does, and a Lua
 -- number passed to Redis is formatted with sprintf: the script makes as
 -- few calls as it can (one read, one write of the record, one push per
--- group; one ZADD per listing index and one INCRBY of the open count per
--- call) and passes the strings it was given.
+-- group; one ZADD or ZREM per listing index and one INCRBY of the open
+-- count per call) and passes the strings it was given.
 local P = ARGV[1]
 local cap = tonumber(ARGV[2])
 local retention = ARGV[3]
@@ -66,6 +66,9 @@ local function zadd(index, score, id)
   end
   z[id] = score
 end
+-- The open entries this call removes, one ZREM per index at its end:
+-- zrems[index] = {id, ...}, indexes in rkeys in order of first use.
+local zrems, rkeys, nr = {}, {}, 0
 local nopen = 0
 
 local i = 4
@@ -79,7 +82,8 @@ while i <= #ARGV do
   local rk = P .. 'i:' .. id
   -- One read: the record's fields the group needs, its runs' keys
   -- (applied already?), and the task and user fields its events name.
-  local want = {rk, 'status', 'startedAt', 'tenant', 'starter', 'seq', 'nt', 'np', 'updatedAt'}
+  local want = {rk, 'status', 'startedAt', 'tenant', 'starter', 'seq', 'nt', 'np', 'updatedAt',
+    false, false, false, false, false, false, false}
   local w = 9
   for x = k0, f0 - 1, 2 do
     w = w + 1
@@ -98,10 +102,10 @@ while i <= #ARGV do
     end
     f = f + 1 + arity[op]
   end
-  local rec = redis.call('HMGET', unpack(want))
-  local todo = 0
-  for x = 9, 8 + r do
-    if not rec[x] then todo = todo + 1 end
+  local rec = redis.call('HMGET', unpack(want, 1, w))
+  local todo, last = 0, 0
+  for x = 1, r do
+    if not rec[8 + x] then todo, last = todo + 1, x end
   end
   if todo > 0 then
     local lk = P .. 'l:' .. id
@@ -113,15 +117,18 @@ while i <= #ARGV do
     local existed = rec[5] ~= false
     local seq0, nt0, np0 = tonumber(rec[5] or '0'), tonumber(rec[6] or '0'), tonumber(rec[7] or '0')
     local nt, np, updatedAt = nt0, np0, rec[8] or ''
-    local hs, h = {rk}, 1
-    local viewers, nv = {}, 0
+    -- Room for a start's fields: a table that grows reallocates each time.
+    local hs, h = {rk, false, false, false, false, false, false, false, false, false, false, false, false, false,
+      false, false, false, false, false, false, false, false, false, false, false, false, false, false, false, false,
+      false, false}, 1
+    local viewers, nv = nil, 0
     local saga, bk = '', ''
     local endedNow = false
     -- What is pushed: all the group's events, or those of the runs not
-    -- applied before; done[x] is the count pushed once run x is.
+    -- applied before. A run's key is written with the seq it reached; the
+    -- last run's is the record's, written below.
     local push, np2 = nil, 0
     if todo < r then push = {} end
-    local done = {}
     local pushed, ev = 0, j0
     f = f0
     for x = 1, r do
@@ -174,7 +181,7 @@ while i <= #ARGV do
               np = np + 1
               hs[h + 1] = p; hs[h + 2] = '1'; h = h + 2
               nv = nv + 1
-              viewers[nv] = who
+              if nv == 1 then viewers = {who} else viewers[nv] = who end
             end
           elseif op == 'E' then
             if ARGV[f + 4] ~= '' or ARGV[f + 5] ~= '' then
@@ -197,7 +204,9 @@ while i <= #ARGV do
           end
         end
         pushed = pushed + cnt
-        done[x] = pushed
+        if x ~= last then
+          hs[h + 1] = want[9 + x]; hs[h + 2] = itos(seq0 + pushed); h = h + 2
+        end
       end
       ev = ev + cnt
     end
@@ -209,14 +218,7 @@ while i <= #ARGV do
     local total = seq0 + pushed
     local seq = n
     if existed or pushed ~= nn then seq = itos(total) end
-    hs[h + 1] = 'seq'; hs[h + 2] = seq; h = h + 2
-    for x = 1, r do
-      if done[x] then
-        hs[h + 1] = want[9 + x]
-        if done[x] == pushed then hs[h + 2] = seq else hs[h + 2] = itos(seq0 + done[x]) end
-        h = h + 2
-      end
-    end
+    hs[h + 1] = 'seq'; hs[h + 2] = seq; hs[h + 3] = want[9 + last]; hs[h + 4] = seq; h = h + 4
     if nt ~= nt0 then hs[h + 1] = 'nt'; hs[h + 2] = itos(nt); h = h + 2 end
     if np ~= np0 then hs[h + 1] = 'np'; hs[h + 2] = itos(np); h = h + 2 end
     if later(at, updatedAt) then hs[h + 1] = 'updatedAt'; hs[h + 2] = at; h = h + 2 end
@@ -242,9 +244,9 @@ while i <= #ARGV do
       redis.call('LTRIM', lk, negCap, '-1')
     end
     -- The listing indexes change only when the instance starts or ends.
-    local T = P .. 't' .. #tenant .. ':' .. tenant .. ':'
     local starts = rec[2] == false and startedAt ~= ''
     if starts then
+      local T = P .. 't' .. #tenant .. ':' .. tenant .. ':'
       zadd(T .. 'saga:' .. saga, startedAt, id)
       if bk ~= '' then zadd(T .. 'bk:' .. bk, startedAt, id) end
       if starter ~= '' then zadd(T .. 'v:' .. starter, startedAt, id) end
@@ -264,13 +266,26 @@ while i <= #ARGV do
         nopen = nopen + 1
         zadd(T .. 'open', startedAt, id)
       end
-    elseif startedAt ~= '' then
+    elseif startedAt ~= '' and (nv > 0 or endedNow) then
+      local T = P .. 't' .. #tenant .. ':' .. tenant .. ':'
       for x = 1, nv do zadd(T .. 'v:' .. viewers[x], startedAt, id) end
       if endedNow then
         nopen = nopen - 1
-        -- Started in this call: its open entry is not written yet.
-        local z = zadds[T .. 'open']
-        if z and z[id] then z[id] = nil else redis.call('ZREM', T .. 'open', id) end
+        -- Started in this call, its open entry is not written yet.
+        local index = T .. 'open'
+        local z = zadds[index]
+        if z and z[id] then
+          z[id] = nil
+        else
+          local rm = zrems[index]
+          if not rm then
+            rm = {index}
+            zrems[index] = rm
+            nr = nr + 1
+            rkeys[nr] = index
+          end
+          rm[#rm + 1] = id
+        end
         zadd(T .. 'st:' .. status, startedAt, id)
       end
     end
@@ -300,6 +315,10 @@ for x = 1, nz do
     end
   end
   if na > 1 then redis.call('ZADD', unpack(a, 1, na)) end
+end
+for x = 1, nr do
+  local rm = zrems[rkeys[x]]
+  for y = 2, #rm, 1000 do redis.call('ZREM', rm[1], unpack(rm, y, math.min(y + 999, #rm))) end
 end
 if nopen ~= 0 then redis.call('INCRBY', P .. 'nopen', nopen) end
 return 0
