@@ -21,9 +21,9 @@ import (
 //
 //	go test ./gateway -run '^$' -bench . -benchmem -benchtime=20000x
 
-// benchBody is a typical close request: a task id, a domain and a little
-// data.
-const benchBody = `{"taskId": "order-000123", "domain": "workflow", "data": {"approved": true, "note": "looks right", "amount": 129.5}}`
+// benchBody is a typical close request, compact as programs send it: a
+// task id, a domain and a little data.
+const benchBody = `{"taskId":"order-000123","domain":"workflow","data":{"approved":true,"note":"looks right","amount":129.5}}`
 
 // benchReply is the envelope the runner answers a ProceedTask with, for
 // requestId id.
@@ -143,6 +143,19 @@ func BenchmarkProceedTaskGateway(b *testing.B) {
 		gw.unwait(id)
 		if w.code != http.StatusOK {
 			b.Fatalf("status %d", w.code)
+		}
+	}
+}
+
+// TestReadBodyIgnoresALyingLength shows the declared size is only a hint:
+// a body longer or shorter than declared is read whole, no more and no
+// less.
+func TestReadBodyIgnoresALyingLength(t *testing.T) {
+	body := strings.Repeat("x", 100)
+	for _, declared := range []int64{-1, 0, 1, 99, 100, 101, 1000} {
+		got, err := readBody(strings.NewReader(body), declared)
+		if err != nil || string(got) != body {
+			t.Errorf("declared %d: read %d bytes, err %v", declared, len(got), err)
 		}
 	}
 }

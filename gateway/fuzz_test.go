@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/json"
 	"slices"
 	"testing"
 	"time"
@@ -121,6 +122,41 @@ func FuzzRecordIdentity(f *testing.F) {
 					t.Fatalf("%s: sagaMeta %+v", c.name, env.SagaMeta)
 				}
 			}
+		}
+	})
+}
+
+// FuzzParseObject holds parseObject to encoding/json, which it replaced on
+// the hot path: it accepts exactly the objects json.Valid accepts, and
+// returns what json.Compact makes of them.
+func FuzzParseObject(f *testing.F) {
+	for _, b := range forgeries {
+		f.Add([]byte(b))
+	}
+	for _, b := range []string{`{"a":"\" {}"}`, `{"a":"\\"}`, `{"a":"\\\" "}`, "{\"a\":\t1}", "{\r\n}", `{"a":[1, 2]}`, `{"a":"x"} x`, `{"a":1}{}`} {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, err := parseObject(raw)
+		trimmed := bytes.TrimSpace(raw)
+		if len(trimmed) == 0 {
+			if err != nil || string(got) != `{}` {
+				t.Fatalf("empty body: %q, %v", got, err)
+			}
+			return
+		}
+		if want := json.Valid(trimmed) && trimmed[0] == '{'; (err == nil) != want {
+			t.Fatalf("parseObject(%q) error %v, json.Valid says object %v", raw, err, want)
+		}
+		if err != nil {
+			return
+		}
+		var want bytes.Buffer
+		if err := json.Compact(&want, trimmed); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want.Bytes()) {
+			t.Fatalf("parseObject(%q) = %q, json.Compact %q", raw, got, want.Bytes())
 		}
 	})
 }
