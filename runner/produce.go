@@ -20,8 +20,9 @@ import (
 type delivery struct {
 	rec envelope.Record
 	// src is the consumed record the output came from; for a deadline's
-	// output, task names the task instead (src is then zero).
-	src  saga.Record
+	// output, task names the task instead (src is then nil). It is turned
+	// into the engine's form only for a dead letter.
+	src  *kgo.Record
 	task *taskRef
 	// attempts is how many produces of rec failed.
 	attempts int
@@ -107,11 +108,13 @@ func (r *Runner) deliver(ctx context.Context, ds []delivery) ([]delivery, error)
 
 // replace puts the dead letter of d's output in its place.
 func (r *Runner) replace(d *delivery, code, reason string) {
-	src := d.src
+	var src saga.Record
 	if d.task != nil {
 		// A deadline's output has no consumed record: the task is its
 		// coordinates, and the output itself is the value kept.
 		src = saga.Record{Key: d.rec.Key, Value: d.rec.Value}
+	} else if d.src != nil {
+		src = sagaRecord(d.src)
 	}
 	dl := saga.NewDeadLetter(src, nil, code, reason)
 	dl.Target = d.rec.Topic
@@ -126,9 +129,13 @@ func (r *Runner) replace(d *delivery, code, reason string) {
 // engine's carry their code and reason only in the record, read here under
 // the rate limit, so a flood of them costs no parsing.
 func (r *Runner) logDeadLetter(d delivery) {
-	tp, offset := topicPartition{d.src.Topic, d.src.Partition}, d.src.Offset
-	if d.task != nil {
-		tp, offset = topicPartition{"deadlines:" + d.task.domain, int32(d.task.shard)}, -1
+	var tp topicPartition
+	offset := int64(-1)
+	switch {
+	case d.task != nil:
+		tp = topicPartition{"deadlines:" + d.task.domain, int32(d.task.shard)}
+	case d.src != nil:
+		tp, offset = topicPartition{d.src.Topic, d.src.Partition}, d.src.Offset
 	}
 	r.events.logf(slog.LevelWarn, tp, "runner: dead letter produced", func() []any {
 		code, reason := d.code, d.reason

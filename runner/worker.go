@@ -67,6 +67,9 @@ type keyGroups struct {
 	seed               maphash.Seed
 	of                 map[uint64]int32
 	heads, tails, next []int32
+	// hdrs holds the batch's headers, hstart where each record's start.
+	hdrs   []envelope.Header
+	hstart []int32
 }
 
 // queued is a polled record and when it was polled, for the step latency.
@@ -321,9 +324,10 @@ func (w *worker) pause() {
 func (w *worker) handleBatch(ctx context.Context, batch []queued) ([]saga.Output, error) {
 	outs := make([]saga.Output, len(batch))
 	errs := make([]error, len(batch))
+	w.batchHeaders(batch)
 	if w.keys == nil || len(batch) == 1 {
-		for i, q := range batch {
-			if outs[i], errs[i] = w.handle(ctx, q.rec); errs[i] != nil {
+		for i := range batch {
+			if outs[i], errs[i] = w.handle(ctx, batch, i); errs[i] != nil {
 				return outs[:i], errs[i]
 			}
 		}
@@ -365,7 +369,7 @@ func (w *worker) handleBatch(ctx context.Context, batch []queued) ([]saga.Output
 				return
 			}
 			for i := heads[k]; i >= 0; i = next[i] {
-				if outs[i], errs[i] = w.handle(ctx, batch[i].rec); errs[i] != nil {
+				if outs[i], errs[i] = w.handle(ctx, batch, int(i)); errs[i] != nil {
 					break // the rest of this key waits for the retry
 				}
 			}
@@ -388,10 +392,41 @@ func (w *worker) handleBatch(ctx context.Context, batch []queued) ([]saga.Output
 	return outs, nil
 }
 
-// handle runs one record through the runner's handler chain: the failure
-// policy and the recoverer around the engine.
-func (w *worker) handle(ctx context.Context, rec *kgo.Record) (saga.Output, error) {
-	return w.r.handle(ctx, sagaRecord(rec))
+// handle runs batch[i] through the runner's handler chain: the failure
+// policy and the recoverer around the engine. Its headers are those
+// batchHeaders converted.
+func (w *worker) handle(ctx context.Context, batch []queued, i int) (saga.Output, error) {
+	rec := batch[i].rec
+	sr := saga.Record{Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, Key: rec.Key, Value: rec.Value}
+	if g := &w.groups; g.hstart[i] < g.hstart[i+1] {
+		sr.Headers = g.hdrs[g.hstart[i]:g.hstart[i+1]:g.hstart[i+1]]
+	}
+	return w.r.handle(ctx, sr)
+}
+
+// batchHeaders converts the headers of batch's records into one new array,
+// one allocation per batch instead of one per record: record i's are
+// hdrs[hstart[i]:hstart[i+1]]. The array is new for every batch because the
+// engine may keep a record's headers.
+func (w *worker) batchHeaders(batch []queued) {
+	g := &w.groups
+	g.hstart = slices.Grow(g.hstart[:0], len(batch)+1)[:len(batch)+1]
+	n := int32(0)
+	for i, q := range batch {
+		g.hstart[i] = n
+		n += int32(len(q.rec.Headers))
+	}
+	g.hstart[len(batch)] = n
+	g.hdrs = nil
+	if n == 0 {
+		return
+	}
+	g.hdrs = make([]envelope.Header, 0, n)
+	for _, q := range batch {
+		for _, h := range q.rec.Headers {
+			g.hdrs = append(g.hdrs, envelope.Header{Key: h.Key, Value: h.Value})
+		}
+	}
 }
 
 // sagaRecord is rec as the engine takes it.
@@ -420,7 +455,7 @@ func (w *worker) makeDurable(ctx context.Context, srcs []queued, outs []saga.Out
 		o := &outs[i]
 		audit := iw.auditOf(i)
 		if len(o.Records)+len(audit) > 0 {
-			src := sagaRecord(srcs[i].rec)
+			src := srcs[i].rec
 			for _, rec := range o.Records {
 				ds = append(ds, delivery{rec: rec, src: src})
 			}
