@@ -1,6 +1,10 @@
 package instances
 
-import "github.com/sagarunner/sagarunner/saga/envelope"
+import (
+	"slices"
+
+	"github.com/sagarunner/sagarunner/saga/envelope"
+)
 
 // Batch is the instance events of a batch of handled inputs, grouped and
 // encoded once: each event's JSON is written a single time, inside the
@@ -35,10 +39,12 @@ type Audit struct {
 	Value    []byte
 }
 
-// encEvent is an event and where its JSON lies in Batch.buf.
+// encEvent is an event, where its JSON lies in Batch.buf, and the task it
+// names as the apply script reads it ("domain\ttaskId", or "").
 type encEvent struct {
 	e        *Event
 	off, end int32
+	ref      string
 }
 
 // group is what the apply script applies as one: events
@@ -60,6 +66,18 @@ type run struct {
 
 // Len reports how many events b holds.
 func (b *Batch) Len() int { return len(b.evs) }
+
+// Grow makes room for n more events, of inputs about to be added, so that
+// adding them does not reallocate as it goes.
+func (b *Batch) Grow(n int) {
+	if n <= 0 {
+		return
+	}
+	b.buf = slices.Grow(b.buf, 256*n)
+	b.evs = slices.Grow(b.evs, n)
+	b.groups = slices.Grow(b.groups, n/2+1)
+	b.runs = slices.Grow(b.runs, n)
+}
 
 // Add adds the events of one handled input, in order, and returns its
 // audit records, one per instance in order of first appearance. The
@@ -117,7 +135,11 @@ func (b *Batch) Add(events []Event) []Audit {
 			g.maxAt = max(g.maxAt, e.At)
 			start := len(b.buf)
 			b.buf = e.AppendJSON(b.buf)
-			b.evs = append(b.evs, encEvent{e: e, off: int32(start), end: int32(len(b.buf))})
+			ev := encEvent{e: e, off: int32(start), end: int32(len(b.buf))}
+			if e.Type == EventTask || e.Type == EventStep && e.Status == StatusWaiting && e.TaskID != "" {
+				ev.ref = e.Domain + "\t" + e.TaskID
+			}
+			b.evs = append(b.evs, ev)
 			if e.Type == EventTask {
 				r = nil // and what follows it starts another
 			}
@@ -164,17 +186,22 @@ const (
 // appendArgs appends g's script arguments: id, max at, event count, field
 // count, run count, each run's key and event count, then each event's type
 // and fields, then the events' JSON.
+//
+// Strings and numbers go in as pointers into the batch and its events,
+// which stay put until the call is written: boxing each value in an
+// interface would allocate a copy of it, some twenty per start.
 func (b *Batch) appendArgs(args []any, g *group) []any {
 	head := len(args)
-	args = append(args, g.id, g.maxAt, g.n, 0, g.nruns)
-	for _, r := range b.runs[g.run0 : g.run0+g.nruns] {
-		args = append(args, r.key, r.n)
+	args = append(args, &g.id, &g.maxAt, g.n, 0, g.nruns)
+	runs := b.runs[g.run0 : g.run0+g.nruns]
+	for i := range runs {
+		args = append(args, &runs[i].key, runs[i].n)
 	}
 	fields := 0
 	evs := b.evs[g.first : g.first+g.n]
-	for _, ev := range evs {
+	for i := range evs {
 		n0 := len(args)
-		args = appendOp(args, ev.e)
+		args = appendOp(args, &evs[i])
 		fields += len(args) - n0
 	}
 	args[head+3] = fields
@@ -184,29 +211,34 @@ func (b *Batch) appendArgs(args []any, g *group) []any {
 	return args
 }
 
-func appendOp(args []any, e *Event) []any {
+func appendOp(args []any, ev *encEvent) []any {
+	e := ev.e
 	switch e.Type {
 	case EventStarted:
-		return append(args, opStarted, e.At, e.Saga, e.Version, e.Tenant, e.Actor, cut(e.BusinessKey))
+		return append(args, opStarted, &e.At, &e.Saga, e.Version, &e.Tenant, &e.Actor, text(&e.BusinessKey))
 	case EventStep:
 		if e.Status == StatusWaiting {
-			ref := ""
-			if e.TaskID != "" {
-				ref = e.Domain + "\t" + e.TaskID
-			}
-			return append(args, opWaiting, e.Step, ref)
+			return append(args, opWaiting, &e.Step, &ev.ref)
 		}
-		return append(args, opStep, e.Step, e.Status, e.Code, cut(e.Message))
+		return append(args, opStep, &e.Step, &e.Status, &e.Code, text(&e.Message))
 	case EventTask:
 		op := opTaskClose
 		if e.Status == StatusWaiting || e.Status == taskInApproval {
 			op = opTaskOpen
 		}
-		return append(args, op, e.Domain+"\t"+e.TaskID, e.Actor)
+		return append(args, op, &ev.ref, &e.Actor)
 	case EventFinished, EventFailed, EventDeadLettered, EventCancelled:
-		return append(args, opEnd, e.At, endStatus(e.Type), e.Status, e.Code, cut(e.Message))
+		return append(args, opEnd, &e.At, endStatus(e.Type), &e.Status, &e.Code, text(&e.Message))
 	}
 	return append(args, opOther)
+}
+
+// text is free text *s as an argument: s itself unless it must be cut.
+func text(s *string) any {
+	if len(*s) <= maxText {
+		return s
+	}
+	return cut(*s)
 }
 
 // taskInApproval is the open task status besides WAITING (statemanager's

@@ -155,6 +155,11 @@ func (s *Store) shardPrefix(shard int) string {
 // in order; see ApplyBatch.
 func (s *Store) Apply(ctx context.Context, inputs ...[]Event) error {
 	var b Batch
+	n := 0
+	for _, in := range inputs {
+		n += len(in)
+	}
+	b.Grow(n)
 	for _, in := range inputs {
 		b.Add(in)
 	}
