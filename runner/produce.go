@@ -164,15 +164,29 @@ func (r *Runner) produceAll(ctx context.Context, recs []envelope.Record) []error
 	if len(recs) == 0 {
 		return errs
 	}
+	// One array of records and one of headers for all of them: the
+	// client holds a record only until its promise, and wg.Wait outlasts
+	// every promise.
+	krs := make([]kgo.Record, len(recs))
+	n := 0
+	for i := range recs {
+		n += len(recs[i].Headers)
+	}
+	var hdrs []kgo.RecordHeader
+	if n > 0 {
+		hdrs = make([]kgo.RecordHeader, 0, n)
+	}
 	var wg sync.WaitGroup
 	wg.Add(len(recs))
 	for i := range recs {
-		kr := &kgo.Record{Topic: recs[i].Topic, Key: recs[i].Key, Value: recs[i].Value}
+		kr := &krs[i]
+		kr.Topic, kr.Key, kr.Value = recs[i].Topic, recs[i].Key, recs[i].Value
 		if hs := recs[i].Headers; len(hs) > 0 {
-			kr.Headers = make([]kgo.RecordHeader, len(hs))
-			for j, h := range hs {
-				kr.Headers[j] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
+			start := len(hdrs)
+			for _, h := range hs {
+				hdrs = append(hdrs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
 			}
+			kr.Headers = hdrs[start:len(hdrs):len(hdrs)]
 		}
 		r.cl.Produce(ctx, kr, func(_ *kgo.Record, err error) {
 			errs[i] = err

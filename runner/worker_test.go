@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sagarunner/sagarunner/internal/testutil"
@@ -208,6 +209,36 @@ func BenchmarkHandleBatch(b *testing.B) {
 	for b.Loop() {
 		if _, err := w.handleBatch(ctx, batch); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkProduceAll measures the runner's side of producing a batch's
+// outputs to an in-process broker.
+func BenchmarkProduceAll(b *testing.B) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "out"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ProducerLinger(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	r := &Runner{cl: cl}
+	recs := make([]envelope.Record, DefaultBatchSize)
+	for i := range recs {
+		recs[i] = envelope.Record{Topic: "out", Key: []byte(fmt.Sprintf("request-%d", i)), Value: []byte(`{"status": "COMPLETED"}`),
+			Headers: []envelope.Header{{Key: "traceparent", Value: []byte("00-x")}}}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, err := range r.produceAll(ctx, recs) {
+			if err != nil {
+				b.Fatal(err)
+			}
 		}
 	}
 }
