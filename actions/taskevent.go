@@ -34,9 +34,12 @@ type TaskEvent struct {
 // Every close publishes one, so it is encoded by hand, byte for byte as
 // json.Marshal encodes TaskEvent (a test holds the two equal).
 func TaskEventRecord(topic string, t *statemanager.Task, e statemanager.Event) envelope.Record {
-	b := make([]byte, 0, 128+len(t.ID)+len(e.Note))
+	// Room for the field names and the values unescaped: one allocation.
+	b := make([]byte, 0, 160+len(t.ID)+len(t.Domain)+len(t.RequestID)+len(t.Tenant)+len(t.Status)+len(e.Type)+
+		len(e.Actor)+len(e.From)+len(e.To)+len(e.Outcome)+len(e.Note)+len(e.RequestID))
 	b = append(b, `{"taskId":`...)
 	b = envelope.AppendString(b, t.ID, true)
+	key := taskEventKey(b, t.ID)
 	b = append(b, `,"domain":`...)
 	b = envelope.AppendString(b, t.Domain, true)
 	if t.Saga != "" {
@@ -56,7 +59,18 @@ func TaskEventRecord(topic string, t *statemanager.Task, e statemanager.Event) e
 	b = appendOptional(b, `,"note":`, e.Note)
 	b = appendOptional(b, `,"requestId":`, e.RequestID)
 	b = append(b, '}')
-	return envelope.Record{Topic: topic, Key: []byte(t.ID), Value: b}
+	return envelope.Record{Topic: topic, Key: key, Value: b}
+}
+
+// taskEventKey is the record's key, the task id: the bytes of the id in b,
+// the value's start, when they needed no escaping there (they stay put
+// whether b grows or not), else a copy.
+func taskEventKey(b []byte, id string) []byte {
+	const head = len(`{"taskId":"`)
+	if len(b) == head+len(id)+1 && string(b[head:head+len(id)]) == id {
+		return b[head : head+len(id) : head+len(id)]
+	}
+	return []byte(id)
 }
 
 // appendOptional appends an omitempty string field: nothing when s is "".
