@@ -110,3 +110,86 @@ func startClusterNode(t *testing.T) *redis.Client {
 	})
 	return node
 }
+
+// TestRedisStoreOnClusterMergesPerSlot: concurrent starts, closes and acks
+// through a ClusterClient share script calls only within a shard's slot (a
+// node refuses a call whose keys cross slots), and every caller gets its
+// own answer.
+func TestRedisStoreOnClusterMergesPerSlot(t *testing.T) {
+	ctx := context.Background()
+	client := startCluster(t)
+	s, err := statemanager.NewRedisStore(client, "workflow",
+		statemanager.RedisConfig{Prefix: "merged", Shards: 8, PipelineBatches: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, workers = 400, 32
+	each := func(op func(id string) error) {
+		t.Helper()
+		errs := make(chan error, n)
+		next := make(chan int, n)
+		for i := range n {
+			next <- i
+		}
+		close(next)
+		for range workers {
+			go func() {
+				for i := range next {
+					errs <- op("task-" + strconv.Itoa(i))
+				}
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	evalshas := func() int {
+		var total atomic.Int64
+		err := client.ForEachShard(ctx, func(ctx context.Context, c *redis.Client) error {
+			info, err := c.Info(ctx, "commandstats").Result()
+			for _, line := range strings.Split(info, "\r\n") {
+				if rest, ok := strings.CutPrefix(line, "cmdstat_evalsha:calls="); ok {
+					v, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+					total.Add(int64(v))
+				}
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(total.Load())
+	}
+	before := evalshas()
+	each(func(id string) error {
+		_, created, err := s.Start(ctx, &statemanager.Task{ID: id, Roles: []string{"admin"}, Deadline: 9000, StartedAt: 1000})
+		if err == nil && !created {
+			err = fmt.Errorf("start %q: not created", id)
+		}
+		return err
+	})
+	each(func(id string) error {
+		task, _, err := s.Close(ctx, statemanager.Close{ID: id, Status: statemanager.StatusCompleted, Key: "k-" + id, By: id})
+		if err == nil && (task.ID != id || task.ClosedBy != id) {
+			err = fmt.Errorf("close %q answered %q closed by %q", id, task.ID, task.ClosedBy)
+		}
+		return err
+	})
+	each(func(id string) error { return s.Ack(ctx, id) })
+	calls := evalshas() - before
+	t.Logf("%d script calls for %d starts, closes and acks", calls, 3*n)
+	if calls >= 3*n {
+		t.Errorf("%d script calls for %d operations: nothing merged", calls, 3*n)
+	}
+	if w, err := s.CountWaiting(ctx); err != nil || w != 0 {
+		t.Errorf("CountWaiting = %d, %v; want 0", w, err)
+	}
+	for i := range n {
+		id := "task-" + strconv.Itoa(i)
+		if task, err := s.Get(ctx, id); err != nil || task.Status != statemanager.StatusCompleted || task.ClosedBy != id {
+			t.Fatalf("Get(%q) = %+v, %v", id, task, err)
+		}
+	}
+}

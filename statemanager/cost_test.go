@@ -1,7 +1,8 @@
-package statemanager_test
+package statemanager
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"strconv"
@@ -11,9 +12,19 @@ import (
 	"testing"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/sagarunner/sagarunner/statemanager"
 )
+
+// idsOfShard returns n task ids of one shard of a 4-shard store.
+func idsOfShard(shard, n int) []string {
+	var ids []string
+	for i := 0; len(ids) < n; i++ {
+		id := "task-" + strconv.Itoa(i)
+		if ShardOf(id, 4) == shard {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
 
 // TestRedisCostWorkload drives a fixed workload through a RedisStore against
 // a redis-server the caller started, so the server's own cost can be
@@ -21,7 +32,9 @@ import (
 // timed. It is skipped unless SAGARUNNER_COST_ADDR names the server; with
 // SAGARUNNER_COST_PID set as well it runs `callgrind_control -z` before the
 // workload and `callgrind_control -d` after each phase (starts, closes,
-// acks), so each phase has its own dump. For example:
+// acks), so each phase has its own dump. SAGARUNNER_COST_BATCH=k sends the
+// calls k at a time, all of one shard, queued behind a held flush slot;
+// unset, 64 goroutines call at once. For example:
 //
 //	valgrind --tool=callgrind --callgrind-out-file=cg.%p \
 //	  redis-server --port 6390 --save '' --appendonly no &
@@ -33,24 +46,55 @@ func TestRedisCostWorkload(t *testing.T) {
 	if addr == "" {
 		t.Skip("SAGARUNNER_COST_ADDR is not set")
 	}
-	const n, workers = 5000, 64
+	const workers = 64
+	n := 2000
+	if v, err := strconv.Atoi(os.Getenv("SAGARUNNER_COST_N")); err == nil && v > 0 {
+		n = v
+	}
+	batch, _ := strconv.Atoi(os.Getenv("SAGARUNNER_COST_BATCH"))
 	ctx := context.Background()
 	client := redis.NewClient(&redis.Options{Addr: addr, PoolSize: workers})
 	t.Cleanup(func() { client.Close() })
 	if err := client.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	s, err := statemanager.NewRedisStore(client, "workflow", statemanager.RedisConfig{Prefix: "cost"})
+	s, err := NewRedisStore(client, "workflow", RedisConfig{Shards: 4, PipelineBatches: 1})
 	if err != nil {
 		t.Fatal(err)
+	}
+	var g *gate
+	if batch > 0 {
+		g = newGate()
+		client.AddHook(g)
+	}
+	task := func(id string) *Task {
+		return &Task{
+			ID: id, Name: "Job Post Approval", Spec: "job_post_approval", Action: "Approve",
+			Roles: []string{"admin", "manager"}, Saga: "job_post_approval", StepID: "approve",
+			RequestID: "r-" + id, StartedAt: 1_763_800_000_000, Deadline: 1_763_800_060_000,
+			Data:     json.RawMessage(`{"data":{"productId":"product-1","brief":"summer vibes"}}`),
+			Envelope: json.RawMessage(`{"requestMeta":{"requestId":"r-42","user":"alice"},"sagaMeta":{"saga":"job_post_approval","stepId":"approve"},"payload":{"parameters":{"productId":"product-1","brief":"summer vibes"}}}`),
+		}
+	}
+	// The ids, in batches of one shard each.
+	var batches [][]string
+	if batch > 0 {
+		for shard := range 4 {
+			ids := idsOfShard(shard, n/4)
+			for len(ids) > 0 {
+				k := min(batch, len(ids))
+				batches = append(batches, ids[:k])
+				ids = ids[k:]
+			}
+		}
 	}
 	// Warm up: load the scripts, open the connections.
 	for i := range 2 * workers {
 		id := "warm-" + strconv.Itoa(i)
-		if _, _, err := s.Start(ctx, benchTask(id)); err != nil {
+		if _, _, err := s.Start(ctx, task(id)); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := s.Close(ctx, statemanager.Close{ID: id, Status: statemanager.StatusCompleted, By: "bob", Key: "k-" + id}); err != nil {
+		if _, _, err := s.Close(ctx, Close{ID: id, Status: StatusCompleted, By: "bob", Key: "k-" + id}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Ack(ctx, id); err != nil {
@@ -79,8 +123,7 @@ func TestRedisCostWorkload(t *testing.T) {
 		}
 		return 0
 	}
-	phase := func(name string, op func(id string) error) {
-		before := evalshas()
+	concurrently := func(op func(id string) error) {
 		var next atomic.Int64
 		var wg sync.WaitGroup
 		for range workers {
@@ -89,7 +132,7 @@ func TestRedisCostWorkload(t *testing.T) {
 				defer wg.Done()
 				for {
 					i := next.Add(1) - 1
-					if i >= n {
+					if i >= int64(n) {
 						return
 					}
 					if err := op("task-" + strconv.FormatInt(i, 10)); err != nil {
@@ -100,17 +143,49 @@ func TestRedisCostWorkload(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+	}
+	inBatches := func(op func(id string) error) {
+		for _, ids := range batches {
+			done := make(chan error, 1)
+			g.entered = make(chan struct{})
+			g.arm()
+			go func() {
+				_, err := s.Get(ctx, "holder")
+				done <- err
+			}()
+			<-g.entered
+			errs := make(chan error, len(ids))
+			for _, id := range ids {
+				go func() { errs <- op(id) }()
+			}
+			waitQueued(t, s, len(ids))
+			g.release <- struct{}{}
+			<-done
+			for range ids {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	phase := func(name string, op func(id string) error) {
+		before := evalshas()
+		if batch > 0 {
+			inBatches(op)
+		} else {
+			concurrently(op)
+		}
 		control("-d")
 		calls := evalshas() - before
 		t.Logf("%s: %d operations, %d EVALSHA calls, %.2f operations a call", name, n, calls, float64(n)/float64(max(calls, 1)))
 	}
 	control("-z")
 	phase("start", func(id string) error {
-		_, _, err := s.Start(ctx, benchTask(id))
+		_, _, err := s.Start(ctx, task(id))
 		return err
 	})
 	phase("close", func(id string) error {
-		_, _, err := s.Close(ctx, statemanager.Close{ID: id, Status: statemanager.StatusCompleted, By: "bob", Key: "k-" + id, Data: []byte(`{"ok":true}`)})
+		_, _, err := s.Close(ctx, Close{ID: id, Status: StatusCompleted, By: "bob", Key: "k-" + id, Data: []byte(`{"ok":true}`)})
 		return err
 	})
 	phase("ack", func(id string) error { return s.Ack(ctx, id) })
