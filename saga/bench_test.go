@@ -4,6 +4,7 @@ package saga_test
 
 import (
 	"context"
+	"os"
 	"strconv"
 	"syscall"
 	"testing"
@@ -99,10 +100,15 @@ func BenchmarkTaskSteps(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	eng, err := saga.NewEngine(set, saga.Config{
+	cfg := saga.Config{
 		Topics: actions.Topics{Continuations: "requests", Notifications: "notifications"},
 		Stores: statemanager.NewResolver(client, statemanager.RedisConfig{}, nil),
-	})
+	}
+	// SAGA_BENCH_TRACK=1 measures with instance tracking and task events on.
+	if os.Getenv("SAGA_BENCH_TRACK") == "1" {
+		cfg.TrackInstances, cfg.Topics.TaskEvents = true, actions.DefaultTaskEventTopic
+	}
+	eng, err := saga.NewEngine(set, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

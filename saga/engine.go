@@ -323,7 +323,11 @@ func (e *Engine) start(ctx context.Context, x *actions.Exec, rec Record, g *Saga
 	}
 	first := e.startedEvent(g, env)
 	out, err := e.walk(ctx, x, rec, g, g.Steps[0], env, false)
-	out.Instances = append([]instances.Event{first}, out.Instances...)
+	// Room for the task events the finished output adds (instanceTail):
+	// the slice grows once, not at each event.
+	ins := make([]instances.Event, 1, len(out.Instances)+3)
+	ins[0] = first
+	out.Instances = append(ins, out.Instances...)
 	return out, err
 }
 
