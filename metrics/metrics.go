@@ -81,6 +81,7 @@ type Metrics struct {
 	waitingGauges                                              *bounded[[1]string, prometheus.Gauge]
 	lateness                                                   *bounded[[1]string, prometheus.Observer]
 	stepDur                                                    *bounded[[2]string, prometheus.Observer]
+	http                                                       *bounded[httpKey, httpSeries]
 	steps                                                      *bounded[[3]string, prometheus.Counter]
 }
 
@@ -204,8 +205,24 @@ func New(reg prometheus.Registerer, opts ...Option) *Metrics {
 		func([2]string) [2]string { return [2]string{OtherLabel, OtherLabel} })
 	m.steps = newBounded(o.maxSeries, func(k [3]string) prometheus.Counter { return m.Steps.WithLabelValues(k[0], k[1], k[2]) },
 		func(k [3]string) [3]string { return [3]string{OtherLabel, OtherLabel, k[2]} })
+	m.http = newBounded(o.maxSeries, func(k httpKey) httpSeries {
+		return httpSeries{m.HTTPRequests.WithLabelValues(k.route, strconv.Itoa(k.code)), m.HTTPLatency.WithLabelValues(k.route)}
+	}, func(k httpKey) httpKey { return httpKey{OtherLabel, k.code} })
 	m.registerInstances(reg, o.maxSeries)
 	return m
+}
+
+// httpKey and httpSeries are one gateway route and status code and their
+// children, cached so a request neither formats its code nor hashes its
+// labels.
+type httpKey struct {
+	route string
+	code  int
+}
+
+type httpSeries struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
 }
 
 // StepBuckets are the StepDuration buckets in seconds: a step is one or two
@@ -366,6 +383,7 @@ func (m *Metrics) HTTP(route string, code int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.HTTPRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
-	m.HTTPLatency.WithLabelValues(route).Observe(d.Seconds())
+	c := m.http.get(httpKey{route, code})
+	c.requests.Inc()
+	c.latency.Observe(d.Seconds())
 }
