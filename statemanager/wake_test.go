@@ -278,3 +278,29 @@ func TestWakeUpsOfManyDomains(t *testing.T) {
 		t.Errorf("watcher of kept got %v, want %v", got, want)
 	}
 }
+
+// BenchmarkWakeTimers is what the start path pays: nothing for a deadline
+// past the horizon, a lookup and a local delivery for a near one whose
+// shard already published an earlier deadline.
+func BenchmarkWakeTimers(b *testing.B) {
+	ctx := context.Background()
+	_, client := redistest.Start(b)
+	s, err := statemanager.NewRedisStore(client, "workflow", statemanager.RedisConfig{Shards: 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.WatchDeadlines(func(int, int64) {})()
+	for _, bc := range []struct {
+		name string
+		in   time.Duration
+	}{{"far", time.Hour}, {"near", 5 * time.Second}} {
+		b.Run(bc.name, func(b *testing.B) {
+			d := time.Now().Add(bc.in).UnixMilli()
+			s.WakeTimers(ctx, "task", d-1) // the earlier one, published
+			b.ReportAllocs()
+			for b.Loop() {
+				s.WakeTimers(ctx, "task", d)
+			}
+		})
+	}
+}
