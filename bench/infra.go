@@ -123,7 +123,8 @@ func startChild(s childSpec) (*child, error) {
 	cmd.Env = append(cmd.Env, s.env...)
 	cmd.Stdout = s.log
 	cmd.Stderr = s.log
-	if err := cmd.Start(); err != nil {
+	// Tied to the bench: a bench killed with -9 leaves no runner behind.
+	if err := redisserver.StartTied(cmd); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("bench: start the runner %v: %w", argv, err)
 	}

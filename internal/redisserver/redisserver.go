@@ -230,3 +230,11 @@ func waitReady(addr string, within time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// StartTied starts cmd, any child process, so that the kernel kills it when
+// this process dies (on Linux; elsewhere it is cmd.Start): a parent killed
+// with SIGKILL leaves none of its children running.
+func StartTied(cmd *exec.Cmd) error {
+	cmd.SysProcAttr = sysProcAttr()
+	return start(cmd)
+}
