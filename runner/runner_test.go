@@ -295,6 +295,8 @@ func TestConfigValidate(t *testing.T) {
 			wantErr: []string{"ProduceTimeout"}},
 		{name: "failure policy bounds", cfg: Config{Brokers: []string{"b:9092"}, MaxAttempts: -1, MaxRecordBytes: -1, StuckAfter: -time.Second},
 			wantErr: []string{"MaxAttempts", "MaxRecordBytes", "StuckAfter"}},
+		{name: "negative byte budget", cfg: Config{Brokers: []string{"b:9092"}, MaxInFlightBytes: -1},
+			wantErr: []string{"MaxInFlightBytes -1 is negative"}},
 		{name: "timer config is checked", cfg: Config{Brokers: []string{"b:9092"}, Timers: timers.Config{PollInterval: -1}},
 			wantErr: []string{"PollInterval"}},
 	}
@@ -309,7 +311,8 @@ func TestConfigValidate(t *testing.T) {
 				if c.Group != DefaultGroup || c.RequestTopic != DefaultRequestTopic || c.Partitions != DefaultPartitions ||
 					c.BatchSize != DefaultBatchSize || c.Backoff.Min != DefaultBackoffMin || c.Backoff.Max != DefaultBackoffMax ||
 					c.ReplicationFactor != -1 || c.Timers.PollInterval == 0 ||
-					c.MaxAttempts != DefaultMaxAttempts || c.MaxRecordBytes != DefaultMaxRecordBytes || c.StuckAfter != DefaultStuckAfter {
+					c.MaxAttempts != DefaultMaxAttempts || c.MaxRecordBytes != DefaultMaxRecordBytes || c.StuckAfter != DefaultStuckAfter ||
+					c.MaxInFlightBytes != DefaultMaxInFlightBytes {
 					t.Errorf("defaults not filled: %+v", c)
 				}
 				return
