@@ -51,7 +51,7 @@ const (
 //
 // Key identifies the event within its instance: a replayed input yields
 // the same keys (a step's key is its visit, sagaMeta.seq; a task event's
-// the event's own bytes). The first event's Key of a group (see Batch) is
+// the event's own bytes). The first event's Key of a run (see Batch) is
 // what makes Apply idempotent, so a replayed input's events are recognised
 // and dropped. Seq is the position in the timeline, given by the store; it
 // is 0 in events not read back from it.
