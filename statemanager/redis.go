@@ -144,7 +144,9 @@ type RedisConfig struct {
 	// DisablePipelining makes every Start, Get, Close and Ack its own round
 	// trip. Default false: calls that arrive while earlier ones are in
 	// flight share pipelines (see pipeliner), which costs a lone caller
-	// nothing and saves Redis a read and a write per command under load.
+	// nothing and saves Redis a read and a write per command under load;
+	// the starts, closes and acks among them of one shard share one script
+	// call.
 	DisablePipelining bool
 	// PipelineBatches is how many pipelines the store keeps in flight at
 	// once; default DefaultPipelineBatches (2).
