@@ -30,6 +30,9 @@
 -- few calls as it can (one read, one write of the record, one push per
 -- group; one ZADD or ZREM per listing index and one INCRBY of the open
 -- count per call) and passes the strings it was given.
+
+-- Globals are table lookups at each use: the script reads them once.
+local call, unpack, tonumber, floor, ARGV = redis.call, unpack, tonumber, math.floor, ARGV
 local P = ARGV[1]
 local cap = tonumber(ARGV[2])
 local retention = ARGV[3]
@@ -44,7 +47,7 @@ local arity = {S = 6, W = 2, s = 4, T = 2, t = 2, E = 5, x = 0}
 -- itos formats a count without sprintf for the small ones.
 local function itos(v)
   if v < 10 then return string.char(48 + v) end
-  if v < 100 then return string.char(48 + math.floor(v / 10), 48 + v % 10) end
+  if v < 100 then return string.char(48 + floor(v / 10), 48 + v % 10) end
   return tostring(v)
 end
 
@@ -102,7 +105,7 @@ while i <= #ARGV do
     end
     f = f + 1 + arity[op]
   end
-  local rec = redis.call('HMGET', unpack(want, 1, w))
+  local rec = call('HMGET', unpack(want, 1, w))
   local todo, last = 0, 0
   for x = 1, r do
     if not rec[8 + x] then todo, last = todo + 1, x end
@@ -125,7 +128,7 @@ while i <= #ARGV do
     local saga, bk = '', ''
     local endedNow = false
     -- What is pushed: all the group's events, or those of the runs not
-    -- applied before. A run's key is written with the seq it reached; the
+    -- applied before. ARGV run's key is written with the seq it reached; the
     -- last run's is the record's, written below.
     local push, np2 = nil, 0
     if todo < r then push = {} end
@@ -149,7 +152,7 @@ while i <= #ARGV do
             end
           elseif op == 'W' then
             hs[h + 1] = 'step'; hs[h + 2] = ARGV[f + 1]; h = h + 2
-            -- A task whose close was written first (another partition was
+            -- ARGV task whose close was written first (another partition was
             -- quicker) is not open.
             local ref = ARGV[f + 2]
             if ref ~= '' and not ended[status] and not val['o:' .. ref] then
@@ -222,26 +225,26 @@ while i <= #ARGV do
     if nt ~= nt0 then hs[h + 1] = 'nt'; hs[h + 2] = itos(nt); h = h + 2 end
     if np ~= np0 then hs[h + 1] = 'np'; hs[h + 2] = itos(np); h = h + 2 end
     if later(at, updatedAt) then hs[h + 1] = 'updatedAt'; hs[h + 2] = at; h = h + 2 end
-    redis.call('HSET', unpack(hs, 1, h))
+    call('HSET', unpack(hs, 1, h))
     if push then
-      redis.call('RPUSH', lk, unpack(push, 1, np2))
+      call('RPUSH', lk, unpack(push, 1, np2))
     else
-      redis.call('RPUSH', lk, unpack(ARGV, j0, j0 + nn - 1))
+      call('RPUSH', lk, unpack(ARGV, j0, j0 + nn - 1))
     end
     if existed then
-      if total > cap then redis.call('LTRIM', lk, negCap, '-1') end
-      if math.floor(seq0 / (2 * cap)) ~= math.floor(total / (2 * cap)) then
+      if total > cap then call('LTRIM', lk, negCap, '-1') end
+      if floor(seq0 / (2 * cap)) ~= floor(total / (2 * cap)) then
         -- Past each 2 x cap events, forget the keys of runs older than
         -- the timeline: what they added is gone from it anyway.
-        local h2 = redis.call('HGETALL', rk)
+        local h2 = call('HGETALL', rk)
         local old = {rk}
         for x = 1, #h2, 2 do
           if string.sub(h2[x], 1, 2) == 'k:' and tonumber(h2[x + 1]) <= total - cap then old[#old + 1] = h2[x] end
         end
-        if #old > 1 then redis.call('HDEL', unpack(old)) end
+        if #old > 1 then call('HDEL', unpack(old)) end
       end
     elseif pushed > cap then
-      redis.call('LTRIM', lk, negCap, '-1')
+      call('LTRIM', lk, negCap, '-1')
     end
     -- The listing indexes change only when the instance starts or ends.
     local starts = rec[2] == false and startedAt ~= ''
@@ -253,7 +256,7 @@ while i <= #ARGV do
       if existed then
         -- Its participants, those from events written before the start
         -- included.
-        local keys = redis.call('HKEYS', rk)
+        local keys = call('HKEYS', rk)
         for x = 1, #keys do
           if string.sub(keys[x], 1, 2) == 'p:' then zadd(T .. 'v:' .. string.sub(keys[x], 3), startedAt, id) end
         end
@@ -294,11 +297,11 @@ while i <= #ARGV do
     -- keep its expiry, so each key's is set once: when it is created
     -- before the start, or at the end.
     if endedNow or (startedAt == '' and not existed) then
-      redis.call('PEXPIRE', rk, retention)
-      redis.call('PEXPIRE', lk, retention)
+      call('PEXPIRE', rk, retention)
+      call('PEXPIRE', lk, retention)
     elseif starts and existed and not ended[status] then
-      redis.call('PERSIST', rk)
-      redis.call('PERSIST', lk)
+      call('PERSIST', rk)
+      call('PERSIST', lk)
     end
   end
 end
@@ -310,15 +313,15 @@ for x = 1, nz do
     a[na + 2] = id
     na = na + 2
     if na >= 1001 then
-      redis.call('ZADD', unpack(a, 1, na))
+      call('ZADD', unpack(a, 1, na))
       na = 1
     end
   end
-  if na > 1 then redis.call('ZADD', unpack(a, 1, na)) end
+  if na > 1 then call('ZADD', unpack(a, 1, na)) end
 end
 for x = 1, nr do
   local rm = zrems[rkeys[x]]
-  for y = 2, #rm, 1000 do redis.call('ZREM', rm[1], unpack(rm, y, math.min(y + 999, #rm))) end
+  for y = 2, #rm, 1000 do call('ZREM', rm[1], unpack(rm, y, math.min(y + 999, #rm))) end
 end
-if nopen ~= 0 then redis.call('INCRBY', P .. 'nopen', nopen) end
+if nopen ~= 0 then call('INCRBY', P .. 'nopen', nopen) end
 return 0
