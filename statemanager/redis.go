@@ -14,6 +14,8 @@ package statemanager
 //	{P:s}:pending     zset closedAt -> id of closed tasks whose effects are not acked
 //	{P:s}:nwaiting    string: how many tasks of the shard are open, every tenant's
 //	P:watermark       string: the end of the last TimeoutBetween range
+//	P:wake            pub/sub channel: timer wake-ups "<shard> <deadline> <sender>"
+//	                  for deadlines within WakeHorizon (wake.go)
 //
 // and the listing indexes of each tenant, under the tenant prefix T: {P:s}:
 // itself for the default tenant "" (a single-tenant store writes exactly the
@@ -346,6 +348,7 @@ func (s *RedisStore) start(ctx context.Context, t *Task) (*Task, bool, bool, err
 	early := earlyFlag(res)
 	switch outcome {
 	case "created":
+		s.WakeTimers(ctx, t.ID, stored.Deadline)
 		return &stored, true, early, nil
 	case "exists":
 		return s.decode(fields), false, early, nil

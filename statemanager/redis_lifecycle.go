@@ -48,6 +48,9 @@ func (s *RedisStore) Apply(ctx context.Context, c Change) (*Task, bool, error) {
 	}
 	switch outcome {
 	case "ok":
+		if c.Deadline != nil {
+			s.WakeTimers(ctx, c.ID, *c.Deadline)
+		}
 		return s.decode(fields), false, nil
 	case "replay":
 		return s.decode(fields), true, nil
