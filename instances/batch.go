@@ -2,6 +2,7 @@ package instances
 
 import (
 	"slices"
+	"strconv"
 
 	"github.com/sagarunner/sagarunner/saga/envelope"
 )
@@ -264,3 +265,194 @@ func shardOf(id string, shards int) int {
 	}
 	return int(h % uint32(shards))
 }
+
+// maxParticipants bounds the people an instance records as having acted on
+// its tasks (apply.lua's maxParticipants).
+const maxParticipants = 100
+
+// fresh is the state appendFresh keeps while it walks a group: what the
+// apply script's general path would hold for a record that did not exist.
+type fresh struct {
+	fields  []any // HSET arguments, name then value, each name once
+	refs    []string
+	open    []bool // refs[i] open (true) or closed
+	viewers []string
+}
+
+// set sets field name to v, in place when name was set before, as a
+// second HSET of it would.
+func (f *fresh) set(name string, v any) {
+	for i := 0; i < len(f.fields); i += 2 {
+		if f.fields[i].(string) == name {
+			f.fields[i+1] = v
+			return
+		}
+	}
+	f.fields = append(f.fields, name, v)
+}
+
+// task returns ref's index in f.refs, -1 when the group has not named it.
+func (f *fresh) task(ref string) int {
+	for i, r := range f.refs {
+		if r == ref {
+			return i
+		}
+	}
+	return -1
+}
+
+// appendFresh appends g's arguments in the form of a group that starts
+// its instance (apply.lua's fast path): the whole record's fields, the
+// listing indexes it enters and its events, computed here as the script's
+// general path would compute them from no record at all. The script then
+// only checks that the record does not exist and writes; when it does
+// exist (a replay, or an event of the instance written before its start),
+// it leaves the group for ApplyBatch to send again in the general form. ok
+// is false, and args unchanged, when g does not open with a start.
+//
+// prefix is the shard's key prefix; the index keys are whole keys of it.
+func (b *Batch) appendFresh(args []any, g *group, prefix string) (_ []any, ok bool) {
+	evs := b.evs[g.first : g.first+g.n]
+	if len(evs) == 0 || evs[0].e.Type != EventStarted {
+		return args, false
+	}
+	start := evs[0].e
+	var f fresh
+	f.fields = make([]any, 0, 32)
+	status, ended := "", false
+	nt, np := 0, 0
+	runs := b.runs[g.run0 : g.run0+g.nruns]
+	pushed := 0
+	evi := 0
+	for x := range runs {
+		for range runs[x].n {
+			ev := &evs[evi]
+			e := ev.e
+			evi++
+			switch e.Type {
+			case EventStarted:
+				if e == start {
+					f.set("saga", &e.Saga)
+					f.set("version", e.Version)
+					if e.Tenant != "" {
+						f.set("tenant", &e.Tenant)
+					}
+					if e.Actor != "" {
+						f.set("starter", &e.Actor)
+					}
+					if e.BusinessKey != "" {
+						f.set("bk", text(&e.BusinessKey))
+					}
+					f.set("startedAt", &e.At)
+					if !ended {
+						status = StatusRunning
+					}
+				}
+			case EventStep:
+				if e.Status == StatusWaiting {
+					f.set("step", &e.Step)
+					if ev.ref != "" && !ended && f.task(ev.ref) < 0 {
+						f.refs, f.open = append(f.refs, ev.ref), append(f.open, true)
+						nt++
+						f.set("o:"+ev.ref, "1")
+					}
+				} else {
+					f.set("step", &e.Step)
+					f.set("lastStatus", &e.Status)
+					f.set("lastCode", &e.Code)
+					f.set("lastMessage", text(&e.Message))
+				}
+			case EventTask:
+				t := f.task(ev.ref)
+				if e.Status == StatusWaiting || e.Status == taskInApproval {
+					if !ended && (t < 0 || !f.open[t]) {
+						if t < 0 {
+							f.refs, f.open = append(f.refs, ev.ref), append(f.open, true)
+						} else {
+							f.open[t] = true
+						}
+						nt++
+						f.set("o:"+ev.ref, "1")
+					}
+				} else if t < 0 || f.open[t] {
+					if t >= 0 {
+						nt--
+						f.open[t] = false
+					} else {
+						f.refs, f.open = append(f.refs, ev.ref), append(f.open, false)
+					}
+					f.set("o:"+ev.ref, "0")
+				}
+				if who := e.Actor; who != "" && who != start.Actor && !slices.Contains(f.viewers, who) && np < maxParticipants {
+					np++
+					f.viewers = append(f.viewers, who)
+					f.set("p:"+who, "1")
+				}
+			case EventFinished, EventFailed, EventDeadLettered, EventCancelled:
+				if e.Code != "" || e.Message != "" {
+					f.set("lastStatus", &e.Status)
+					f.set("lastCode", &e.Code)
+					f.set("lastMessage", text(&e.Message))
+				}
+				if !ended {
+					status, ended = endStatus(e.Type), true
+					f.set("endedAt", &e.At)
+				}
+			}
+		}
+		pushed += int(runs[x].n)
+		if x != len(runs)-1 {
+			f.set("k:"+runs[x].key, pushed)
+		}
+	}
+	if !ended {
+		status = StatusRunning
+		if nt > 0 {
+			status = StatusWaiting
+		}
+	}
+	f.set("status", status)
+	f.set("seq", pushed)
+	f.set("k:"+runs[len(runs)-1].key, pushed)
+	if nt != 0 {
+		f.set("nt", nt)
+	}
+	if np != 0 {
+		f.set("np", np)
+	}
+	f.set("updatedAt", &g.maxAt)
+
+	// The listing indexes of its tenant, all by startedAt.
+	t := prefix + "t" + strconv.Itoa(len(start.Tenant)) + ":" + start.Tenant + ":"
+	indexes := make([]any, 0, 4+len(f.viewers))
+	indexes = append(indexes, t+"saga:"+start.Saga)
+	if start.BusinessKey != "" {
+		indexes = append(indexes, t+"bk:"+cut(start.BusinessKey))
+	}
+	if start.Actor != "" {
+		indexes = append(indexes, t+"v:"+start.Actor)
+	}
+	for _, v := range f.viewers {
+		indexes = append(indexes, t+"v:"+v)
+	}
+	end := freshOpen
+	if ended {
+		end = freshEnded
+		indexes = append(indexes, t+"st:"+status)
+	} else {
+		indexes = append(indexes, t+"open")
+	}
+	args = append(args, &g.id, &g.maxAt, g.n, len(f.fields), 0, len(indexes), end, &start.At)
+	args = append(args, f.fields...)
+	args = append(args, indexes...)
+	for _, ev := range evs {
+		args = append(args, b.json(ev))
+	}
+	return args, true
+}
+
+// How a group in the fast form leaves its instance (apply.lua).
+const (
+	freshOpen  = "o" // open: counted in nopen
+	freshEnded = "e" // ended: kept for the retention
+)

@@ -130,6 +130,9 @@ func (in *Instance) VisibleTo(user string) bool {
 type Store struct {
 	rdb redis.UniversalClient
 	cfg Config
+	// general sends every group in the script's general form (tests
+	// compare the two forms).
+	general bool
 }
 
 // NewStore returns a store over rdb.
@@ -189,42 +192,87 @@ func (s *Store) ApplyBatch(ctx context.Context, b *Batch) error {
 		count[sh]++
 	}
 	type call struct {
-		keys []string
-		args []any
+		keys   []string
+		args   []any
+		groups []int // b.groups of the call, in order
+		cmd    *redis.Cmd
 	}
 	calls := make([]call, 0, len(order))
 	perGroup := 5 + (2*len(b.runs)+9*len(b.evs))/len(b.groups)
 	for _, sh := range order {
 		p := s.shardPrefix(sh)
-		args := make([]any, 0, 3+int(count[sh])*perGroup)
-		args = append(args, p, s.cfg.TimelineCap, s.cfg.Retention.Milliseconds())
+		c := call{keys: []string{p + "x"}, groups: make([]int, 0, count[sh])}
+		c.args = make([]any, 0, 3+int(count[sh])*2*perGroup)
+		c.args = append(c.args, p, s.cfg.TimelineCap, s.cfg.Retention.Milliseconds())
 		for i := range b.groups {
-			if int(shardOfGroup[i]) == sh {
-				args = b.appendArgs(args, &b.groups[i])
+			if int(shardOfGroup[i]) != sh {
+				continue
+			}
+			c.groups = append(c.groups, i)
+			var ok bool
+			if !s.general {
+				c.args, ok = b.appendFresh(c.args, &b.groups[i], p)
+			}
+			if !ok {
+				c.args = b.appendArgs(c.args, &b.groups[i])
 			}
 		}
-		calls = append(calls, call{keys: []string{p + "x"}, args: args})
+		calls = append(calls, c)
 	}
 	run := func() error {
 		_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-			for _, c := range calls {
-				applyScript.EvalSha(ctx, pipe, c.keys, c.args...)
+			for i := range calls {
+				calls[i].cmd = applyScript.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
 			}
 			return nil
 		})
-		return err
+		if isNoScript(err) {
+			// A restarted Redis lost the script; nothing ran.
+			if err := applyScript.Load(ctx, s.rdb).Err(); err != nil {
+				return fmt.Errorf("instances: load script: %w", err)
+			}
+			_, err = s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+				for i := range calls {
+					calls[i].cmd = applyScript.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
+				}
+				return nil
+			})
+		}
+		if err != nil {
+			return fmt.Errorf("instances: apply: %w", err)
+		}
+		return nil
 	}
 	if err := run(); err != nil {
-		if !isNoScript(err) {
+		return err
+	}
+	// Groups in the fast form whose records existed go again, in the
+	// general form: a replay, or an instance whose events were written
+	// before its start.
+	var again []call
+	for _, c := range calls {
+		left, err := c.cmd.Int64Slice()
+		if err != nil {
 			return fmt.Errorf("instances: apply: %w", err)
 		}
-		// A restarted Redis lost the script; nothing ran.
-		if err := applyScript.Load(ctx, s.rdb).Err(); err != nil {
-			return fmt.Errorf("instances: load script: %w", err)
+		if len(left) == 0 {
+			continue
 		}
-		if err := run(); err != nil {
-			return fmt.Errorf("instances: apply: %w", err)
+		a := call{keys: c.keys, args: append(make([]any, 0, 3+len(left)*perGroup), c.args[:3]...)}
+		for _, at := range left {
+			if at < 1 || int(at) > len(c.groups) {
+				return fmt.Errorf("instances: apply: the script left group %d of %d", at, len(c.groups))
+			}
+			a.args = b.appendArgs(a.args, &b.groups[c.groups[at-1]])
 		}
+		again = append(again, a)
+	}
+	if len(again) == 0 {
+		return nil
+	}
+	calls = again
+	if err := run(); err != nil {
+		return err
 	}
 	return nil
 }
