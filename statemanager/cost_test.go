@@ -32,7 +32,8 @@ func idsOfShard(shard, n int) []string {
 // timed. It is skipped unless SAGARUNNER_COST_ADDR names the server; with
 // SAGARUNNER_COST_PID set as well it runs `callgrind_control -z` before the
 // workload and `callgrind_control -d` after each phase (starts, closes,
-// acks), so each phase has its own dump. SAGARUNNER_COST_BATCH=k sends the
+// acks), so each phase has its own dump. SAGARUNNER_COST_SHAPE=bench
+// stores tasks as the bench saga does. SAGARUNNER_COST_BATCH=k sends the
 // calls k at a time, all of one shard, queued behind a held flush slot;
 // unset, 64 goroutines call at once. For example:
 //
@@ -74,6 +75,16 @@ func TestRedisCostWorkload(t *testing.T) {
 			RequestID: "r-" + id, StartedAt: 1_763_800_000_000, Deadline: 1_763_800_060_000,
 			Data:     json.RawMessage(`{"data":{"productId":"product-1","brief":"summer vibes"}}`),
 			Envelope: json.RawMessage(`{"requestMeta":{"requestId":"r-42","user":"alice"},"sagaMeta":{"saga":"job_post_approval","stepId":"approve"},"payload":{"parameters":{"productId":"product-1","brief":"summer vibes"}}}`),
+		}
+	}
+	// SAGARUNNER_COST_SHAPE=bench stores the bench saga's tasks instead:
+	// no roles, so each is in one listing family.
+	if os.Getenv("SAGARUNNER_COST_SHAPE") == "bench" {
+		full := task
+		task = func(id string) *Task {
+			t := full(id)
+			t.Roles = nil
+			return t
 		}
 	}
 	// The ids, in batches of one shard each.

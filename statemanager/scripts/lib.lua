@@ -173,16 +173,85 @@ local function reindex(tp, id, old, new)
   end
 end
 
+-- leave takes task id out of listing family fam under tenant prefix tp, in
+-- its three orders (od and op its deadline and priority members, op nil
+-- when it has none), and out of the family's IN_APPROVAL count when dq.
+local function leave(tp, fam, id, od, op, dq)
+  redis.call('ZREM', tp .. fam, id)
+  redis.call('ZREM', tp .. 'd:' .. fam, od)
+  if op then
+    redis.call('ZREM', tp .. 'p:' .. fam, op)
+  end
+  if dq then
+    redis.call('DECR', tp .. 'q:' .. fam)
+  end
+end
+
+-- unindex is reindex(tp, id, f, nil), which every close runs, without the
+-- tables familiesOf builds: the task leaves each family it is in, each once.
+local function unindex(tp, id, f)
+  if not isOpen(f['s']) then
+    return
+  end
+  local od, op = deadlineMember(f, id), priorityMember(f, id)
+  local q = f['s'] == 'IN_APPROVAL'
+  leave(tp, 'waiting', id, od, op, q)
+  if f['u'] then
+    leave(tp, 'u:' .. f['u'], id, od, op, q)
+  end
+  local r = f['r'] or ''
+  if string.find(r, '\031', 1, true) then
+    local seen = {}
+    for role in string.gmatch(r, '[^\031]+') do
+      if not seen[role] then
+        seen[role] = true
+        leave(tp, 'r:' .. role, id, od, op, q)
+      end
+    end
+  elseif r ~= '' then
+    leave(tp, 'r:' .. r, id, od, op, q)
+  end
+  local cl, cp = f['cl'], f['cp']
+  if cl then
+    leave(tp, 'c:' .. cl, id, od, op, q)
+  end
+  if cp and cp ~= cl then
+    leave(tp, 'c:' .. cp, id, od, op, q)
+  end
+  if q then
+    local seen = {}
+    for role in string.gmatch(f['ar'] or f['r'] or '', '[^\031]+') do
+      if not seen[role] then
+        seen[role] = true
+        leave(tp, 'a:' .. role, id, od, op, false)
+      end
+    end
+  end
+end
+
 -- actorsOf is who acted on a task, each once: its closer by, its claimer
 -- and its executor. A closed task is listed in the cb:<status>:<user>
 -- index of each, which is a person's history.
 local function actorsOf(f, by)
-  local out, seen = {}, {}
-  for _, u in ipairs({by or '', f['cl'] or '', f['cp'] or ''}) do
-    if u ~= '' and not seen[u] then
-      seen[u] = true
-      out[#out + 1] = u
-    end
+  local a, b, c = by or '', f['cl'] or '', f['cp'] or ''
+  if b == a then
+    b = ''
+  end
+  if c == a or c == b then
+    c = ''
+  end
+  local out, n = {}, 0
+  if a ~= '' then
+    n = n + 1
+    out[n] = a
+  end
+  if b ~= '' then
+    n = n + 1
+    out[n] = b
+  end
+  if c ~= '' then
+    n = n + 1
+    out[n] = c
   end
   return out
 end
@@ -258,7 +327,7 @@ local function closeTask(c, h, id, f, cur, decision, tail, indexed)
     end
   end
   redis.call('ZREM', c.due, id)
-  reindex(tp, id, indexed or f, nil)
+  unindex(tp, id, indexed or f)
   redis.call('ZADD', c.pending, c.at, id)
   local ck = tp .. 'closed:' .. c.status
   redis.call('ZADD', ck, c.at, id)

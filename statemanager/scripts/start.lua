@@ -23,7 +23,13 @@ local keysPer, argsPer = 6, 23
 
 -- The hash fields of ARGV 3.., in order; zeroes are left out when 0.
 local names = {'n', 'sp', 'a', 'r', 'u', 'sg', 'st', 'rq', 's0', 'dl', 'd', 'e', 'sk', 'tn', 'po', 'ra', 'ar', 'pr', 'sb', 'dm', 'pm'}
-local zeroes = {dl = true, ra = true, pr = true}
+local nnames = #names
+-- zero[i]: names[i] is left out when '0' too.
+local zero = {}
+for i = 1, nnames do
+  local n = names[i]
+  zero[i] = n == 'dl' or n == 'ra' or n == 'pr'
+end
 
 -- enter puts a new WAITING task in one listing family (familiesOf in
 -- lib.lua) under tenant prefix tp, in its three orders (see reindex).
@@ -65,15 +71,16 @@ local function startOne(k, a)
     forgetClosed(tenantPrefix(ARGV[a + 1], f['tn']), id, f)
   end
 
-  local args = {'id', id, 's', 'WAITING', 'v', '1'}
-  for i = 1, #names do
+  local args, na = {'id', id, 's', 'WAITING', 'v', '1'}, 6
+  for i = 1, nnames do
     local v = ARGV[a + i + 2]
-    if v ~= '' and not (zeroes[names[i]] and v == '0') then
-      args[#args + 1] = names[i]
-      args[#args + 1] = v
+    if v ~= '' and not (zero[i] and v == '0') then
+      args[na + 1] = names[i]
+      args[na + 2] = v
+      na = na + 2
     end
   end
-  redis.call('HSET', h, unpack(args))
+  redis.call('HSET', h, unpack(args, 1, na))
   -- The first event (started, Seq 1 = Version 1) is not written: History
   -- reads it off the task, which keeps the start at the writes it had.
 
@@ -90,8 +97,10 @@ local function startOne(k, a)
   if ARGV[a + 7] ~= '' then
     enter(tp, 'u:' .. ARGV[a + 7], id, s0, dm, pm)
   end
-  for role in string.gmatch(ARGV[a + 6], '[^\031]+') do
-    enter(tp, 'r:' .. role, id, s0, dm, pm)
+  if ARGV[a + 6] ~= '' then
+    for role in string.gmatch(ARGV[a + 6], '[^\031]+') do
+      enter(tp, 'r:' .. role, id, s0, dm, pm)
+    end
   end
   -- Every tenant's open tasks of the shard, counted for the waiting gauge.
   redis.call('INCR', ARGV[a + 1] .. 'nwaiting')
