@@ -132,6 +132,10 @@ func (e *Engine) Handle(ctx context.Context, rec Record) (Output, error) {
 		}
 	}
 	if e.cfg.TrackInstances {
+		// A continuation's input writes the close that made it first.
+		if closed, ok := e.carriedEvent(rec); ok {
+			out.Instances = append([]instances.Event{closed}, out.Instances...)
+		}
 		e.instanceTail(&out, env)
 	}
 	// The closes happened in actions, which report them only as

@@ -1,6 +1,7 @@
 package saga
 
 import (
+	"crypto/sha256"
 	"strconv"
 
 	"github.com/tidwall/gjson"
@@ -93,19 +94,75 @@ func (e *Engine) instanceTail(out *Output, env *envelope.Envelope) {
 // taskEvents turns the task events among out's records into events of the
 // instances the tasks belong to. Reading them off the records keeps one
 // source for what happened to a task, whichever path closed or changed it.
+//
+// A close's event rides on the continuation the close made instead
+// (carryClose): the continuation's input writes it with the steps it runs,
+// in one write of the instance where there were two, and a deadline firing
+// writes no instance at all. Until then the instance shows the task open.
 func (e *Engine) taskEvents(out *Output) {
 	topic := e.cfg.Topics.TaskEvents
 	if topic == "" {
 		return
 	}
-	for _, r := range out.Records {
+	for i := range out.Records {
+		r := &out.Records[i]
 		if r.Topic != topic {
 			continue
 		}
-		if ev, ok := taskEventOf(r.Value); ok {
-			out.Instances = append(out.Instances, ev)
+		ev, ok := taskEventOf(r.Value)
+		if !ok {
+			continue
+		}
+		if !statemanager.Open(ev.Status) && e.carryClose(out, i, ev.Instance) {
+			continue
+		}
+		out.Instances = append(out.Instances, ev)
+	}
+}
+
+// carryClose makes the continuation of the close whose task event is
+// out.Records[i] carry that event (signer.carry), and reports whether it
+// could: the continuation is the one the same close made (TaskEffects puts
+// it before its task event, with no task event between), keyed by the
+// instance, carrying nothing yet, and with room for the event under
+// MaxRecordBytes.
+func (e *Engine) carryClose(out *Output, i int, instance string) bool {
+	event := out.Records[i].Value
+	for j := i - 1; j >= 0; j-- {
+		r := &out.Records[j]
+		switch r.Topic {
+		case e.cfg.Topics.TaskEvents:
+			return false
+		case e.cfg.Topics.Continuations:
+			if string(r.Key) != instance {
+				continue
+			}
+			for _, h := range r.Headers {
+				if h.Key == TaskEventHeader {
+					return false
+				}
+			}
+			if e.recordSize(*r)+len(TaskEventHeader)+2*sha256.Size+len(event) > e.cfg.MaxRecordBytes {
+				return false
+			}
+			e.signer.carry(r, event)
+			return true
 		}
 	}
+	return false
+}
+
+// carriedEvent is the close's task event continuation rec carries (see
+// taskEvents), when its MAC holds.
+func (e *Engine) carriedEvent(rec Record) (instances.Event, bool) {
+	if rec.Topic != e.cfg.Topics.Continuations {
+		return instances.Event{}, false
+	}
+	event, ok := e.signer.carried(rec)
+	if !ok {
+		return instances.Event{}, false
+	}
+	return taskEventOf(event)
 }
 
 // taskEventOf is the instance event of a task-event record's value, read in
@@ -180,7 +237,12 @@ func (e *Engine) DeadInstance(rec Record, code, reason string) []instances.Event
 	if err != nil || env.SagaMeta.Saga == "" || env.SagaMeta.StepID == "" || !e.signer.verify(rec) {
 		return nil
 	}
-	return []instances.Event{{Instance: env.RequestMeta.RequestID, Key: "dead" + strconv.Itoa(env.SagaMeta.Seq),
+	dead := instances.Event{Instance: env.RequestMeta.RequestID, Key: "dead" + strconv.Itoa(env.SagaMeta.Seq),
 		Type: instances.EventDeadLettered, At: clock.NowMillis(e.cfg.Clock), Saga: env.SagaMeta.Saga,
-		Step: env.SagaMeta.StepID, Code: code, Message: reason}}
+		Step: env.SagaMeta.StepID, Code: code, Message: reason}
+	// The close that made the continuation is written with its end.
+	if closed, ok := e.carriedEvent(rec); ok {
+		return []instances.Event{closed, dead}
+	}
+	return []instances.Event{dead}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/hex"
 	"hash"
 	"strconv"
@@ -22,6 +23,13 @@ const (
 	// instance, so a producer with write access to the request topic
 	// cannot push an instance past its approval step.
 	SignatureHeader = "sagarunner-sig"
+	// TaskEventHeader carries, on the continuation a task's close made,
+	// that close's task event for the instance timeline: the hex MAC of
+	// the record and the event, then the event (a task-event record's
+	// value). The continuation's input writes it with its own steps, so a
+	// close costs its instance one write instead of two. The MAC is under
+	// a key of its own, so neither signature can pass for the other.
+	TaskEventHeader = "sagarunner-task-event"
 )
 
 // signingKeyLen is the size of a drawn key: SHA-256's block-safe key size.
@@ -42,11 +50,68 @@ func newSigningKey() []byte {
 // partition routing) either.
 type signer struct {
 	pool sync.Pool
+	// events MACs carried task events (TaskEventHeader), under a key
+	// derived from the signing key.
+	events sync.Pool
 }
 
 func newSigner(key []byte) *signer {
 	key = append([]byte(nil), key...)
-	return &signer{pool: sync.Pool{New: func() any { return hmac.New(sha256.New, key) }}}
+	d := hmac.New(sha256.New, key)
+	d.Write([]byte("sagarunner carried task events"))
+	eventKey := d.Sum(nil)
+	return &signer{
+		pool:   sync.Pool{New: func() any { return hmac.New(sha256.New, key) }},
+		events: sync.Pool{New: func() any { return hmac.New(sha256.New, eventKey) }},
+	}
+}
+
+// eventMAC appends to dst the hex MAC of a continuation's key and value and
+// the task event it carries, each length-prefixed so that no bytes can move
+// from one to another.
+func (s *signer) eventMAC(dst, key, value, event []byte) []byte {
+	h := s.events.Get().(hash.Hash)
+	h.Reset()
+	var n [8]byte
+	for _, b := range [][]byte{key, value} {
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	h.Write(event)
+	var sum [sha256.Size]byte
+	dst = hex.AppendEncode(dst, h.Sum(sum[:0]))
+	s.events.Put(h)
+	return dst
+}
+
+// carry makes continuation r carry event (TaskEventHeader). r's key and
+// value must be final.
+func (s *signer) carry(r *envelope.Record, event []byte) {
+	v := s.eventMAC(make([]byte, 0, 2*sha256.Size+len(event)), r.Key, r.Value, event)
+	r.Headers = append(r.Headers, envelope.Header{Key: TaskEventHeader, Value: append(v, event...)})
+}
+
+// carried returns the task event rec carries, when it carries exactly one
+// whose MAC holds: that proves the runners made rec, key and value as
+// they are.
+func (s *signer) carried(rec Record) ([]byte, bool) {
+	var got []byte
+	n := 0
+	for _, h := range rec.Headers {
+		if h.Key == TaskEventHeader {
+			got, n = h.Value, n+1
+		}
+	}
+	if n != 1 || len(got) <= 2*sha256.Size {
+		return nil, false
+	}
+	mac, event := got[:2*sha256.Size], got[2*sha256.Size:]
+	var buf [2 * sha256.Size]byte
+	if subtle.ConstantTimeCompare(mac, s.eventMAC(buf[:0], rec.Key, rec.Value, event)) != 1 {
+		return nil, false
+	}
+	return event, true
 }
 
 // mac appends the hex MAC of key||0x00||value to dst.
