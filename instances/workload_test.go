@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
 	"testing"
 
@@ -70,7 +71,8 @@ func workload(ctx context.Context, s *instances.Store, n int, kinds ...func(stri
 // INSTANCES_WORKLOAD_ADDR (a redis-server under callgrind, to count the
 // instructions the store costs Redis): INSTANCES_WORKLOAD=start applies
 // 5,000 starts, =all also their closes and finishes, =bench 5,000 starts
-// shaped as the bench's.
+// shaped as the bench's, =ends the closes and finishes of 5,000 instances
+// started before the counts are zeroed.
 func TestWorkload(t *testing.T) {
 	addr := os.Getenv("INSTANCES_WORKLOAD_ADDR")
 	if addr == "" {
@@ -93,9 +95,24 @@ func TestWorkload(t *testing.T) {
 		kinds = append(kinds, closeInput, finishInput)
 	case "bench":
 		kinds = []func(string, int64) []instances.Event{benchInput}
+	case "ends":
+		kinds = []func(string, int64) []instances.Event{closeInput, finishInput}
 	}
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
+	}
+	if os.Getenv("INSTANCES_WORKLOAD") == "ends" {
+		// The starts first, then the counts zeroed: the dump counts the
+		// closes and finishes only (INSTANCES_WORKLOAD_PID is the
+		// callgrind's).
+		if err := workload(ctx, s, 5000, startInput); err != nil {
+			t.Fatal(err)
+		}
+		if pid := os.Getenv("INSTANCES_WORKLOAD_PID"); pid != "" {
+			if out, err := exec.Command("callgrind_control", "-z", pid).CombinedOutput(); err != nil {
+				t.Fatalf("callgrind_control: %v: %s", err, out)
+			}
+		}
 	}
 	if err := workload(ctx, s, 5000, kinds...); err != nil {
 		t.Fatal(err)
