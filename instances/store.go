@@ -219,24 +219,23 @@ func (s *Store) ApplyBatch(ctx context.Context, b *Batch) error {
 		}
 		calls = append(calls, c)
 	}
-	run := func() error {
+	send := func() error {
 		_, err := s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 			for i := range calls {
 				calls[i].cmd = applyScript.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
 			}
 			return nil
 		})
+		return err
+	}
+	run := func() error {
+		err := send()
 		if isNoScript(err) {
 			// A restarted Redis lost the script; nothing ran.
 			if err := applyScript.Load(ctx, s.rdb).Err(); err != nil {
 				return fmt.Errorf("instances: load script: %w", err)
 			}
-			_, err = s.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-				for i := range calls {
-					calls[i].cmd = applyScript.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
-				}
-				return nil
-			})
+			err = send()
 		}
 		if err != nil {
 			return fmt.Errorf("instances: apply: %w", err)
@@ -271,10 +270,7 @@ func (s *Store) ApplyBatch(ctx context.Context, b *Batch) error {
 		return nil
 	}
 	calls = again
-	if err := run(); err != nil {
-		return err
-	}
-	return nil
+	return run()
 }
 
 func isNoScript(err error) bool {
